@@ -1,0 +1,18 @@
+"""`napari-histo demo` (placeholder until its issue lands)."""
+
+from __future__ import annotations
+
+import argparse
+
+from napari_histo.core.errors import HistoError
+
+
+def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+    """Add the `demo` subcommand."""
+    p = sub.add_parser("demo", help="(not yet available)")
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    """Report that the command is not built yet."""
+    raise HistoError("'demo' is not available in this version yet")

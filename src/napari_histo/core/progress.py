@@ -1,0 +1,58 @@
+"""Progress events shared by the engine, the CLI and the napari widgets.
+
+Long jobs are generator functions: they ``yield`` small events (numbers and strings, never
+arrays, so Qt signals stay cheap) and ``return`` their result. The CLI drains them with
+:func:`run_task`; the GUI runs them in a napari thread worker. ``generator.close()`` cancels.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Generator
+from dataclasses import dataclass, field
+from typing import Any, TypeVar, Union
+
+R = TypeVar("R")
+
+
+@dataclass(frozen=True)
+class Progress:
+    """``done`` of ``total`` units of work finished (``total`` may be 0 when unknown)."""
+
+    done: int
+    total: int
+    desc: str = ""
+    info: dict[str, float] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class EpochEnd:
+    """One training epoch finished; ``metrics`` maps e.g. ``train_loss``/``val_dice`` to floats."""
+
+    epoch: int
+    metrics: dict[str, float]
+    checkpoint: str | None = None
+
+
+@dataclass(frozen=True)
+class Message:
+    """A line of text for the user (``level``: info, warning or error)."""
+
+    text: str
+    level: str = "info"
+
+
+Event = Union[Progress, EpochEnd, Message]
+Task = Generator[Event, None, R]
+
+
+def run_task(task: Generator[Event, None, R], on_event: Callable[[Event], Any] | None = None) -> R:
+    """Drain a task generator, passing each event to ``on_event``; return the task's result."""
+    try:
+        while True:
+            event = next(task)
+            if on_event is not None:
+                on_event(event)
+    except StopIteration as stop:
+        return stop.value  # type: ignore[no-any-return]
+    finally:
+        task.close()

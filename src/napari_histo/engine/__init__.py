@@ -1,0 +1,1 @@
+"""Computation: tiling, datasets, models, training, inference, metrics (never Qt or napari)."""

@@ -1,0 +1,61 @@
+"""Device choice, seeding and CPU thread settings for training and inference.
+
+One place resolves ``'auto'|'cpu'|'cuda'|'mps'`` so the GUI, CLI and tests agree, and one
+place seeds every RNG so runs repeat.
+"""
+
+from __future__ import annotations
+
+import random
+
+import numpy as np
+import torch
+
+from napari_histo.core.errors import ConfigError
+
+DEVICE_CHOICES = ("auto", "cpu", "cuda", "mps")
+
+
+def resolve_device(device: str | torch.device | None = "auto") -> torch.device:
+    """Return the torch device for ``device`` ('auto' picks cuda > mps > cpu).
+
+    Raises
+    ------
+    ConfigError
+        When an explicitly requested accelerator is not available.
+    """
+    if isinstance(device, torch.device):
+        return device
+    name = (device or "auto").lower()
+    if name == "auto":
+        if torch.cuda.is_available():
+            return torch.device("cuda")
+        mps = getattr(torch.backends, "mps", None)
+        if mps is not None and mps.is_available():
+            return torch.device("mps")
+        return torch.device("cpu")
+    base = name.split(":")[0]
+    if base not in ("cpu", "cuda", "mps"):
+        raise ConfigError(f"unknown device {device!r}; use one of {', '.join(DEVICE_CHOICES)}")
+    if base == "cuda" and not torch.cuda.is_available():
+        raise ConfigError("device 'cuda' requested but no CUDA GPU is available; use --device cpu")
+    if base == "mps":
+        mps = getattr(torch.backends, "mps", None)
+        if mps is None or not mps.is_available():
+            raise ConfigError("device 'mps' requested but Apple MPS is not available; use cpu")
+    return torch.device(name)
+
+
+def seed_everything(seed: int) -> None:
+    """Seed python, numpy and torch so a run with the same config repeats."""
+    random.seed(seed)
+    np.random.seed(seed % (2**32))
+    torch.manual_seed(seed)
+
+
+def default_num_workers() -> int:
+    """DataLoader workers that pay off: none on small machines (decode is cheap vs compute)."""
+    import os
+
+    n = os.cpu_count() or 1
+    return 0 if n <= 4 else min(8, n // 2)

@@ -1,0 +1,1 @@
+"""File formats: lazy slide readers, annotations and writers (never torch, never Qt)."""

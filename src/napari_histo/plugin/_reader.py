@@ -1,0 +1,320 @@
+"""napari reader contribution: slides/images (with their ground truth) and annotation files.
+
+``get_reader(path)`` is called by napari for every file the user drops: it only looks at the
+suffix and a few header bytes, returns ``None`` for anything it cannot handle and never raises.
+The returned reader functions do the real work through ``napari_histo.io`` and
+:mod:`napari_histo.plugin._layers`; they raise a ``HistoError`` whose message names the file
+and the problem (napari shows it as a notification).
+
+Entry points: :func:`get_reader`, :func:`read_slide_layers`, :func:`read_annotation_layers`.
+"""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+from napari_histo.core.errors import HistoError, SlideOpenError
+from napari_histo.plugin._layers import (
+    LayerDataTuple,
+    annotations_layer_data,
+    layer_placement,
+    mask_layer_data,
+    slide_layer_data,
+)
+
+__all__ = [
+    "ANNOTATION_SUFFIXES",
+    "SLIDE_SUFFIXES",
+    "get_reader",
+    "read_annotation_layers",
+    "read_paths",
+    "read_slide_layers",
+]
+
+ReaderFunction = Callable[[Any], list[LayerDataTuple]]
+
+# Whole-slide formats only napari-histo (among usual plugins) reads: always ours.
+_WSI_SUFFIXES = (".svs", ".ndpi", ".scn", ".bif", ".svslide", ".qptiff")
+# Generic images: also ours (tiles, GlaS images, pyramidal/OME-TIFF).
+_IMAGE_SUFFIXES = (".ome.tiff", ".ome.tif", ".tiff", ".tif", ".btf", ".png", ".jpg", ".jpeg")
+SLIDE_SUFFIXES = _WSI_SUFFIXES + _IMAGE_SUFFIXES
+ZARR_SUFFIXES = (".ome.zarr", ".zarr")
+ANNOTATION_SUFFIXES = (".xml", ".geojson", ".json")
+
+
+def _lower_name(path: str | Path) -> str:
+    return Path(str(path).rstrip("/\\")).name.lower()
+
+
+def _head(path: Path, n: int = 4096) -> bytes:
+    with open(path, "rb") as fh:
+        return fh.read(n)
+
+
+def _is_annotation_file(path: Path) -> bool:
+    """ASAP XML or (QuPath) GeoJSON, judged from the suffix and the first bytes."""
+    name = path.name.lower()
+    if not name.endswith(ANNOTATION_SUFFIXES) or not path.is_file():
+        return False
+    head = _head(path, 8192)
+    if name.endswith(".xml"):
+        return b"<ASAP_Annotations" in head or b"<Annotations" in head
+    if name.endswith(".geojson"):
+        return True
+    # plain .json: only claim GeoJSON-looking content
+    return b"Feature" in head or b'"geometry"' in head
+
+
+def _is_zarr_dir(path: Path) -> bool:
+    return path.is_dir() and (
+        (path / "zarr.json").is_file() or (path / ".zgroup").is_file() or (path / ".zattrs").is_file()
+    )
+
+
+def _sniff_slide(path: Path) -> bool | None:
+    """``io.sniff.is_supported_slide`` when the io package provides it, else None."""
+    try:
+        from napari_histo.io.sniff import is_supported_slide
+    except ImportError:
+        return None
+    try:
+        return bool(is_supported_slide(path))
+    except Exception:  # a sniff must never break get_reader
+        return None
+
+
+def _kind(path: str | Path) -> str | None:
+    """``"slide"``, ``"annotations"`` or None (not ours) for one path."""
+    p = Path(str(path))
+    name = _lower_name(p)
+    if p.is_dir():
+        if name.endswith(ZARR_SUFFIXES) or _is_zarr_dir(p):
+            return "slide"
+        return None
+    if not p.is_file():
+        return None
+    if name.endswith(ANNOTATION_SUFFIXES):
+        return "annotations" if _is_annotation_file(p) else None
+    if name.endswith(SLIDE_SUFFIXES):
+        # A file of a slide format is ours even when damaged: the reader then reports the
+        # damage clearly instead of napari saying "no reader found".
+        return "slide"
+    # Unusual suffix: accept only what io recognises as a slide from its content.
+    return "slide" if _sniff_slide(p) else None
+
+
+def get_reader(path: str | Sequence[str]) -> ReaderFunction | None:
+    """Return a reader function for ``path`` or None when napari-histo cannot read it.
+
+    Cheap (suffix and a few header bytes) and never raises: napari calls it for every file.
+    """
+    try:
+        if isinstance(path, (list, tuple)):
+            if not path or any(_kind(p) is None for p in path):
+                return None
+            return read_paths
+        kind = _kind(path)
+    except Exception:
+        return None
+    if kind == "annotations":
+        return read_annotation_layers
+    if kind == "slide":
+        return read_slide_layers
+    return None
+
+
+def read_paths(paths: str | Sequence[str]) -> list[LayerDataTuple]:
+    """Read one path or several, concatenating their layers."""
+    if isinstance(paths, (str, Path)):
+        paths = [str(paths)]
+    out: list[LayerDataTuple] = []
+    for p in paths:
+        if _kind(p) == "annotations":
+            out.extend(read_annotation_layers(p))
+        else:
+            out.extend(read_slide_layers(p))
+    return out
+
+
+def _open_slide(path: Path) -> Any:
+    """``io.open_slide`` with every failure turned into a readable SlideOpenError."""
+    from napari_histo.io.slide import open_slide
+
+    try:
+        return open_slide(path)
+    except HistoError:
+        raise
+    except MemoryError as exc:
+        raise SlideOpenError(f"{path.name}: the image is too large to open ({exc})") from exc
+    except Exception as exc:
+        raise SlideOpenError(
+            f"{path.name}: cannot be opened as a slide or image "
+            f"({type(exc).__name__}: {exc}). The file may be corrupt, truncated or not an image."
+        ) from exc
+
+
+def read_slide_layers(path: str | Path | Sequence[str]) -> list[LayerDataTuple]:
+    """Open a slide/image as a (multiscale) RGB Image layer, plus its ground truth.
+
+    A sibling mask found by ``io.masks.find_ground_truth`` (CAMELYON ``<name>_mask.tif``,
+    ``<name>_mask.png``, GlaS ``labels/<name>.png``) is added as a Labels layer stretched over
+    the slide's physical extent, and a same-stem ASAP XML / GeoJSON as a Shapes layer. A bad
+    mask or annotation only warns: the slide still opens.
+
+    Raises
+    ------
+    SlideOpenError
+        When the slide itself cannot be read (missing, empty, truncated, not an image...).
+    """
+    if isinstance(path, (list, tuple)):
+        return read_paths(list(path))
+    p = Path(str(path))
+    slide = _open_slide(p)
+    image = slide_layer_data(slide)
+    layers: list[LayerDataTuple] = [image]
+    mask_layer = _ground_truth_layer(slide, p, image)
+    if mask_layer is not None:
+        layers.append(mask_layer)
+    ann = _sibling_annotations(p)
+    if ann is not None:
+        try:
+            records = _read_annotation_records(ann)
+            layers.append(
+                annotations_layer_data(
+                    records,
+                    mpp=slide.metadata.mpp,
+                    name=f"{slide.name} annotations",
+                    source=ann,
+                    slide_source=p,
+                )
+            )
+        except Exception as exc:
+            warnings.warn(f"{ann.name}: annotations not shown ({exc})", stacklevel=2)
+    return layers
+
+
+def _ground_truth_layer(
+    slide: Any, path: Path, image: LayerDataTuple
+) -> LayerDataTuple | None:
+    """Labels layer of the slide's sibling mask, or None (warning when it is unusable)."""
+    try:
+        from napari_histo.io.masks import find_ground_truth, open_mask
+    except ImportError:
+        return None
+    try:
+        mask_path = find_ground_truth(path)
+    except Exception:
+        return None
+    if mask_path is None:
+        return None
+    mask_path = Path(mask_path)
+    try:
+        mask = open_mask(mask_path)
+        _check_mask_aspect(mask, slide, mask_path)
+        scale, units = layer_placement(slide.metadata.mpp)
+        return mask_layer_data(
+            mask,
+            slide_shape=slide.shape,
+            slide_scale=scale,
+            slide_units=units,
+            name=f"{slide.name} ground truth",
+            source=mask_path,
+            slide_source=path,
+        )
+    except Exception as exc:
+        warnings.warn(f"{mask_path.name}: ground-truth mask not shown ({exc})", stacklevel=2)
+        return None
+
+
+def _check_mask_aspect(mask: Any, slide: Any, mask_path: Path) -> None:
+    """Refuse a mask whose aspect ratio differs from the slide's (it cannot be aligned)."""
+    levels = getattr(mask, "levels", None) or [mask]
+    mh, mw = (int(s) for s in levels[0].shape[:2])
+    sh, sw = slide.shape
+    if mh == 0 or mw == 0:
+        raise SlideOpenError(f"{mask_path.name} is empty")
+    ratio = (sh / sw) / (mh / mw)
+    # 2% + one mask pixel of rounding: CAMELYON masks are level-N downsamples of the slide.
+    tol = 0.02 + 1.0 / min(mh, mw)
+    if abs(ratio - 1.0) > tol:
+        raise SlideOpenError(
+            f"{mask_path.name} is {mw} x {mh} px but its slide is {sw} x {sh} px: the aspect "
+            "ratios differ, so the mask cannot be aligned to the slide"
+        )
+
+
+def _sibling_annotations(path: Path) -> Path | None:
+    """``<stem>.xml`` / ``<stem>.geojson`` next to a slide, if it is an annotation file."""
+    stem = _slide_stem(path)
+    for suffix in (".xml", ".geojson", ".json"):
+        cand = path.with_name(stem + suffix)
+        if cand.is_file() and _is_annotation_file(cand):
+            return cand
+    return None
+
+
+def _slide_stem(path: Path) -> str:
+    name = Path(str(path).rstrip("/\\")).name
+    for suffix in (".ome.tiff", ".ome.tif", ".ome.zarr"):
+        if name.lower().endswith(suffix):
+            return name[: -len(suffix)]
+    return Path(name).stem
+
+
+def _sibling_slide(path: Path) -> Path | None:
+    """The slide with the annotation's stem in the same folder, if any."""
+    stem = Path(path).stem
+    for suffix in (".tif", ".svs", ".ndpi", ".tiff", ".ome.tif", ".ome.tiff", ".mrxs", ".scn",
+                   ".ome.zarr", ".zarr", ".png", ".jpg"):
+        cand = path.with_name(stem + suffix)
+        if cand.exists():
+            return cand
+    return None
+
+
+def _read_annotation_records(path: Path) -> Any:
+    from napari_histo.io.annotations import read_annotations
+
+    return read_annotations(path)
+
+
+def read_annotation_layers(path: str | Path | Sequence[str]) -> list[LayerDataTuple]:
+    """Open ASAP XML / QuPath GeoJSON annotations as a Shapes layer.
+
+    Polygons are in um when a slide with the same stem sits next to the file (its mpp is
+    used), in level-0 pixels otherwise.
+
+    Raises
+    ------
+    HistoError
+        When the file is not valid ASAP XML / GeoJSON (the message says what is wrong).
+    """
+    if isinstance(path, (list, tuple)):
+        return read_paths(list(path))
+    p = Path(str(path))
+    try:
+        records = _read_annotation_records(p)
+    except HistoError:
+        raise
+    except Exception as exc:
+        raise SlideOpenError(
+            f"{p.name}: cannot be read as ASAP XML or GeoJSON annotations "
+            f"({type(exc).__name__}: {exc})"
+        ) from exc
+    mpp = None
+    slide_path = _sibling_slide(p)
+    if slide_path is not None:
+        try:
+            with _open_slide(slide_path) as slide:
+                mpp = slide.metadata.mpp
+        except Exception:
+            slide_path = None
+    return [
+        annotations_layer_data(
+            records, mpp=mpp, name=f"{p.stem} annotations", source=p, slide_source=slide_path
+        )
+    ]
+read_slide = read_slide_layers  # name of the first minimal version, kept for callers
