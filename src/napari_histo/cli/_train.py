@@ -1,18 +1,147 @@
-"""`napari-histo train` (placeholder until its issue lands)."""
+"""``napari-histo train``: train a segmentation U-Net or a patch classifier from the terminal.
+
+Options map one to one onto :class:`napari_histo.engine.training.TrainConfig`; a YAML config
+(``--config``) gives defaults that command-line options override. Progress is a tqdm bar per
+epoch plus one metrics line per epoch; the run folder holds checkpoints, metrics and plots.
+"""
 
 from __future__ import annotations
 
 import argparse
+import sys
+from pathlib import Path
+from typing import Any
 
-from napari_histo.core.errors import HistoError
+# option dest -> TrainConfig field (only options given on the command line override)
+_FIELDS = {
+    "task": "task", "data": "data", "out": "out_dir", "model": "model", "epochs": "epochs",
+    "time_limit": "time_limit_min", "device": "device", "group_by": "group_by",
+    "val_groups": "val_groups", "val_fraction": "val_fraction", "lr": "lr",
+    "batch_size": "batch_size", "patch_size": "patch_size", "mpp": "mpp", "data_mpp": "data_mpp",
+    "stain_norm": "stain_norm", "stain_reference": "stain_reference", "init": "init_checkpoint",
+    "seed": "seed", "loss": "loss", "patience": "early_stopping_patience",
+    "steps_per_epoch": "steps_per_epoch", "num_classes": "num_classes",
+    "class_names": "class_names", "optimizer": "optimizer", "num_workers": "num_workers",
+    "center_size": "center_size", "weight_decay": "weight_decay",
+}
 
 
 def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
-    """Add the `train` subcommand."""
-    p = sub.add_parser("train", help="(not yet available)")
+    """Add the ``train`` subcommand."""
+    p = sub.add_parser("train", help="train a U-Net (segment) or patch classifier (classify)",
+                       description=__doc__)
+    p.add_argument("--config", help="YAML file of TrainConfig options (CLI options override)")
+    p.add_argument("--task", choices=("segment", "classify"))
+    p.add_argument("--data", action="append", help="data folder/CSV/PCam h5 (repeatable)")
+    p.add_argument("--out", help="run folder for checkpoints, metrics and plots")
+    p.add_argument("--model", help="unet-tiny|unet-small|unet|cnn-small|resnet18|resnet50|"
+                                   "inception_v3|timm:<name>")
+    p.add_argument("--epochs", type=int)
+    p.add_argument("--time-limit", type=float, metavar="MINUTES", help="stop after this long")
+    p.add_argument("--device", help="auto|cpu|cuda|mps")
+    p.add_argument("--group-by", help="split groups: auto, name, or a CSV column "
+                                      "(e.g. 'patient ID', source_slide)")
+    p.add_argument("--val-groups", nargs="+", help="groups used for validation (else random)")
+    p.add_argument("--val-fraction", type=float)
+    p.add_argument("--lr", type=float)
+    p.add_argument("--weight-decay", type=float)
+    p.add_argument("--optimizer", choices=("adamw", "adam", "sgd"))
+    p.add_argument("--batch-size", type=int)
+    p.add_argument("--patch-size", type=int)
+    p.add_argument("--mpp", type=float, help="training resolution in um/px")
+    p.add_argument("--data-mpp", type=float, help="resolution of the image files in um/px")
+    p.add_argument("--stain-norm", choices=("macenko", "reinhard"))
+    p.add_argument("--stain-reference", help="reference image for stain normalisation")
+    p.add_argument("--init", help="checkpoint to fine-tune from")
+    p.add_argument("--seed", type=int)
+    p.add_argument("--loss", choices=("ce", "dice", "ce+dice", "focal", "focal+dice"))
+    p.add_argument("--patience", type=int, help="early-stopping patience in epochs")
+    p.add_argument("--steps-per-epoch", type=int)
+    p.add_argument("--num-classes", type=int)
+    p.add_argument("--class-names", nargs="+")
+    p.add_argument("--num-workers", type=int)
+    p.add_argument("--center-size", type=int, help="classifier: label region at the patch centre")
+    p.add_argument("--no-augment", action="store_true")
+    p.add_argument("--resume", action="store_true", help="continue the run in --out")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                   help="any other TrainConfig field (YAML value)")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=run)
 
 
+def build_config(args: argparse.Namespace) -> Any:
+    """TrainConfig from --config, --resume's saved config and the given options."""
+    import yaml
+
+    from napari_histo.core.errors import ConfigError
+    from napari_histo.engine.training import TrainConfig
+
+    base: dict[str, Any] = {}
+    if args.config:
+        base = TrainConfig.from_yaml(args.config).to_dict()
+    if args.resume and args.out and (Path(args.out) / "config.yaml").is_file() and not args.config:
+        base = TrainConfig.from_yaml(Path(args.out) / "config.yaml").to_dict()
+    for dest, fld in _FIELDS.items():
+        v = getattr(args, dest, None)
+        if v is not None:
+            base[fld] = v
+    if args.no_augment:
+        base["augment"] = False
+    base["resume"] = bool(args.resume)
+    for item in args.set:
+        if "=" not in item:
+            raise ConfigError(f"--set expects KEY=VALUE, got {item!r}")
+        k, v = item.split("=", 1)
+        base[k.strip().replace("-", "_")] = yaml.safe_load(v)
+    if not base.get("data"):
+        raise ConfigError("give --data PATH (or --config with data:)")
+    if not base.get("out_dir") or not args.out and not args.config:
+        if not args.out and not args.config:
+            raise ConfigError("give --out RUN_DIR for checkpoints, metrics and plots")
+    return TrainConfig.from_dict(base)
+
+
 def run(args: argparse.Namespace) -> int:
-    """Report that the command is not built yet."""
-    raise HistoError("'train' is not available in this version yet")
+    """Train and print one line per epoch and the final result."""
+    from napari_histo.core.progress import EpochEnd, Message, Progress, run_task
+    from napari_histo.engine.training import train
+
+    cfg = build_config(args)
+    bar = None
+    show = not args.quiet
+
+    def on_event(ev: Any) -> None:
+        nonlocal bar
+        if isinstance(ev, Progress) and show:
+            if bar is None or bar.desc != ev.desc or ev.done == 1:
+                if bar is not None:
+                    bar.close()
+                from tqdm import tqdm
+
+                bar = tqdm(total=ev.total, desc=ev.desc, leave=False, file=sys.stderr,
+                           dynamic_ncols=True)
+            bar.update(ev.done - bar.n)
+            if "loss" in ev.info:
+                bar.set_postfix(loss=f"{ev.info['loss']:.4f}", refresh=False)
+        elif isinstance(ev, EpochEnd):
+            if bar is not None:
+                bar.close()
+                bar = None
+            m = ev.metrics
+            keys = ("train_loss", "val_loss", "val_accuracy", "val_dice", "val_auc")
+            parts = [f"{k}={m[k]:.4f}" for k in keys if k in m and m[k] == m[k]]
+            print(f"epoch {ev.epoch}: " + " ".join(parts), flush=True)
+        elif isinstance(ev, Message):
+            print(ev.text, file=sys.stderr, flush=True)
+
+    try:
+        result = run_task(train(cfg), on_event)
+    finally:
+        if bar is not None:
+            bar.close()
+    best = result.best_metrics
+    summary = " ".join(f"{k}={best[k]:.4f}" for k in ("val_dice", "val_auc", "val_accuracy")
+                       if isinstance(best.get(k), float) and best[k] == best[k])
+    print(f"done ({result.stopped}): best epoch {best.get('epoch')} {summary}; "
+          f"checkpoint {result.best_checkpoint}")
+    return 0

@@ -221,6 +221,9 @@ def mask_layer_data(
         "kind": "ground_truth",
         "source": str(src) if src is not None else None,
         "slide_source": str(slide_source) if slide_source is not None else None,
+        # the slide's layer scale: writers map mask pixels back to slide level-0 pixels
+        "slide_scale": [float(v) for v in slide_scale[:2]],
+        "slide_shape": [int(v) for v in slide_shape[:2]],
         "level_shapes": [list(map(int, lv.shape[:2])) for lv in levels],
     }
     kwargs: dict[str, Any] = {
@@ -258,35 +261,8 @@ def _as_label_array(arr: Any) -> Any:
 # --------------------------------------------------------------------------- annotations
 
 
-def _ann_get(ann: Any, *names: str, default: Any = None) -> Any:
-    """Read the first present attribute/key of an annotation record (object or mapping)."""
-    for n in names:
-        if isinstance(ann, Mapping) and n in ann:
-            return ann[n]
-        if hasattr(ann, n):
-            return getattr(ann, n)
-    return default
-
-
-def _annotation_class(group: str | None, label: str | None) -> str:
-    """``tumor``/``exclusion``/other from an ASAP group (``_0``/``_1``/``_2``) or a class name."""
-    for text in (label, group):
-        if not text:
-            continue
-        t = str(text).strip().lower()
-        if t in {"_2", "exclusion", "excluded", "exclude", "non-tumor", "normal", "ignore"}:
-            return "exclusion"
-        if t in {"_0", "_1", "tumor", "tumour", "metastasis", "metastases", "positive"}:
-            return "tumor"
-        if "exclu" in t:
-            return "exclusion"
-        if "tumo" in t or "metast" in t:
-            return "tumor"
-    return str(label or group or "annotation")
-
-
 def annotations_layer_data(
-    annotations: Any,
+    annotations: Sequence[Any],
     *,
     mpp: Sequence[float] | None,
     name: str,
@@ -298,61 +274,55 @@ def annotations_layer_data(
     Parameters
     ----------
     annotations
-        An iterable of records (objects or mappings) with level-0 pixel vertices in
-        ``xy`` / ``coords`` / ``polygon`` / ``vertices`` as (N, 2) x, y, and a ``group``
-        and ``name``; or an object with such a list in ``.annotations`` / ``.polygons``.
+        ``io.annotations.Annotation`` records: ``polygon`` (N, 2) level-0 pixels (y, x) with
+        pixel corners on integers, ``holes``, ``name``, ``group``, ``label`` and ``kind``
+        (``tumor``/``exclusion``/``other``).
     mpp
         Level-0 microns per pixel (y, x) of the slide the coordinates refer to, or None to
         keep pixels.
     name
         Layer name.
+
+    Notes
+    -----
+    napari shapes have no holes, so a polygon's holes become separate polygons styled like
+    exclusions (``hole`` is True in the features table). The layer is translated by half a
+    pixel because annotation files put pixel corners on integers and napari pixel centres.
     """
-    records = _ann_records(annotations)
     scale, units = layer_placement(mpp)
+    factor = np.asarray(scale, dtype=float)
     polys: list[np.ndarray] = []
-    groups: list[str] = []
-    names: list[str] = []
-    classes: list[str] = []
-    holes: list[bool] = []
-    for i, ann in enumerate(records):
-        for ring, is_hole in _ann_rings(ann):
-            xy = np.asarray(ring, dtype=float)
-            if xy.ndim != 2 or xy.shape[0] < 3 or xy.shape[1] < 2:
-                continue
-            if np.allclose(xy[0], xy[-1]):
-                xy = xy[:-1]
-                if xy.shape[0] < 3:
-                    continue
-            # napari wants (row, col) = (y, x); placed in um directly.
-            yx = np.stack([xy[:, 1] * scale[0], xy[:, 0] * scale[1]], axis=1)
-            polys.append(yx)
-            group = _ann_get(ann, "group", "part_of_group", "classification", default=None)
-            label = _ann_get(ann, "label", "class_name", "klass", "category", default=None)
-            if isinstance(group, Mapping):
-                group = group.get("name")
-            groups.append(str(group) if group is not None else "")
-            names.append(str(_ann_get(ann, "name", "id", default=f"annotation {i}")))
-            classes.append(_annotation_class(groups[-1], None if label is None else str(label)))
-            holes.append(is_hole)
-    edge = [_GROUP_EDGE.get(c, _OTHER_EDGE) for c in classes]
-    face = [_GROUP_FACE.get(c, _OTHER_FACE) for c in classes]
-    features = {
-        "name": names,
-        "group": groups,
-        "class": classes,
-        "hole": holes,
+    feats: dict[str, list[Any]] = {
+        "name": [], "group": [], "label": [], "kind": [], "hole": []
     }
-    # Edge width in world units: ~2 screen px at a typical overview zoom.
-    width = 2.0 * float(scale[0]) if units[0] == PIXEL else 2.0
+    for i, ann in enumerate(annotations):
+        rings = [(getattr(ann, "polygon"), False)]
+        rings += [(h, True) for h in getattr(ann, "holes", ()) or ()]
+        for ring, is_hole in rings:
+            yx = np.asarray(ring, dtype=float).reshape(-1, 2)
+            if yx.shape[0] < 3:
+                continue
+            polys.append(yx * factor)
+            feats["name"].append(str(getattr(ann, "name", f"annotation {i}")))
+            feats["group"].append(str(getattr(ann, "group", "")))
+            feats["label"].append(int(getattr(ann, "label", 1)))
+            kind = str(getattr(ann, "kind", "other"))
+            feats["kind"].append("exclusion" if is_hole else kind)
+            feats["hole"].append(is_hole)
+    edge = [_GROUP_EDGE.get(k, _OTHER_EDGE) for k in feats["kind"]]
+    face = [_GROUP_FACE.get(k, _OTHER_FACE) for k in feats["kind"]]
+    units_name = units[0]
     kwargs: dict[str, Any] = {
         "name": name,
         "shape_type": "polygon",
+        "translate": (-0.5 * scale[0], -0.5 * scale[1]),
         "units": units,
         "axis_labels": ("y", "x"),
         "edge_color": np.asarray(edge, dtype=float).reshape(-1, 4),
         "face_color": np.asarray(face, dtype=float).reshape(-1, 4),
-        "edge_width": width,
-        "features": features,
+        # world units: ~a few screen pixels at an overview zoom of a slide
+        "edge_width": 8.0 if units_name == UM else 8.0 * float(scale[0]),
+        "features": feats,
         "metadata": {
             "source": str(source) if source is not None else None,
             "path": str(source) if source is not None else None,
@@ -361,47 +331,9 @@ def annotations_layer_data(
                 "source": str(source) if source is not None else None,
                 "slide_source": str(slide_source) if slide_source is not None else None,
                 "mpp": _jsonable(mpp),
-                "units": units[0],
-                "groups": sorted(set(groups)),
+                "units": units_name,
+                "groups": sorted(set(feats["group"])),
             },
         },
     }
     return (polys, kwargs, "shapes")
-
-
-def _ann_records(annotations: Any) -> list[Any]:
-    """The list of annotation records inside whatever ``read_annotations`` returned."""
-    for attr in ("annotations", "polygons", "items"):
-        inner = getattr(annotations, attr, None)
-        if inner is not None and not callable(inner):
-            return list(inner)
-    return list(annotations)
-
-
-def _ann_rings(ann: Any) -> list[tuple[Any, bool]]:
-    """Outer ring(s) and holes of one record as (vertices (N, 2) x/y, is_hole)."""
-    for key in ("xy", "coords", "coordinates", "polygon", "vertices", "points", "exterior"):
-        val = _ann_get(ann, key)
-        if val is None:
-            continue
-        arr = np.asarray(val, dtype=object) if _ragged(val) else np.asarray(val, dtype=float)
-        if arr.dtype != object and arr.ndim == 2:
-            rings: list[tuple[Any, bool]] = [(arr, False)]
-        else:
-            # a list of rings: first is the outer boundary, the rest holes (GeoJSON order)
-            rings = [(np.asarray(r, dtype=float), j > 0) for j, r in enumerate(val)]
-        for hk in ("holes", "interiors"):
-            hv = _ann_get(ann, hk)
-            if hv:
-                rings.extend((np.asarray(h, dtype=float), True) for h in hv)
-        return rings
-    return []
-
-
-def _ragged(val: Any) -> bool:
-    """True for a list of rings of different lengths (cannot be one float array)."""
-    try:
-        np.asarray(val, dtype=float)
-    except (ValueError, TypeError):
-        return True
-    return False

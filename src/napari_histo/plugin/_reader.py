@@ -172,6 +172,10 @@ def read_slide_layers(path: str | Path | Sequence[str]) -> list[LayerDataTuple]:
     if isinstance(path, (list, tuple)):
         return read_paths(list(path))
     p = Path(str(path))
+    if p.is_dir():
+        ngff = _read_ngff_non_rgb(p)
+        if ngff is not None:
+            return ngff
     slide = _open_slide(p)
     image = slide_layer_data(slide)
     layers: list[LayerDataTuple] = [image]
@@ -194,6 +198,58 @@ def read_slide_layers(path: str | Path | Sequence[str]) -> list[LayerDataTuple]:
         except Exception as exc:
             warnings.warn(f"{ann.name}: annotations not shown ({exc})", stacklevel=2)
     return layers
+
+
+def _read_ngff_non_rgb(path: Path) -> list[LayerDataTuple] | None:
+    """OME-Zarr label pyramids and heatmaps (not RGB slides) as Labels / plain Image layers.
+
+    Returns None for an RGB uint8 store, which is opened as a slide by ``io.open_slide``.
+    """
+    try:
+        from napari_histo.io.ome_zarr import open_ome_zarr
+    except ImportError:
+        return None
+    try:
+        store = open_ome_zarr(path)
+    except Exception:
+        return None  # not NGFF: let open_slide report what is wrong
+    import dask.array as da
+    import numpy as np
+
+    levels = [da.from_zarr(z) for z in store.levels]
+    if store.channels:
+        levels = [lv.transpose(1, 2, 0) for lv in levels]
+    dtype = np.dtype(levels[0].dtype)
+    is_rgb8 = store.channels in (3, 4) and dtype == np.uint8
+    if store.kind != "labels" and is_rgb8:
+        return None
+    scale, units = layer_placement(store.mpp)
+    name = _slide_stem(path)
+    histo = {"kind": store.kind, "source": str(path), "mpp": list(store.mpp) if store.mpp else None}
+    kwargs: dict[str, Any] = {
+        "name": name,
+        "multiscale": len(levels) > 1,
+        "scale": scale,
+        "units": units,
+        "axis_labels": ("y", "x"),
+        "metadata": {"source": str(path), "path": str(path), "napari_histo": histo},
+    }
+    data: Any = levels if len(levels) > 1 else levels[0]
+    if store.kind == "labels":
+        from napari_histo.plugin._layers import GROUND_TRUTH_COLORS
+
+        kwargs.update(opacity=0.5, colormap=dict(GROUND_TRUTH_COLORS))
+        return [(data, kwargs, "labels")]
+    if np.issubdtype(dtype, np.floating):
+        # probabilities: fixed limits so napari never scans level 0
+        kwargs.update(contrast_limits=(0.0, 1.0), colormap="inferno", opacity=0.6)
+    elif np.issubdtype(dtype, np.integer):
+        info = np.iinfo(dtype)
+        kwargs.update(contrast_limits=(float(info.min), float(info.max)))
+    if store.channels and not is_rgb8:
+        kwargs["channel_axis"] = 2
+        kwargs.pop("axis_labels")
+    return [(data, kwargs, "image")]
 
 
 def _ground_truth_layer(

@@ -1,0 +1,227 @@
+"""Corrections: painted label edits -> weighted training samples, and edits saved to disk.
+
+The GUI lets a user repaint part of a prediction. This module (no Qt, no napari) does the
+array work behind that:
+
+* :func:`resample_nearest` moves a label/weight map between two placements (scale and
+  translate of pixel centres, napari's convention) so a Labels layer painted at any
+  resolution lines up with the image pixels it describes;
+* :func:`to_class_labels` maps masks (0/255, 0/1, class indices) to class indices;
+* :func:`correction_samples` picks training patches around the edited pixels (more patches
+  where more was edited) with per-pixel weights that favour the edits, as
+  :class:`~napari_histo.engine.datasets.segmentation.ArraySample` for ``train(arrays=...)``;
+* :class:`LabelEditStore` writes an edited region through to an OME-Zarr label pyramid (level 0
+  and the lower levels it touches), so no edit is lost if the viewer crashes.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+
+from napari_histo.core.errors import DataError
+
+__all__ = [
+    "LabelEditStore",
+    "correction_samples",
+    "edited_mask",
+    "resample_nearest",
+    "to_class_labels",
+]
+
+
+def resample_nearest(
+    src: Any,
+    src_scale: Sequence[float],
+    src_translate: Sequence[float],
+    dst_shape: Sequence[int],
+    dst_scale: Sequence[float],
+    dst_translate: Sequence[float],
+    *,
+    fill: int = 0,
+) -> npt.NDArray[Any]:
+    """Sample ``src`` (2-D) at the pixel centres of a ``dst_shape`` grid, nearest neighbour.
+
+    Pixel ``i`` of an array placed with ``(scale, translate)`` is centred at world
+    ``translate + i * scale``. Destination pixels falling outside ``src`` get ``fill``.
+    Only the rows/columns of ``src`` that are needed are read, so ``src`` may be lazy
+    (dask, zarr).
+    """
+    h, w = int(dst_shape[0]), int(dst_shape[1])
+    ys = (float(dst_translate[0]) + np.arange(h) * float(dst_scale[0]) - float(src_translate[0]))
+    xs = (float(dst_translate[1]) + np.arange(w) * float(dst_scale[1]) - float(src_translate[1]))
+    iy = np.floor(ys / float(src_scale[0]) + 0.5).astype(np.int64)
+    ix = np.floor(xs / float(src_scale[1]) + 0.5).astype(np.int64)
+    sh, sw = int(src.shape[-2]), int(src.shape[-1])
+    vy = (iy >= 0) & (iy < sh)
+    vx = (ix >= 0) & (ix < sw)
+    out = np.full((h, w), fill, dtype=np.dtype(src.dtype))
+    if not vy.any() or not vx.any():
+        return out
+    y0, y1 = int(iy[vy].min()), int(iy[vy].max()) + 1
+    x0, x1 = int(ix[vx].min()), int(ix[vx].max()) + 1
+    block = np.asarray(src[y0:y1, x0:x1])
+    sub = block[np.ix_(iy[vy] - y0, ix[vx] - x0)]
+    out[np.ix_(np.nonzero(vy)[0], np.nonzero(vx)[0])] = sub
+    return out
+
+
+def to_class_labels(mask: npt.NDArray[Any], source: str = "labels layer") -> npt.NDArray[np.uint8]:
+    """Class indices from a mask: 0/255 or 0/1 -> 0/1, small integers kept as classes.
+
+    Raises
+    ------
+    DataError
+        Values that are neither binary nor class indices.
+    """
+    from napari_histo.engine.datasets.images import mask_to_classes
+
+    return mask_to_classes(np.asarray(mask), source)
+
+
+def edited_mask(original: npt.NDArray[Any], corrected: npt.NDArray[Any]) -> npt.NDArray[np.bool_]:
+    """Pixels whose label the user changed."""
+    a = np.asarray(original)
+    b = np.asarray(corrected)
+    if a.shape != b.shape:
+        raise DataError(f"original labels {a.shape} and corrected labels {b.shape} differ in size")
+    return a != b
+
+
+def _crop(arr: npt.NDArray[Any], y0: int, x0: int, size: int, fill: Any) -> npt.NDArray[Any]:
+    """A ``size`` x ``size`` crop starting at (y0, x0), padded with ``fill`` past the edges."""
+    h, w = arr.shape[:2]
+    out = np.full((size, size) + arr.shape[2:], fill, dtype=arr.dtype)
+    sy0, sx0 = max(0, y0), max(0, x0)
+    sy1, sx1 = min(h, y0 + size), min(w, x0 + size)
+    if sy1 > sy0 and sx1 > sx0:
+        out[sy0 - y0: sy1 - y0, sx0 - x0: sx1 - x0] = arr[sy0:sy1, sx0:sx1]
+    return out
+
+
+def correction_samples(
+    image: npt.NDArray[np.uint8],
+    labels: npt.NDArray[Any],
+    edited: npt.NDArray[np.bool_],
+    *,
+    patch_size: int = 128,
+    max_patches: int = 32,
+    edit_weight: float = 5.0,
+    seed: int = 0,
+    group: str = "corrections",
+) -> list[Any]:
+    """Training patches centred on edited pixels, weighted towards the edits.
+
+    Patch centres are drawn from the edited pixels uniformly, so regions with more edits get
+    more patches. Inside a patch every labelled pixel counts (weight 1) and edited pixels
+    count ``edit_weight`` times; pixels past the image edge are unlabelled (ignored).
+
+    Parameters
+    ----------
+    image
+        (H, W, 3) uint8 at the working resolution.
+    labels
+        (H, W) class indices after the user's edits.
+    edited
+        (H, W) True where the user changed the label.
+
+    Returns
+    -------
+    list of ArraySample
+        Empty when nothing was edited.
+
+    Raises
+    ------
+    DataError
+        Shapes do not match.
+    """
+    from napari_histo.engine.datasets.segmentation import IGNORE_INDEX, ArraySample
+
+    img = np.asarray(image)
+    lab = np.asarray(labels)
+    ed = np.asarray(edited, dtype=bool)
+    if img.shape[:2] != lab.shape or lab.shape != ed.shape:
+        raise DataError(f"image {img.shape[:2]}, labels {lab.shape} and edits {ed.shape} must "
+                        "have the same height and width")
+    ys, xs = np.nonzero(ed)
+    if ys.size == 0:
+        return []
+    rng = np.random.default_rng(seed)
+    n = int(min(max_patches, max(1, ys.size // max(1, (patch_size // 4) ** 2) + 1), ys.size))
+    n = max(n, min(4, ys.size))
+    pick = rng.choice(ys.size, size=n, replace=False)
+    half = patch_size // 2
+    out = []
+    lab8 = lab.astype(np.uint8)
+    for k, i in enumerate(pick):
+        y0, x0 = int(ys[i]) - half, int(xs[i]) - half
+        pi = _crop(img, y0, x0, patch_size, 0)
+        pl = _crop(lab8, y0, x0, patch_size, IGNORE_INDEX)
+        pe = _crop(ed, y0, x0, patch_size, False)
+        w = np.where(pe, float(edit_weight), 1.0).astype(np.float32)
+        w[pl == IGNORE_INDEX] = 0.0
+        out.append(ArraySample(pi, pl, w, group, f"{group}-{k}"))
+    return out
+
+
+class LabelEditStore:
+    """An OME-Zarr label pyramid that painted regions are written through to.
+
+    Open an existing store (e.g. a prediction's labels) or create an empty one covering the
+    whole slide at the working resolution; :meth:`write_region` updates level 0 and the
+    lower levels that region touches, so napari (or a crash-restart) sees the edit.
+    """
+
+    def __init__(self, store: Any) -> None:
+        self.store = store
+
+    @property
+    def path(self) -> Path:
+        """The ``.ome.zarr`` directory."""
+        return Path(self.store.path)
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        """Level-0 (height, width)."""
+        return tuple(self.store.shape)  # type: ignore[return-value]
+
+    @classmethod
+    def open_or_create(
+        cls,
+        path: str | Path,
+        shape: Sequence[int],
+        *,
+        mpp: Sequence[float] | None = None,
+        chunks: int = 256,
+        name: str = "corrections",
+    ) -> LabelEditStore:
+        """Open ``path`` for editing, or create an all-zero uint8 label pyramid there."""
+        from napari_histo.io.ome_zarr import create_ome_zarr, open_ome_zarr
+
+        p = Path(path)
+        if p.exists():
+            store = open_ome_zarr(p, mode="r+")
+            if tuple(store.shape) != (int(shape[0]), int(shape[1])):
+                raise DataError(f"{p} holds labels of size {store.shape}, expected "
+                                f"{tuple(shape)}; choose another corrections file")
+            return cls(store)
+        store = create_ome_zarr(p, (int(shape[0]), int(shape[1])), "uint8", chunks=chunks,
+                                mpp=None if mpp is None else tuple(mpp), kind="labels",
+                                name=name)
+        store.mark_complete()
+        return cls(store)
+
+    def read_region(self, box: Sequence[int]) -> npt.NDArray[np.uint8]:
+        """Level-0 labels in ``(y0, x0, y1, x1)``."""
+        return np.asarray(self.store.read(0, tuple(int(v) for v in box)))
+
+    def write_region(self, y0: int, x0: int, block: npt.NDArray[Any]) -> None:
+        """Write ``block`` at level-0 ``(y0, x0)`` and refresh the lower levels it covers."""
+        b = np.asarray(block)
+        h, w = b.shape[:2]
+        self.store.write_block(int(y0), int(x0), b.astype(self.store.level0.dtype, copy=False))
+        self.store.build_pyramid(region=(int(y0), int(x0), int(y0) + h, int(x0) + w), workers=1)

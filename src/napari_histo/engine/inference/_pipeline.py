@@ -1,0 +1,161 @@
+"""The streaming loop shared by every prediction: read ahead, batch, run, blend, write.
+
+Reader threads decode the next blocks while the model runs on the current batch; blending
+and writing happen on writer threads, so the main thread only stacks tiles and calls the
+model. Batches may span blocks (the device stays full). The loop is a generator: it yields a
+Progress per batch and one per written block (with the block's box in output pixels), and
+``close()`` cancels it between batches, waiting only for writes already under way.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import deque
+from collections.abc import Callable, Generator
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from napari_histo.core.errors import CorruptDataError
+from napari_histo.core.progress import Event, Message, Progress
+from napari_histo.engine.inference._plan import Plan
+
+__all__ = ["RunStats", "run_blocks"]
+
+Box = tuple[int, int, int, int]
+
+
+@dataclass
+class RunStats:
+    """What a run did: tile counts, failed blocks, and where the time went."""
+
+    total_tiles: int = 0
+    skipped_tiles: int = 0
+    computed_tiles: int = 0
+    resumed_tiles: int = 0
+    failed_tiles: int = 0
+    failed_boxes: list[Box] = field(default_factory=list)
+    model_s: float = 0.0
+    wait_read_s: float = 0.0
+    wall_s: float = 0.0
+
+
+@dataclass
+class _Job:
+    block: tuple[int, int]
+    offsets: list[tuple[int, int]]
+    probs: np.ndarray | None = None
+    remaining: int = 0
+
+
+def plan_jobs(plan: Plan, order: list[int], skip: Callable[[Box], bool] | None,
+              done: set[tuple[int, int]], stats: RunStats) -> list[_Job]:
+    """Blocks still to compute, with their tissue tiles; counts skipped and resumed tiles."""
+    blocks = plan.blocks()
+    jobs = []
+    for i in order:
+        b = blocks[i]
+        tiles = plan.tiles(b)
+        stats.total_tiles += len(tiles)
+        if b in done:
+            stats.resumed_tiles += len(tiles)
+            continue
+        active = [off for off, core in tiles if skip is None or not skip(core)]
+        stats.skipped_tiles += len(tiles) - len(active)
+        if active:
+            jobs.append(_Job(b, active, remaining=len(active)))
+    return jobs
+
+
+def run_blocks(plan: Plan, source: Any, runner: Any, sink: Any, jobs: list[_Job],
+               stats: RunStats, *, readers: int = 4, desc: str = "predict",
+               ) -> Generator[Event, None, RunStats]:
+    """Compute ``jobs`` and write them to ``sink``; see the module docstring."""
+    t_start = time.perf_counter()
+    bs = runner.batch_size
+    pool = ThreadPoolExecutor(max_workers=readers, thread_name_prefix="histo-read")
+    writer = ThreadPoolExecutor(max_workers=2, thread_name_prefix="histo-write")
+    prefetch = max(2, 2 * readers, -(-2 * bs // max(1, len(jobs[0].offsets))) if jobs else 2)
+    reads: deque[tuple[_Job, Future[Any]]] = deque()
+    writes: deque[tuple[_Job, Future[Any]]] = deque()
+    buf: deque[tuple[_Job, int, np.ndarray]] = deque()
+    job_iter = iter(jobs)
+    done = stats.skipped_tiles + stats.resumed_tiles
+    total = stats.total_tiles
+
+    def read(job: _Job) -> np.ndarray:
+        region = source.read(plan.read_box(job.block))
+        return plan.extract(region, job.offsets)
+
+    def finish(job: _Job) -> None:
+        box = plan.block_box(job.block)
+        sink.write(job.block, box, plan.assemble(job.block, job.offsets, job.probs))
+        job.probs = None
+
+    def refill() -> None:
+        while len(reads) < prefetch:
+            job = next(job_iter, None)
+            if job is None:
+                return
+            reads.append((job, pool.submit(read, job)))
+
+    def drain_writes(keep: int) -> list[Event]:
+        """Collect finished writes; block until at most ``keep`` are pending."""
+        events: list[Event] = []
+        while writes and (len(writes) > keep or writes[0][1].done()):
+            job, fut = writes.popleft()
+            fut.result()
+            y0, x0, y1, x1 = plan.block_box(job.block)
+            events.append(Progress(done, total, "tile",
+                                   {"y0": y0, "x0": x0, "y1": y1, "x1": x1}))
+        return events
+
+    try:
+        refill()
+        while reads or buf:
+            if reads and len(buf) < bs:
+                job, fut = reads.popleft()
+                t0 = time.perf_counter()
+                try:
+                    tiles = fut.result()
+                except CorruptDataError as err:
+                    stats.failed_tiles += len(job.offsets)
+                    stats.failed_boxes.append(plan.block_box(job.block))
+                    done += len(job.offsets)
+                    yield Message(f"{err}; block {plan.block_box(job.block)} (output px) "
+                                  "written as 0, the rest is predicted", "warning")
+                    refill()
+                    continue
+                finally:
+                    stats.wait_read_s += time.perf_counter() - t0
+                for k in range(tiles.shape[0]):
+                    buf.append((job, k, tiles[k]))
+                refill()
+                continue
+            n = min(bs, len(buf))
+            items = [buf.popleft() for _ in range(n)]
+            batch = np.stack([t for _, _, t in items])
+            t0 = time.perf_counter()
+            probs = runner(batch)
+            stats.model_s += time.perf_counter() - t0
+            stats.computed_tiles += n
+            done += n
+            for (job, k, _), p in zip(items, probs):
+                if job.probs is None:
+                    job.probs = np.empty((len(job.offsets), *p.shape), dtype=np.float32)
+                job.probs[k] = p
+                job.remaining -= 1
+                if job.remaining == 0:
+                    writes.append((job, writer.submit(finish, job)))
+            yield Progress(done, total, desc)
+            for ev in drain_writes(2 * max(readers, 2)):
+                yield ev
+        for ev in drain_writes(0):
+            yield ev
+        stats.wall_s = time.perf_counter() - t_start
+        return stats
+    finally:
+        pool.shutdown(wait=True, cancel_futures=True)
+        writer.shutdown(wait=True)

@@ -1,0 +1,170 @@
+"""Turn a TrainConfig (+ GUI arrays) into train/validation datasets and preprocessing.
+
+This is where resolution (mpp), stain normalisation and the group split are decided, once,
+so the checkpoint records exactly what the model saw.
+"""
+
+from __future__ import annotations
+
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from napari_histo.core.errors import ConfigError, DataError
+from napari_histo.engine.checkpoints import default_preprocessing
+from napari_histo.engine.datasets import (
+    IGNORE_INDEX,
+    ArraySample,
+    PatchDataset,
+    PCamDataset,
+    SegmentationDataset,
+    find_classification_items,
+    find_pcam,
+    find_segmentation_pairs,
+    load_pairs,
+    split_by_group,
+)
+from napari_histo.engine.training.config import TrainConfig
+
+
+@dataclass
+class DataBundle:
+    """Datasets and facts about them that the loop, reports and checkpoint need."""
+
+    task: str
+    class_names: list[str]
+    train: Any
+    val: Any  # list[ArraySample] for segment; PatchDataset/PCamDataset for classify
+    preprocessing: dict[str, Any]
+    train_groups: list[str] = field(default_factory=list)
+    val_groups: list[str] = field(default_factory=list)
+    class_counts: list[int] = field(default_factory=list)
+
+    @property
+    def num_classes(self) -> int:
+        """Number of classes (>= 2)."""
+        return len(self.class_names)
+
+
+def _stain_params(cfg: TrainConfig, first_image: np.ndarray | None) -> dict[str, Any] | None:
+    if not cfg.stain_norm:
+        return None
+    from napari_histo.engine.stain import fit_stain
+
+    ref: Any = cfg.stain_reference if cfg.stain_reference else first_image
+    if ref is None:
+        raise ConfigError("stain normalisation needs a reference image (stain_reference)")
+    return fit_stain(ref, cfg.stain_norm)
+
+
+def segmentation_samples(cfg: TrainConfig, arrays: list[ArraySample] | None = None) -> list[ArraySample]:
+    """All labelled samples of the config's data folders plus ``arrays``, at training mpp."""
+    samples: list[ArraySample] = []
+    for src in cfg.data:
+        p = Path(src)
+        if p.is_dir() and not any(p.iterdir()):
+            raise DataError(f"data folder {p} is empty")
+        samples += load_pairs(find_segmentation_pairs(p, cfg.group_by), cfg.scale)
+    for a in arrays or []:
+        samples.append(a.rescaled(cfg.scale))
+    if not samples:
+        raise DataError("no training data: give a data folder (images/ + labels/) or arrays")
+    return samples
+
+
+def build_segmentation(cfg: TrainConfig, arrays: list[ArraySample] | None = None) -> DataBundle:
+    """Load, split by group, stain-normalise; return the bundle."""
+    samples = segmentation_samples(cfg, arrays)
+    max_label = max(int(s.labels[s.labels != IGNORE_INDEX].max(initial=0)) for s in samples)
+    n_cls = cfg.num_classes or max(2, max_label + 1)
+    if max_label >= n_cls:
+        raise DataError(f"labels go up to {max_label} but num_classes is {n_cls}")
+    names = list(cfg.class_names) if cfg.class_names else (
+        ["background", "foreground"] if n_cls == 2 else [f"class_{i}" for i in range(n_cls)])
+    if len(names) != n_cls:
+        raise ConfigError(f"{len(names)} class names given for {n_cls} classes")
+    groups = [s.group for s in samples]
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        tr, va = split_by_group(groups, val_fraction=cfg.val_fraction, seed=cfg.seed,
+                                val_groups=cfg.val_groups or None)
+    for w in caught:
+        warnings.warn(str(w.message), stacklevel=2)
+    train_s = [samples[i] for i in tr]
+    val_s = [samples[i] for i in va]
+    stain = _stain_params(cfg, train_s[0].image if train_s else None)
+    if stain:
+        from napari_histo.engine.stain import normalize_image
+
+        for s in {id(s): s for s in train_s + val_s}.values():
+            s.image = normalize_image(s.image, stain)
+    pre = default_preprocessing(mpp=cfg.mpp, patch_size=cfg.patch_size, stain=stain)
+    counts = np.zeros(n_cls, np.int64)
+    for s in train_s:
+        counts += np.bincount(s.labels[s.labels != IGNORE_INDEX].ravel(), minlength=n_cls)[:n_cls]
+    return DataBundle("segment", names, SegmentationDataset(train_s, cfg.patch_size, seed=cfg.seed),
+                      val_s, pre, sorted({s.group for s in train_s}), sorted({s.group for s in val_s}),
+                      counts.tolist())
+
+
+def build_classification(cfg: TrainConfig) -> DataBundle:
+    """Patches from class folders, CSV indexes or PCam HDF5; split by group."""
+    if not cfg.data:
+        raise DataError("no training data: give class folders, a CSV path,label[,group] or PCam h5")
+    pcam = find_pcam(cfg.data[0])
+    if pcam is not None:
+        x, y, meta = pcam
+        groups = None
+        if meta is not None:
+            import csv
+
+            with open(meta, newline="") as f:
+                rows = list(csv.DictReader(f))
+            col = next((c for c in ("wsi", "slide", "group") if rows and c in rows[0]), None)
+            groups = [r[col] for r in rows] if col else None
+        full = PCamDataset(x, y, cfg.patch_size, groups=groups)
+        names = list(cfg.class_names or ["normal", "tumor"])
+        labels = full.labels
+    else:
+        records = []
+        for src in cfg.data:
+            if Path(src).is_dir() and not any(Path(src).iterdir()):
+                raise DataError(f"data folder {src} is empty")
+            records += find_classification_items(src, cfg.group_by)
+        names = list(cfg.class_names or sorted({r.label for r in records}))
+        if len(names) < 2:
+            raise DataError(f"classification needs >= 2 classes; found only {names}")
+        full = PatchDataset.from_records(records, names, cfg.patch_size, cfg.scale)
+        labels = full.labels
+    tr, va = split_by_group(full.groups, val_fraction=cfg.val_fraction, seed=cfg.seed,
+                            val_groups=cfg.val_groups or None, labels=labels)
+    train, val = full.subset(tr), full.subset(va)
+    stain = None
+    if cfg.stain_norm:
+        first = train.get_batch([0], None)[0][0].numpy() if len(train) else None
+        stain = _stain_params(cfg, first)
+        if isinstance(train, PatchDataset):
+            from napari_histo.engine.stain import normalize_image
+
+            cache: dict[int, np.ndarray] = {}
+            for ds in (train, val):
+                for i, im in enumerate(ds.images):
+                    ds.images[i] = cache.setdefault(id(im), normalize_image(im, stain))
+    ctx = cfg.patch_size
+    pre = default_preprocessing(mpp=cfg.mpp, patch_size=cfg.patch_size, stain=stain,
+                                context_size=ctx, center_size=cfg.center_size)
+    counts = np.bincount(train.labels, minlength=len(names)).tolist()
+    return DataBundle("classify", names, train, val, pre, sorted(set(train.groups)),
+                      sorted(set(val.groups)), counts)
+
+
+def build_data(cfg: TrainConfig, arrays: list[ArraySample] | None = None) -> DataBundle:
+    """Datasets for ``cfg.task``."""
+    if cfg.task == "segment":
+        return build_segmentation(cfg, arrays)
+    if arrays:
+        raise ConfigError("arrays (painted labels) are for segmentation training")
+    return build_classification(cfg)

@@ -1,0 +1,220 @@
+"""TIFF-family source (SVS, NDPI, generic/CAMELYON pyramids, SubIFD pyramids, OME-TIFF).
+
+tifffile parses the structure (IFDs, series, pyramid levels, vendor metadata) and provides the
+codecs (``TiffPage.decode`` -> imagecodecs). Tile bytes are read here with ``os.pread`` on our
+own file descriptor from ``page.dataoffsets/databytecounts``: it needs no lock, so several
+threads decode tiles truly in parallel, and it skips zarr's per-chunk overhead.
+
+Layouts the direct path does not cover (multi-page channel stacks, volumes) go through
+tifffile's zarr store instead (:class:`napari_histo.io._zarr_source.ArrayLevel`).
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import threading
+import warnings
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+
+from napari_histo.core.errors import SlideOpenError
+from napari_histo.io._cache import TileCache
+from napari_histo.io._image import to_rgb8
+from napari_histo.io._pyramid import LevelArray, filler
+
+__all__ = ["TiffLevel", "open_tiff", "pread_fn"]
+
+_JPEG = {6, 7, 34892, 33007}
+
+
+def pread_fn(path: Path) -> tuple[Any, Any]:
+    """Return ``(read(offset, n) -> bytes, close())`` reading ``path`` without a shared seek.
+
+    ``os.pread`` is atomic per call, so no lock is needed (Windows falls back to a lock).
+    """
+    fd = os.open(path, os.O_RDONLY | getattr(os, "O_BINARY", 0))
+    if hasattr(os, "pread"):
+
+        def read(offset: int, n: int) -> bytes:
+            return os.pread(fd, n, offset)
+
+    else:  # pragma: no cover - Windows
+        lock = threading.Lock()
+
+        def read(offset: int, n: int) -> bytes:
+            with lock:
+                os.lseek(fd, offset, os.SEEK_SET)
+                return os.read(fd, n)
+
+    def close() -> None:
+        try:
+            os.close(fd)
+        except OSError:
+            pass
+
+    return read, close
+
+
+class TiffLevel(LevelArray):
+    """One pyramid level stored in a single TIFF page (tiled or stripped), read directly.
+
+    Parameters
+    ----------
+    page
+        The level's page (keyframe) from tifffile.
+    read
+        ``read(offset, nbytes) -> bytes`` on the file.
+    file_size
+        File size in bytes, to report segments past the end of a truncated file.
+    name
+        Human-readable level name for warnings (``"level 0"``).
+    """
+
+    def __init__(
+        self,
+        page: Any,
+        read: Any,
+        *,
+        file_size: int,
+        cache: TileCache | None,
+        key: Any,
+        name: str,
+        labels: bool = False,
+    ) -> None:
+        h, w = int(page.imagelength), int(page.imagewidth)
+        self.tiled = bool(page.is_tiled)
+        if self.tiled:
+            seg = (int(page.tilelength), int(page.tilewidth))
+        else:
+            seg = (min(int(page.rowsperstrip or h), h), w)
+        chunk = seg
+        if not self.tiled:
+            # strips are wide and short: give dask/napari blocks of ~1024 rows x 1024 cols
+            rows = seg[0] * max(1, 1024 // seg[0])
+            chunk = (min(rows, h), min(w, 1024) if w > 2048 else w)
+        self.labels = labels
+        if labels:
+            dt = np.dtype(page.dtype) if page.dtype is not None else np.dtype(np.uint8)
+            if dt.kind not in "ub":
+                raise SlideOpenError(
+                    f"{name}: a label mask must hold unsigned integers, not {dt} values"
+                )
+            dt = np.dtype(np.uint8) if dt.kind == "b" else dt
+            super().__init__(h, w, seg, cache=cache, key=key, chunk_shape=chunk,
+                             channels=None, dtype=dt, fill=0)
+        else:
+            super().__init__(h, w, seg, cache=cache, key=key, chunk_shape=chunk)
+        self.name = name
+        self._read = read
+        self.file_size = file_size
+        self.page = page
+        self.planar_separate = page.planarconfig == 2 and page.samplesperpixel > 1
+        self.offsets = np.asarray(page.dataoffsets, dtype=np.int64)
+        self.counts = np.asarray(page.databytecounts, dtype=np.int64)
+        nseg = self.grid[0] * self.grid[1]
+        need = nseg * (page.samplesperpixel if self.planar_separate else 1)
+        if len(self.offsets) < need or len(self.counts) < need:
+            raise SlideOpenError(
+                f"{name}: the header claims {w} x {h} px ({need} tiles) but only "
+                f"{len(self.offsets)} tile offsets are stored; the file is corrupt or truncated"
+            )
+        self._nseg = nseg
+        page.init_decode()  # tifffile's decoder closure is not thread-safe on first access
+        self._decode = page.decode
+        self._kwargs: dict[str, Any] = {}
+        if page.compression in _JPEG:
+            self._kwargs = {"jpegtables": page.jpegtables, "jpegheader": page.jpegheader}
+        if self.tiled:
+            self._kwargs["_fullsize"] = True
+        bits = page.bitspersample
+        self._maxvalue = None
+        if page.dtype is not None and np.dtype(page.dtype).kind in "ui":
+            if bits and bits < np.dtype(page.dtype).itemsize * 8:
+                self._maxvalue = float(2**bits - 1)
+        self._miniswhite = page.photometric == 0
+        self._colormap = page.colormap if page.photometric == 3 else None
+
+    def past_eof(self) -> int:
+        """Number of segments whose bytes lie (partly) beyond the end of the file."""
+        return int(np.count_nonzero(self.offsets + self.counts > self.file_size))
+
+    def _fetch(self, index: int, sy: int, sx: int) -> np.ndarray | None:
+        off, n = int(self.offsets[index]), int(self.counts[index])
+        if n == 0 or off == 0:
+            return None  # sparse/empty tile: background
+        data = self._read(off, n)
+        if len(data) < n:
+            raise OSError(f"only {len(data)} of {n} bytes present (file truncated)")
+        seg, _, _ = self._decode(data, index, **self._kwargs)
+        return seg
+
+    def _decode_segment(self, sy: int, sx: int) -> npt.NDArray[np.uint8]:
+        sh, sw = self.seg_shape
+        h = min(sh, self.shape[0] - sy * sh)
+        w = min(sw, self.shape[1] - sx * sw)
+        index = sy * self.grid[1] + sx
+        try:
+            if self.planar_separate:
+                planes = []
+                for s in range(self.page.samplesperpixel):
+                    p = self._fetch(index + s * self._nseg, sy, sx)
+                    if p is None:
+                        return filler(self, h, w)
+                    planes.append(p[0, :h, :w, 0])
+                raw = np.stack(planes, axis=-1)
+            else:
+                seg = self._fetch(index, sy, sx)
+                if seg is None:
+                    return filler(self, h, w)
+                raw = seg[0, :h, :w]
+            if self.labels:
+                lab = raw[..., 0] if raw.ndim == 3 else raw
+                return np.ascontiguousarray(lab, dtype=self.dtype)
+            rgb = to_rgb8(raw, maxvalue=self._maxvalue, miniswhite=self._miniswhite,
+                          colormap=self._colormap)
+            if rgb.shape[0] != h or rgb.shape[1] != w:
+                raise ValueError(f"decoded tile has shape {rgb.shape[:2]}, expected {(h, w)}")
+            return rgb
+        except Exception as err:  # a corrupt tile must not take the slide down
+            kind = "tile" if self.tiled else "strip"
+            warnings.warn(
+                f"{self.name}: {kind} (row {sy}, column {sx}) at byte "
+                f"{int(self.offsets[index])} could not be decoded ({err}); "
+                f"shown as {'0' if self.labels else 'white'}",
+                stacklevel=2,
+            )
+            return filler(self, h, w)
+
+
+def grid_of(page: Any) -> tuple[int, int]:
+    """(rows, columns) of segments of a page."""
+    h, w = int(page.imagelength), int(page.imagewidth)
+    if page.is_tiled:
+        return math.ceil(h / page.tilelength), math.ceil(w / page.tilewidth)
+    return math.ceil(h / max(1, page.rowsperstrip or h)), 1
+
+
+def open_tiff(path: Path) -> Any:
+    """Open a TIFF with tifffile, turning its errors into SlideOpenError."""
+    import tifffile
+
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            return tifffile.TiffFile(path)
+    except (tifffile.TiffFileError, ValueError, OSError, EOFError, IndexError, KeyError,
+            struct_error(), MemoryError) as err:
+        raise SlideOpenError(
+            f"{path.name}: TIFF structure is unreadable, the file is probably truncated or "
+            f"corrupt ({type(err).__name__}: {err})"
+        ) from err
+
+
+def struct_error() -> type[Exception]:
+    import struct
+
+    return struct.error

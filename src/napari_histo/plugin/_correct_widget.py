@@ -1,0 +1,16 @@
+"""Correct and fine-tune dock widget (being built)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from magicgui.widgets import Container, Label
+
+
+class CorrectWidget(Container):
+    """Correct and fine-tune (placeholder until its implementation lands)."""
+
+    def __init__(self, viewer: Any) -> None:
+        super().__init__()
+        self._viewer = viewer
+        self.append(Label(value="Correct and fine-tune: coming soon"))

@@ -1,0 +1,310 @@
+"""Prediction -> napari layers: a probability heatmap Image and a thresholded Labels layer.
+
+Both are placed in the *world* coordinates of the image layer they were predicted from, so
+they overlay it whatever its units (microns for slides, pixels for plain images):
+``scale = image.scale * downsample`` and ``translate`` centres each output pixel on the
+block of level-0 pixels it covers. New layers always get new names; a user's layer is never
+overwritten. Entry points: :func:`add_prediction_layers`, :class:`PredictionLayers`,
+:func:`placement_on`, :func:`unique_name`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+
+__all__ = [
+    "HEATMAP_COLORMAP",
+    "PRED_COLORS",
+    "PredictionLayers",
+    "add_prediction_layers",
+    "image_layer_source",
+    "placement_on",
+    "unique_name",
+]
+
+HEATMAP_COLORMAP = "inferno"
+# Predicted foreground in bright green so it reads against the red ground truth.
+PRED_COLORS: dict[int | None, tuple[float, float, float, float]] = {
+    None: (1.0, 0.85, 0.0, 1.0),
+    0: (0.0, 0.0, 0.0, 0.0),
+    1: (0.15, 0.95, 0.35, 1.0),
+    2: (0.2, 0.6, 1.0, 1.0),
+    3: (1.0, 0.85, 0.0, 1.0),
+    4: (0.9, 0.3, 0.9, 1.0),
+}
+
+
+def unique_name(viewer: Any, base: str) -> str:
+    """``base``, or ``base [2]``, ``base [3]``... whichever no layer of ``viewer`` uses."""
+    names = {layer.name for layer in viewer.layers}
+    if base not in names:
+        return base
+    i = 2
+    while f"{base} [{i}]" in names:
+        i += 1
+    return f"{base} [{i}]"
+
+
+def placement_on(
+    image_layer: Any,
+    *,
+    downsample: Sequence[float] = (1.0, 1.0),
+    offset_px: Sequence[float] = (0.0, 0.0),
+) -> tuple[tuple[float, float], tuple[float, float]]:
+    """World ``(scale, translate)`` of an array whose pixel (0, 0) starts at level-0 pixel
+    ``offset_px`` of ``image_layer`` and whose pixels cover ``downsample`` level-0 pixels.
+
+    napari centres pixel ``i`` at ``t + i * s``; an output pixel covering level-0 pixels
+    ``[o + i*d, o + (i+1)*d)`` is centred at level-0 coordinate ``o + i*d + (d-1)/2``.
+    """
+    s0 = [float(v) for v in image_layer.scale[-2:]]
+    t0 = [float(v) for v in image_layer.translate[-2:]]
+    scale = tuple(s * float(d) for s, d in zip(s0, downsample))
+    translate = tuple(
+        t + (float(o) + (float(d) - 1.0) / 2.0) * s
+        for t, s, o, d in zip(t0, s0, offset_px, downsample)
+    )
+    return (scale[0], scale[1]), (translate[0], translate[1])
+
+
+def image_layer_source(image_layer: Any) -> str | None:
+    """File path a slide layer was read from (reader metadata), or None for in-memory data."""
+    meta = getattr(image_layer, "metadata", None) or {}
+    for key in ("source", "path"):
+        val = meta.get(key)
+        if val:
+            return str(val)
+    histo = meta.get("napari_histo") or {}
+    val = histo.get("source")
+    if val:
+        return str(val)
+    src = getattr(getattr(image_layer, "source", None), "path", None)
+    return str(src) if src else None
+
+
+def _foreground(prob: Any) -> Any:
+    """(H, W) foreground probability from (H, W) or (C, H, W) class probabilities."""
+    if prob.ndim == 2:
+        return prob
+    if prob.shape[0] == 2:
+        return prob[1]
+    return 1.0 - prob[0]
+
+
+def _threshold(fg: Any, threshold: float) -> Any:
+    """Labels (uint8, 1 = foreground) from a foreground probability; lazy for dask input."""
+    out = fg >= threshold
+    if isinstance(out, np.ndarray):
+        return out.astype(np.uint8)
+    return out.astype(np.uint8)
+
+
+class PredictionLayers:
+    """The heatmap + labels pair of one prediction, with a live threshold.
+
+    ``probability`` is the (H, W) foreground probability the heatmap shows (numpy filled in
+    place as tiles land, or a lazy array / list of pyramid levels for a streamed slide).
+    """
+
+    def __init__(self, heatmap: Any, labels: Any, probability: Any, threshold: float) -> None:
+        self.heatmap = heatmap
+        self.labels = labels
+        self.probability = probability
+        self.threshold = float(threshold)
+
+    @property
+    def multiscale(self) -> bool:
+        """True when the data is a pyramid (list of levels)."""
+        return isinstance(self.probability, list)
+
+    def paste(self, box: Sequence[int], tile: np.ndarray) -> None:
+        """Write a finished tile (foreground probability) at ``(y0, x0, y1, x1)`` and redraw."""
+        y0, x0, y1, x1 = (int(v) for v in box)
+        self.probability[y0:y1, x0:x1] = tile[: y1 - y0, : x1 - x0]
+        self.refresh(box)
+
+    def refresh(self, box: Sequence[int] | None = None) -> None:
+        """Redraw after the probability changed (only ``box`` when given, numpy data)."""
+        if self.multiscale or not isinstance(self.probability, np.ndarray):
+            self.heatmap.refresh()
+            self.labels.refresh()
+            return
+        if box is None:
+            self.labels.data = _threshold(self.probability, self.threshold)
+        else:
+            y0, x0, y1, x1 = (int(v) for v in box)
+            self.labels.data[y0:y1, x0:x1] = _threshold(
+                self.probability[y0:y1, x0:x1], self.threshold
+            )
+            self.labels.refresh()
+        self.heatmap.refresh()
+
+    def set_threshold(self, threshold: float) -> None:
+        """Re-threshold the labels layer (live slider)."""
+        self.threshold = float(threshold)
+        if self.multiscale:
+            self.labels.data = [_threshold(lv, self.threshold) for lv in self.probability]
+        elif isinstance(self.probability, np.ndarray):
+            self.labels.data = _threshold(self.probability, self.threshold)
+        else:
+            self.labels.data = _threshold(self.probability, self.threshold)
+        self.labels.metadata.setdefault("napari_histo", {})["threshold"] = self.threshold
+
+    def set_probability(self, probability: Any) -> None:
+        """Replace the whole probability map (e.g. when a run returns)."""
+        self.probability = probability
+        self.heatmap.data = probability
+        self.set_threshold(self.threshold)
+
+
+def add_prediction_layers(
+    viewer: Any,
+    image_layer: Any,
+    probability: Any,
+    *,
+    downsample: Sequence[float] = (1.0, 1.0),
+    offset_px: Sequence[float] = (0.0, 0.0),
+    threshold: float = 0.5,
+    name: str | None = None,
+    class_names: Sequence[str] | None = None,
+    metadata: dict[str, Any] | None = None,
+    opacity: float = 0.5,
+) -> PredictionLayers:
+    """Add a heatmap Image and a Labels layer for ``probability`` over ``image_layer``.
+
+    Parameters
+    ----------
+    probability
+        (H, W) foreground or (C, H, W) class probabilities (numpy, dask/zarr), or a list of
+        (H, W) pyramid levels, largest first.
+    downsample, offset_px
+        Output pixel size and top-left corner in the image layer's level-0 pixels.
+    name
+        Base layer name; default ``"<image> prediction"``. Made unique in the viewer.
+    """
+    from napari.layers import Image, Labels
+
+    if isinstance(probability, (list, tuple)):
+        prob: Any = [_foreground(lv) for lv in probability]
+        labels_data: Any = [_threshold(lv, threshold) for lv in prob]
+        multiscale = True
+    else:
+        prob = _foreground(probability)
+        labels_data = _threshold(prob, threshold)
+        multiscale = False
+    scale, translate = placement_on(image_layer, downsample=downsample, offset_px=offset_px)
+    units = getattr(image_layer, "units", None)
+    base = name or f"{image_layer.name} prediction"
+    positive = None
+    if class_names and len(class_names) >= 2:
+        positive = str(class_names[1]) if len(class_names) == 2 else "foreground"
+    histo = {
+        "kind": "prediction",
+        "image_layer": image_layer.name,
+        "downsample": [float(d) for d in downsample],
+        "offset_px": [float(o) for o in offset_px],
+        "threshold": float(threshold),
+        "positive_class": positive,
+        **(metadata or {}),
+    }
+    common: dict[str, Any] = {"scale": scale, "translate": translate}
+    if units is not None:
+        common["units"] = tuple(units)[-2:]
+    heat = Image(
+        prob,
+        name=unique_name(viewer, f"{base} heatmap"),
+        colormap=HEATMAP_COLORMAP,
+        contrast_limits=(0.0, 1.0),
+        opacity=opacity,
+        blending="translucent",
+        multiscale=multiscale,
+        metadata={"napari_histo": {**histo, "role": "heatmap"}},
+        **common,
+    )
+    labels = Labels(
+        labels_data,
+        name=unique_name(viewer, f"{base} labels"),
+        multiscale=multiscale,
+        colormap=dict(PRED_COLORS),
+        opacity=0.9,
+        metadata={"napari_histo": {**histo, "role": "labels"}},
+        **common,
+    )
+    labels.contour = 2
+    viewer.add_layer(heat)
+    viewer.add_layer(labels)
+    return PredictionLayers(heat, labels, prob, threshold)
+
+
+def level0_shape(image_layer: Any) -> tuple[int, int]:
+    """(height, width) of the image layer's full-resolution data."""
+    data = image_layer.data
+    arr = data[0] if getattr(image_layer, "multiscale", False) else data
+    shape = arr.shape
+    if getattr(image_layer, "rgb", False):
+        return int(shape[-3]), int(shape[-2])
+    return int(shape[-2]), int(shape[-1])
+
+
+def _clip_box(box: Sequence[float], shape: Sequence[int]) -> tuple[int, int, int, int] | None:
+    y0 = int(np.clip(np.floor(box[0]), 0, shape[0]))
+    x0 = int(np.clip(np.floor(box[1]), 0, shape[1]))
+    y1 = int(np.clip(np.ceil(box[2]), 0, shape[0]))
+    x1 = int(np.clip(np.ceil(box[3]), 0, shape[1]))
+    if y1 - y0 < 1 or x1 - x0 < 1:
+        return None
+    return y0, x0, y1, x1
+
+
+def visible_box(viewer: Any, image_layer: Any) -> tuple[int, int, int, int] | None:
+    """The part of ``image_layer`` on screen, as a level-0 pixel box (y0, x0, y1, x1).
+
+    From the camera centre and zoom (screen px per world unit) and the canvas size; None when
+    the layer is entirely off screen.
+    """
+    h, w = (float(s) for s in viewer.canvas.size)
+    center = np.asarray(viewer.camera.center, dtype=float)[-2:]
+    zoom = float(viewer.camera.zoom)
+    half = np.array([h, w]) / (2.0 * zoom)
+    corners_world = [center - half, center + half]
+    ndim = image_layer.ndim
+    pts = []
+    for cy in (corners_world[0][0], corners_world[1][0]):
+        for cx in (corners_world[0][1], corners_world[1][1]):
+            world = np.zeros(ndim)
+            world[-2:] = (cy, cx)
+            pts.append(np.asarray(image_layer.world_to_data(world), dtype=float)[-2:])
+    pts_arr = np.asarray(pts)
+    # +0.5: napari pixel i spans [i - 0.5, i + 0.5] in data coordinates
+    box = (pts_arr[:, 0].min() + 0.5, pts_arr[:, 1].min() + 0.5,
+           pts_arr[:, 0].max() + 0.5, pts_arr[:, 1].max() + 0.5)
+    return _clip_box(box, level0_shape(image_layer))
+
+
+def shapes_box(shapes_layer: Any, image_layer: Any) -> tuple[int, int, int, int] | None:
+    """Bounding box (level-0 px of ``image_layer``) of the selected shapes, else all shapes."""
+    if shapes_layer is None or len(shapes_layer.data) == 0:
+        return None
+    idx = sorted(shapes_layer.selected_data) or list(range(len(shapes_layer.data)))
+    pts = []
+    for i in idx:
+        for v in np.asarray(shapes_layer.data[i], dtype=float):
+            world = shapes_layer.data_to_world(v)
+            full = np.zeros(image_layer.ndim)
+            full[-2:] = np.asarray(world, dtype=float)[-2:]
+            pts.append(np.asarray(image_layer.world_to_data(full), dtype=float)[-2:])
+    arr = np.asarray(pts)
+    box = (arr[:, 0].min() + 0.5, arr[:, 1].min() + 0.5,
+           arr[:, 0].max() + 0.5, arr[:, 1].max() + 0.5)
+    return _clip_box(box, level0_shape(image_layer))
+
+
+def layers_of(viewer: Any, kind: str) -> list[tuple[str, Any]]:
+    """(name, layer) choices of one napari layer type (``"image"``, ``"labels"``...)."""
+    if viewer is None:
+        return []
+    return [(layer.name, layer) for layer in viewer.layers
+            if type(layer).__name__.lower() == kind]

@@ -1,0 +1,559 @@
+"""Segment dock widget: run a checkpoint on the current view, a drawn box, or the whole slide.
+
+The widget builds an :class:`~napari_histo.engine.inference.InferenceConfig` and a
+:class:`SegmentRequest`, runs :func:`segment_job` (a generator driving the engine's
+``predict_slide`` / ``predict_array``) in a thread worker, and turns what comes back into a
+heatmap Image + Labels pair (:mod:`napari_histo.plugin._result_layers`). Tiles land on screen
+as they finish: the job reads each finished tile back from the prediction store and yields it;
+the GUI pastes it into the layer. A whole-slide run streams into OME-Zarr on disk and is shown
+lazily from there. Entry point: :class:`SegmentWidget`.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+from magicgui.widgets import (
+    ComboBox,
+    Container,
+    FileEdit,
+    FloatSlider,
+    Label,
+    ProgressBar,
+    PushButton,
+)
+
+from napari_histo.core.progress import Event, Message, Progress
+from napari_histo.plugin import _result_layers as rl
+from napari_histo.plugin._workers import TaskHandle, start_task
+
+if TYPE_CHECKING:
+    import napari
+
+__all__ = [
+    "SegmentRequest",
+    "SegmentWidget",
+    "TileReady",
+    "recent_checkpoints",
+    "remember_checkpoint",
+    "segment_job",
+    "user_dir",
+]
+
+TARGETS = ("current view", "shapes region", "whole slide")
+LIVE_MAX_SIDE = 4096
+_RECENT_FILE = "recent_checkpoints.json"
+_MAX_RECENT = 8
+
+
+# ------------------------------------------------------------------ user files
+
+
+def user_dir() -> Path:
+    """Per-user napari-histo folder (``NAPARI_HISTO_HOME`` or ``~/.cache/napari-histo``)."""
+    root = os.environ.get("NAPARI_HISTO_HOME") or str(Path.home() / ".cache" / "napari-histo")
+    path = Path(root)
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def recent_checkpoints() -> list[str]:
+    """Recently used checkpoint files that still exist, newest first."""
+    try:
+        items = json.loads((user_dir() / _RECENT_FILE).read_text())
+    except (OSError, ValueError):
+        return []
+    return [p for p in items if isinstance(p, str) and Path(p).is_file()][:_MAX_RECENT]
+
+
+def remember_checkpoint(path: str | Path) -> None:
+    """Put ``path`` first in the recently-used list (atomic rewrite)."""
+    p = str(Path(path).resolve())
+    items = [p] + [q for q in recent_checkpoints() if q != p]
+    target = user_dir() / _RECENT_FILE
+    tmp = target.with_suffix(".tmp")
+    tmp.write_text(json.dumps(items[:_MAX_RECENT]))
+    os.replace(tmp, target)
+
+
+# ------------------------------------------------------------------ the job
+
+
+@dataclass(frozen=True)
+class TileReady:
+    """A finished piece of the prediction: foreground probability at ``box`` (output px)."""
+
+    box: tuple[int, int, int, int]
+    data: np.ndarray
+    done: int = 0
+    total: int = 0
+
+
+@dataclass(frozen=True)
+class SegmentRequest:
+    """Everything one segmentation run needs (plain data; no napari objects)."""
+
+    checkpoint: str
+    cfg: Any  # InferenceConfig
+    source: str | None = None  # slide file; None -> ``image`` is predicted in memory
+    image: np.ndarray | None = None
+    region: tuple[int, int, int, int] | None = None  # level-0 px box
+    order_near: tuple[float, float] | None = None
+    out_path: str | None = None
+    device: str = "auto"
+
+
+@dataclass
+class SegmentOutcome:
+    """What a run returns: probabilities, where they sit, the labels, and the store on disk."""
+
+    probability: Any  # (H, W) foreground probability (numpy or lazy) or list of levels
+    downsample: tuple[float, float]
+    offset_px: tuple[float, float]
+    class_names: list[str]
+    path: str | None = None
+    complete: bool = True
+    model_load_s: float = 0.0
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+def _foreground_np(prob: Any) -> np.ndarray:
+    arr = np.asarray(prob)
+    if arr.ndim == 3:
+        arr = arr[1] if arr.shape[0] == 2 else 1.0 - arr[0]
+    return arr.astype(np.float32, copy=False)
+
+
+@dataclass(frozen=True)
+class StoreReady:
+    """The prediction store exists: its output shape and placement on the slide."""
+
+    path: str
+    shape: tuple[int, int]
+    downsample: tuple[float, float]  # level-0 px per output px
+    origin_px: tuple[float, float]  # top-left of the output in level-0 px
+    class_names: tuple[str, ...] = ()
+
+
+def segment_job(req: SegmentRequest) -> Any:
+    """Load the model, predict, and yield finished tiles; return a :class:`SegmentOutcome`.
+
+    Runs in a worker thread. ``Progress`` events from the engine that carry a finished tile
+    box are turned into :class:`TileReady` events holding that tile's probabilities, read back
+    from the engine's output store in this (worker) thread so the GUI thread only pastes.
+    """
+    from napari_histo.engine import inference as inf
+    from napari_histo.engine.checkpoints import load_checkpoint
+
+    t0 = time.perf_counter()
+    model = load_checkpoint(req.checkpoint, device=req.device)
+    _warm_up(model)
+    load_s = time.perf_counter() - t0
+    yield Message(f"model loaded in {load_s:.2f} s", level="info")
+    if req.source is None:
+        if req.image is None:
+            raise ValueError("segment_job needs a source slide or an image array")
+        probs = yield from inf.predict_array(req.image, model,
+                                             batch_size=req.cfg.batch_size)
+        return SegmentOutcome(_foreground_np(probs), (1.0, 1.0), (0.0, 0.0),
+                              list(model.class_names), model_load_s=load_s)
+    gen = inf.predict_slide(req.source, model, req.cfg, region=req.region,
+                            order_near=req.order_near, out_path=req.out_path)
+    reader = _TileReader(req.out_path)
+    try:
+        while True:
+            try:
+                ev = next(gen)
+            except StopIteration as stop:
+                result = stop.value
+                break
+            extra = reader.events_for(ev)
+            if extra:
+                yield from extra
+            else:
+                yield ev
+    finally:
+        gen.close()
+    return SegmentOutcome(
+        result.probabilities, tuple(float(v) for v in result.downsample),  # type: ignore[arg-type]
+        tuple(float(v) for v in result.origin_px), list(result.class_names or  # type: ignore[arg-type]
+                                                        model.class_names),
+        path=str(result.path) if result.path else None, complete=bool(result.complete),
+        model_load_s=load_s, extra={"skipped_tiles": result.skipped_tiles})
+
+
+def _warm_up(model: Any) -> None:
+    """One tiny forward pass so the first real tile does not pay the backend's setup cost."""
+    pre = model.preprocessing or {}
+    size = 64 if model.task == "segment" else int(pre.get("context_size") or
+                                                   pre.get("patch_size") or 96)
+    try:
+        model.predict_proba(np.zeros((1, size, size, 3), dtype=np.uint8))
+    except RuntimeError:  # an odd input size for this network: the real run reports problems
+        pass
+
+
+class _TileReader:
+    """Reads finished tiles back from the prediction store named in Progress events."""
+
+    def __init__(self, path: str | None) -> None:
+        self.path = path
+        self._prob: Any = None
+        self._scale = 1.0
+
+    def events_for(self, ev: Event) -> list[Any]:
+        if not isinstance(ev, Progress) or not ev.info or self.path is None:
+            return []
+        info = ev.info
+        if not all(k in info for k in ("y0", "x0", "y1", "x1")):
+            return []
+        out: list[Any] = []
+        if self._prob is None:
+            from napari_histo.engine.inference.writer import open_prediction
+
+            prob, _, meta = open_prediction(self.path)
+            self._prob = prob
+            self._scale = 1.0 / 255.0 if str(prob.dtype) == "uint8" else 1.0
+            shape = tuple(int(s) for s in prob.shape[-2:])
+            out.append(StoreReady(self.path, shape,  # type: ignore[arg-type]
+                                  tuple(float(v) for v in meta.get("downsample") or (1, 1)),
+                                  tuple(float(v) for v in meta.get("origin_px") or (0, 0)),
+                                  tuple(meta.get("class_names") or ())))
+        box = (int(info["y0"]), int(info["x0"]), int(info["y1"]), int(info["x1"]))
+        data = np.asarray(self._prob[..., box[0]:box[2], box[1]:box[3]]).astype(np.float32)
+        if self._scale != 1.0:
+            data *= self._scale
+        out.append(TileReady(box, _foreground_np(data), ev.done, ev.total))
+        return out
+
+
+# ------------------------------------------------------------------ the widget
+
+
+class SegmentWidget(Container):
+    """Dock widget: image layer + checkpoint + target -> heatmap and labels layers."""
+
+    def __init__(self, viewer: napari.viewer.Viewer) -> None:
+        super().__init__(labels=True)
+        self._viewer = viewer
+        self._image_combo = ComboBox(label="image", choices=self._image_choices, nullable=True)
+        self._ckpt_edit = FileEdit(label="checkpoint", mode="r", filter="*.pt")
+        self._recent_combo = ComboBox(label="recent", choices=self._recent_choices, nullable=True)
+        self._target_combo = ComboBox(label="target", choices=TARGETS, value=TARGETS[0])
+        self._shapes_combo = ComboBox(label="region", choices=self._shapes_choices, nullable=True)
+        self._device_combo = ComboBox(label="device", choices=("auto", "cpu", "cuda"), value="auto")
+        self._threshold_slider = FloatSlider(label="threshold", min=0.0, max=1.0, step=0.01,
+                                             value=0.5)
+        self._opacity_slider = FloatSlider(label="heatmap opacity", min=0.0, max=1.0,
+                                           step=0.05, value=0.5)
+        self._run_button = PushButton(text="Segment")
+        self._cancel_button = PushButton(text="Cancel", enabled=False)
+        self._progress_bar = ProgressBar(label="progress", min=0, max=1, value=0)
+        self._status_label = Label(label="", value="")
+        self.extend([
+            self._image_combo, self._ckpt_edit, self._recent_combo, self._target_combo,
+            self._shapes_combo, self._device_combo, self._threshold_slider,
+            self._opacity_slider, self._run_button, self._cancel_button, self._progress_bar,
+            self._status_label,
+        ])
+        self.handle: TaskHandle | None = None
+        self.result: rl.PredictionLayers | None = None
+        self.timings: dict[str, float] = {}
+        self._live: rl.PredictionLayers | None = None
+        self._live_factor = 1
+        self._pending_layers: dict[str, Any] = {}
+        self._run_button.changed.connect(self._on_run)
+        self._cancel_button.changed.connect(self.cancel)
+        self._recent_combo.changed.connect(self._on_recent)
+        self._threshold_slider.changed.connect(self._on_threshold)
+        self._opacity_slider.changed.connect(self._on_opacity)
+        for ev in (viewer.layers.events.inserted, viewer.layers.events.removed):
+            ev.connect(self._reset)
+        self._reset()
+        recent = recent_checkpoints()
+        if recent:
+            self._ckpt_edit.value = recent[0]
+
+    # ---------------------------------------------------------------- choices
+    def _image_choices(self, *_: Any) -> list[tuple[str, Any]]:
+        return [(n, lyr) for n, lyr in rl.layers_of(self._viewer, "image")
+                if (lyr.metadata.get("napari_histo") or {}).get("kind") != "prediction"]
+
+    def _shapes_choices(self, *_: Any) -> list[tuple[str, Any]]:
+        return rl.layers_of(self._viewer, "shapes")
+
+    def _recent_choices(self, *_: Any) -> list[tuple[str, str]]:
+        return [(Path(p).name, p) for p in recent_checkpoints()]
+
+    def _reset(self, *_: Any) -> None:
+        try:
+            self.reset_choices()
+        except RuntimeError:  # widget already deleted
+            pass
+
+    # ---------------------------------------------------------------- public API
+    def set_checkpoint(self, path: str | Path) -> None:
+        """Use ``path`` for the next run (e.g. "Use this model" from the Train widget)."""
+        self._ckpt_edit.value = str(path)
+        remember_checkpoint(path)
+        self._recent_combo.reset_choices()
+
+    def cancel(self, *_: Any) -> None:
+        """Stop the running prediction after its current tile batch."""
+        if self.handle is not None and not self.handle.done:
+            self.handle.cancel()
+            self._status_label.value = "cancelling..."
+
+    @property
+    def running(self) -> bool:
+        """True while a prediction runs."""
+        return self.handle is not None and not self.handle.done
+
+    def run(self, target: str | None = None) -> TaskHandle | None:
+        """Start segmenting ``target`` (default: the target combo); returns the task."""
+        from napari.utils.notifications import show_error, show_info
+
+        if target is not None:
+            self._target_combo.value = target
+        if self.running:
+            show_info("a prediction is already running; cancel it first")
+            return None
+        try:
+            req, image_layer, placement = self._to_request()
+        except ValueError as err:
+            show_error(str(err))
+            return None
+        remember_checkpoint(req.checkpoint)
+        self._start(req, image_layer, placement)
+        return self.handle
+
+    # ---------------------------------------------------------------- building the request
+    def _to_request(self) -> tuple[SegmentRequest, Any, dict[str, Any]]:
+        from napari_histo.engine.inference.config import InferenceConfig
+
+        image_layer = self._image_combo.value
+        if image_layer is None:
+            raise ValueError("choose an image layer to segment (open a slide first)")
+        ckpt = str(self._ckpt_edit.value or "")
+        if not ckpt or not Path(ckpt).is_file():
+            raise ValueError(f"choose a model checkpoint (.pt) file; {ckpt or 'none'} not found")
+        target = self._target_combo.value
+        shape0 = rl.level0_shape(image_layer)
+        if target == "current view":
+            region = rl.visible_box(self._viewer, image_layer)
+            if region is None:
+                raise ValueError(f"{image_layer.name} is not in view; pan to it or zoom out")
+        elif target == "shapes region":
+            region = rl.shapes_box(self._shapes_combo.value, image_layer)
+            if region is None:
+                raise ValueError("draw a rectangle or polygon in a Shapes layer and pick it "
+                                 "as the region")
+        else:
+            region = None
+        source = rl.image_layer_source(image_layer)
+        threshold = float(self._threshold_slider.value)
+        whole = region is None
+        if whole:
+            region = (0, 0, shape0[0], shape0[1])
+        order_near = ((region[0] + region[2]) / 2.0, (region[1] + region[3]) / 2.0)
+        if whole:
+            vb = rl.visible_box(self._viewer, image_layer)
+            if vb is not None:
+                order_near = ((vb[0] + vb[2]) / 2.0, (vb[1] + vb[3]) / 2.0)
+        cfg_kw: dict[str, Any] = {"threshold": threshold, "device": self._device_combo.value}
+        if source is not None:
+            cfg_kw.update(self._resolution_for(source))
+            out_dir = user_dir() / "predictions"
+            out_dir.mkdir(parents=True, exist_ok=True)
+            stamp = time.strftime("%Y%m%d-%H%M%S")
+            out_path = str(out_dir / f"{Path(source).stem}-{stamp}-{os.getpid()}-"
+                                      f"{int(time.monotonic() * 1000) % 100000}.ome.zarr")
+            cfg_kw["tissue_only"] = whole
+            if not whole:  # small blocks, small batches: the first tile shows up sooner
+                cfg_kw.update(block_tiles=1, batch_size=2)
+            req = SegmentRequest(checkpoint=ckpt, cfg=InferenceConfig(**cfg_kw), source=source,
+                                 region=None if whole else region, order_near=order_near,
+                                 out_path=out_path, device=self._device_combo.value)
+        else:
+            data = image_layer.data[0] if image_layer.multiscale else image_layer.data
+            y0, x0, y1, x1 = region
+            crop = np.asarray(data[y0:y1, x0:x1])
+            if crop.ndim == 2:
+                crop = np.repeat(crop[..., None], 3, axis=2)
+            req = SegmentRequest(checkpoint=ckpt, cfg=InferenceConfig(**cfg_kw), source=None,
+                                 image=np.ascontiguousarray(crop[..., :3]).astype(np.uint8),
+                                 device=self._device_combo.value)
+        placement = {"region": region, "whole": whole, "target": target}
+        return req, image_layer, placement
+
+    @staticmethod
+    def _resolution_for(source: str) -> dict[str, Any]:
+        """Slides without a pixel size run on their level 0 as is."""
+        try:
+            from napari_histo.io.slide import open_slide
+
+            with open_slide(source) as slide:
+                if slide.mpp is None:
+                    return {"level": 0}
+        except Exception:  # the engine reports unreadable files itself
+            return {}
+        return {}
+
+    # ---------------------------------------------------------------- running
+    def _start(self, req: SegmentRequest, image_layer: Any, placement: dict[str, Any]) -> None:
+        self._live = None
+        self._live_factor = 1
+        self._pending_layers = {"image_layer": image_layer, "placement": placement, "req": req}
+        self.timings = {"start": time.perf_counter()}
+        self._run_button.enabled = False
+        self._cancel_button.enabled = True
+        self._progress_bar.max = 1
+        self._progress_bar.value = 0
+        self._status_label.value = "loading model..."
+        self.handle = start_task(segment_job, req, on_event=self._on_event,
+                                 on_returned=self._on_returned, on_finished=self._on_finished,
+                                 desc=f"segment {image_layer.name}", watch=self)
+
+    def _on_event(self, ev: Any) -> None:
+        if isinstance(ev, Message):
+            if ev.text.startswith("model loaded"):
+                self.timings["model_loaded"] = time.perf_counter()
+            self._status_label.value = ev.text
+            return
+        if isinstance(ev, StoreReady):
+            self._make_live_layers(ev)
+            return
+        if isinstance(ev, TileReady):
+            if self._live is not None:
+                f = self._live_factor
+                y0, x0, y1, x1 = ev.box
+                oy, ox = -(-y0 // f), -(-x0 // f)  # first kept output row/col (ceil)
+                tile = ev.data[oy * f - y0::f, ox * f - x0::f]
+                self._live.paste((oy, ox, oy + tile.shape[0], ox + tile.shape[1]), tile)
+                self.timings.setdefault("first_tile", time.perf_counter())
+            done, total = ev.done, ev.total
+        elif isinstance(ev, Progress):
+            done, total = ev.done, ev.total
+        else:
+            return
+        if total:
+            self._progress_bar.max = int(total)
+            self._progress_bar.value = min(int(done), int(total))
+            self._status_label.value = f"{done}/{total} tiles"
+
+    def _make_live_layers(self, ev: StoreReady) -> None:
+        """Layers over the store's extent, filled tile by tile; big stores get an overview.
+
+        The live buffer holds every ``f``-th output pixel with ``f`` the smallest power of
+        two keeping it under ``LIVE_MAX_SIDE`` px, so memory stays flat on any slide; the
+        full-resolution pyramid replaces it when the run completes.
+        """
+        image_layer = self._pending_layers["image_layer"]
+        req: SegmentRequest = self._pending_layers["req"]
+        f = 1
+        while max(ev.shape) / f > LIVE_MAX_SIDE:
+            f *= 2
+        self._live_factor = f
+        buf = np.zeros((-(-ev.shape[0] // f), -(-ev.shape[1] // f)), dtype=np.float32)
+        self._live = rl.add_prediction_layers(
+            self._viewer, image_layer, buf,
+            downsample=(ev.downsample[0] * f, ev.downsample[1] * f), offset_px=ev.origin_px,
+            threshold=float(self._threshold_slider.value),
+            opacity=float(self._opacity_slider.value), class_names=list(ev.class_names),
+            metadata={"source": req.source, "checkpoint": req.checkpoint, "store": ev.path,
+                      "live": True, "region": list(self._pending_layers["placement"]["region"]),
+                      "downsample_px": list(ev.downsample), "origin_px": list(ev.origin_px)})
+        self.result = self._live
+
+    def _on_returned(self, out: SegmentOutcome) -> None:
+        info = self._pending_layers
+        image_layer = info["image_layer"]
+        self.timings["returned"] = time.perf_counter()
+        meta = {"source": info["req"].source, "checkpoint": info["req"].checkpoint,
+                "store": out.path, "complete": out.complete,
+                "region": list(info["placement"]["region"]),
+                "downsample_px": list(out.downsample), "origin_px": list(out.offset_px)}
+        if self._live is not None and self._live_factor == 1:
+            # every tile is already on screen at full resolution
+            for layer in (self._live.heatmap, self._live.labels):
+                layer.metadata["napari_histo"].update(meta, live=False)
+            self.result = self._live
+            return
+        if self._live is not None:  # replace the overview by the full pyramid
+            for layer in (self._live.heatmap, self._live.labels):
+                if layer in self._viewer.layers:
+                    self._viewer.layers.remove(layer)
+            self._live = None
+        prob = _display_probability(out)
+        self.result = rl.add_prediction_layers(
+            self._viewer, image_layer, prob, downsample=out.downsample,
+            offset_px=out.offset_px, threshold=float(self._threshold_slider.value),
+            opacity=float(self._opacity_slider.value), class_names=out.class_names,
+            metadata=meta)
+        self._live = self.result
+
+    def _on_finished(self) -> None:
+        self._run_button.enabled = True
+        self._cancel_button.enabled = False
+        if self.handle is not None and self.handle.cancelled:
+            self._status_label.value = "cancelled"
+        elif self.handle is not None and self.handle.error is not None:
+            self._status_label.value = "failed (see notification)"
+        else:
+            t = self.timings
+            if "first_tile" in t and "model_loaded" in t:
+                self._status_label.value = (
+                    f"done; first tile {t['first_tile'] - t['model_loaded']:.2f} s after load")
+            else:
+                self._status_label.value = "done"
+
+    def _on_threshold(self, value: float) -> None:
+        if self.result is not None:
+            self.result.set_threshold(float(value))
+
+    def _on_opacity(self, value: float) -> None:
+        if self.result is not None:
+            self.result.heatmap.opacity = float(value)
+
+    def _on_run(self, *_: Any) -> None:
+        self.run()
+
+    def _on_recent(self, value: str | None) -> None:
+        if value:
+            self._ckpt_edit.value = value
+
+
+
+
+def _display_probability(out: SegmentOutcome) -> Any:
+    """What the heatmap layer shows: numpy for small results, the store's pyramid otherwise."""
+    prob = out.probability
+    if isinstance(prob, np.ndarray):
+        return prob.astype(np.float32, copy=False)
+    shape = tuple(int(s) for s in prob.shape[-2:])
+    if shape[0] * shape[1] <= LIVE_MAX_SIDE * LIVE_MAX_SIDE or not out.path:
+        arr = np.asarray(prob).astype(np.float32)
+        if str(prob.dtype) == "uint8":
+            arr /= 255.0
+        return _foreground_np(arr)
+    import dask.array as da
+    import zarr
+
+    group = zarr.open_group(out.path, mode="r")
+    levels = []
+    k = 0
+    while str(k) in group:
+        lv = da.from_zarr(group[str(k)]).astype(np.float32)
+        if str(group[str(k)].dtype) == "uint8":
+            lv = lv / 255.0
+        if lv.ndim == 3:
+            lv = lv[1] if lv.shape[0] == 2 else 1.0 - lv[0]
+        levels.append(lv)
+        k += 1
+    return levels if len(levels) > 1 else levels[0]

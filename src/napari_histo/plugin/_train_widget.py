@@ -1,0 +1,419 @@
+"""Train dock widget: train a model from viewer layers or data folders with live curves.
+
+Training data come from image + Labels layer pairs in the viewer (optionally restricted to
+Shapes regions), and/or from folders (GlaS-style ``images/`` + ``labels/``, class folders,
+slides with masks). The widget builds a :class:`~napari_histo.engine.training.TrainConfig`,
+turns layer pairs into ``ArraySample`` s, and runs ``engine.training.train`` in a thread
+worker: per-batch progress, loss/metric curves redrawn at every epoch, a preview prediction
+layer per epoch, Start / Stop / Resume, and "Use this model" hands the best checkpoint to the
+Segment widget. Entry point: :class:`TrainWidget`.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+from magicgui.widgets import (
+    CheckBox,
+    ComboBox,
+    Container,
+    FileEdit,
+    FloatSpinBox,
+    Label,
+    LineEdit,
+    ProgressBar,
+    PushButton,
+    SpinBox,
+)
+
+from napari_histo.core.progress import EpochEnd, Message, Progress
+from napari_histo.plugin import _result_layers as rl
+from napari_histo.plugin._plots import CurvePlot
+from napari_histo.plugin._workers import TaskHandle, start_task
+
+if TYPE_CHECKING:
+    import napari
+
+__all__ = ["TrainWidget", "layer_pair_samples", "preview_job"]
+
+SEG_MODELS = ("unet-tiny", "unet-small", "unet")
+CLS_MODELS = ("cnn-small", "resnet18", "resnet50", "inception_v3")
+
+
+def layer_pair_samples(image_layer: Any, labels_layer: Any, *,
+                       boxes: list[tuple[int, int, int, int]] | None = None,
+                       split_single: bool = True) -> list[Any]:
+    """``ArraySample`` s from an image layer and a Labels layer drawn over it.
+
+    Each box (level-0 px of the image; default: the whole image) becomes one sample whose
+    labels are resampled onto the image pixels through both layers' world placement, so a
+    ground truth or a correction painted at another resolution still lines up. Mask values
+    0/255 become classes 0/1. A single box is split into two halves (two groups) so the
+    run gets a validation curve.
+    """
+    from napari_histo.engine.corrections import resample_nearest, to_class_labels
+    from napari_histo.engine.datasets.segmentation import ArraySample
+
+    shape0 = rl.level0_shape(image_layer)
+    if not boxes:
+        boxes = [(0, 0, shape0[0], shape0[1])]
+    img_data = image_layer.data[0] if image_layer.multiscale else image_layer.data
+    lab_data = labels_layer.data[0] if labels_layer.multiscale else labels_layer.data
+    s_img = [float(v) for v in image_layer.scale[-2:]]
+    t_img = [float(v) for v in image_layer.translate[-2:]]
+    s_lab = [float(v) for v in labels_layer.scale[-2:]]
+    t_lab = [float(v) for v in labels_layer.translate[-2:]]
+    if len(boxes) == 1 and split_single:
+        y0, x0, y1, x1 = boxes[0]
+        if y1 - y0 >= x1 - x0:
+            mid = (y0 + y1) // 2
+            boxes = [(y0, x0, mid, x1), (mid, x0, y1, x1)]
+        else:
+            mid = (x0 + x1) // 2
+            boxes = [(y0, x0, y1, mid), (y0, mid, y1, x1)]
+    out = []
+    for k, (y0, x0, y1, x1) in enumerate(boxes):
+        img = np.asarray(img_data[y0:y1, x0:x1])
+        if img.ndim == 2:
+            img = np.repeat(img[..., None], 3, axis=2)
+        img = np.ascontiguousarray(img[..., :3]).astype(np.uint8)
+        dst_t = (t_img[0] + y0 * s_img[0], t_img[1] + x0 * s_img[1])
+        lab = resample_nearest(lab_data, s_lab, t_lab, img.shape[:2], s_img, dst_t)
+        lab = to_class_labels(lab, f"layer {labels_layer.name!r}")
+        out.append(ArraySample(img, lab, None, f"{image_layer.name}-{k}",
+                               f"{image_layer.name} region {k}"))
+    return out
+
+
+def preview_job(checkpoint: str, image: np.ndarray) -> Any:
+    """Predict a small preview crop with a checkpoint; return the foreground probability."""
+    from napari_histo.engine import inference as inf
+    from napari_histo.engine.checkpoints import load_checkpoint
+
+    model = load_checkpoint(checkpoint, device="cpu")
+    probs = yield from inf.predict_array(image, model)
+    arr = np.asarray(probs)
+    if arr.ndim == 3:
+        arr = arr[1] if arr.shape[0] == 2 else 1.0 - arr[0]
+    return arr.astype(np.float32)
+
+
+class TrainWidget(Container):
+    """Dock widget: data + options -> training run with live curves."""
+
+    def __init__(self, viewer: napari.viewer.Viewer) -> None:
+        super().__init__(labels=True)
+        from napari_histo.plugin._segment_widget import user_dir
+
+        self._viewer = viewer
+        self._image_combo = ComboBox(label="image", choices=self._image_choices, nullable=True)
+        self._labels_combo = ComboBox(label="labels", choices=self._labels_choices,
+                                      nullable=True)
+        self._shapes_combo = ComboBox(label="regions", choices=self._shapes_choices,
+                                      nullable=True)
+        self._add_pair_button = PushButton(text="Add image + labels pair")
+        self._pairs_label = Label(label="pairs", value="(uses the pair above)")
+        self._folder_edit = FileEdit(label="data folder", mode="d", nullable=True)
+        self._task_combo = ComboBox(label="task", choices=("segment", "classify"),
+                                    value="segment")
+        self._model_combo = ComboBox(label="model", choices=SEG_MODELS, value="unet-small")
+        self._epochs_spin = SpinBox(label="epochs", min=1, max=1000, value=10)
+        self._lr_spin = FloatSpinBox(label="learning rate", min=1e-6, max=1.0, step=1e-4,
+                                     value=2e-3)
+        self._batch_spin = SpinBox(label="batch size", min=1, max=512, value=8)
+        self._patch_spin = SpinBox(label="patch size", min=16, max=2048, step=16, value=256)
+        self._steps_spin = SpinBox(label="steps/epoch (0=auto)", min=0, max=100000, value=0)
+        self._device_combo = ComboBox(label="device", choices=("auto", "cpu", "cuda"),
+                                      value="auto")
+        self._augment_check = CheckBox(label="augmentation", value=True)
+        self._stain_combo = ComboBox(label="stain norm", choices=("none", "macenko", "reinhard"),
+                                     value="none")
+        self._val_spin = FloatSpinBox(label="validation fraction", min=0.0, max=0.9, step=0.05,
+                                      value=0.25)
+        self._group_edit = LineEdit(label="split by", value="auto")
+        self._init_edit = FileEdit(label="start from", mode="r", filter="*.pt", nullable=True)
+        self._out_edit = FileEdit(label="runs folder", mode="d",
+                                  value=str(user_dir() / "runs"))
+        self._preview_check = CheckBox(label="preview each epoch", value=True)
+        self._start_button = PushButton(text="Start")
+        self._stop_button = PushButton(text="Stop", enabled=False)
+        self._resume_button = PushButton(text="Resume", enabled=False)
+        self._use_button = PushButton(text="Use this model", enabled=False)
+        self._progress_bar = ProgressBar(label="progress", min=0, max=1, value=0)
+        self._status_label = Label(label="", value="")
+        self.curves = CurvePlot()
+        self.extend([
+            self._image_combo, self._labels_combo, self._shapes_combo, self._add_pair_button,
+            self._pairs_label, self._folder_edit, self._task_combo, self._model_combo,
+            self._epochs_spin, self._lr_spin, self._batch_spin, self._patch_spin,
+            self._steps_spin, self._device_combo, self._augment_check, self._stain_combo,
+            self._val_spin, self._group_edit, self._init_edit, self._out_edit,
+            self._preview_check, self._start_button, self._stop_button, self._resume_button,
+            self._use_button, self._progress_bar, self._status_label, self.curves.widget,
+        ])
+        self._pairs: list[tuple[Any, Any, Any]] = []
+        self.handle: TaskHandle | None = None
+        self._preview_handle: TaskHandle | None = None
+        self._preview_crop: tuple[Any, tuple[int, int, int, int]] | None = None
+        self.preview_layer: Any = None
+        self.result: Any = None
+        self.last_checkpoint: str | None = None
+        self._cfg: Any = None
+        self._arrays: list[Any] | None = None
+        self._epoch_t0 = 0.0
+        self._task_combo.changed.connect(self._on_task)
+        self._add_pair_button.changed.connect(self._on_add_pair)
+        self._start_button.changed.connect(lambda *_: self.start())
+        self._stop_button.changed.connect(lambda *_: self.stop())
+        self._resume_button.changed.connect(lambda *_: self.start(resume=True))
+        self._use_button.changed.connect(lambda *_: self.use_model())
+        for ev in (viewer.layers.events.inserted, viewer.layers.events.removed):
+            ev.connect(self._reset)
+        self._reset()
+
+    # ---------------------------------------------------------------- choices
+    def _image_choices(self, *_: Any) -> list[tuple[str, Any]]:
+        return [(n, lyr) for n, lyr in rl.layers_of(self._viewer, "image")
+                if (lyr.metadata.get("napari_histo") or {}).get("kind") != "prediction"]
+
+    def _labels_choices(self, *_: Any) -> list[tuple[str, Any]]:
+        return rl.layers_of(self._viewer, "labels")
+
+    def _shapes_choices(self, *_: Any) -> list[tuple[str, Any]]:
+        return rl.layers_of(self._viewer, "shapes")
+
+    def _reset(self, *_: Any) -> None:
+        try:
+            self.reset_choices()
+        except RuntimeError:
+            pass
+
+    def _on_task(self, task: str) -> None:
+        models = SEG_MODELS if task == "segment" else CLS_MODELS
+        self._model_combo.choices = models
+        self._model_combo.value = models[1] if task == "segment" else models[0]
+
+    def _on_add_pair(self, *_: Any) -> None:
+        img, lab = self._image_combo.value, self._labels_combo.value
+        if img is None or lab is None:
+            from napari.utils.notifications import show_error
+
+            show_error("choose an image layer and a Labels layer to add as a training pair")
+            return
+        self._pairs.append((img, lab, self._shapes_combo.value))
+        self._pairs_label.value = "; ".join(f"{i.name} + {lb.name}" for i, lb, _ in self._pairs)
+
+    # ---------------------------------------------------------------- config
+    def _layer_pairs(self) -> list[tuple[Any, Any, Any]]:
+        if self._pairs:
+            return [p for p in self._pairs if p[0] in self._viewer.layers
+                    and p[1] in self._viewer.layers]
+        img, lab = self._image_combo.value, self._labels_combo.value
+        if img is not None and lab is not None:
+            return [(img, lab, self._shapes_combo.value)]
+        return []
+
+    def _to_config(self, *, resume: bool = False) -> Any:
+        """Build the TrainConfig (raises HistoError/ValueError with a clear message)."""
+        from napari_histo.engine.training.config import TrainConfig
+
+        folder = self._folder_edit.value
+        data = (str(folder),) if folder not in (None, "", Path(".")) and str(folder) else ()
+        stain = None if self._stain_combo.value == "none" else self._stain_combo.value
+        init = self._init_edit.value
+        init_ckpt = str(init) if init not in (None, "") and Path(str(init)).is_file() else None
+        if resume and self._cfg is not None:
+            return self._cfg.replace(resume=True, epochs=int(self._epochs_spin.value))
+        runs = Path(str(self._out_edit.value))
+        out_dir = runs / time.strftime("run-%Y%m%d-%H%M%S")
+        return TrainConfig(
+            task=self._task_combo.value, data=data, out_dir=str(out_dir),
+            model=self._model_combo.value, epochs=int(self._epochs_spin.value),
+            lr=float(self._lr_spin.value), batch_size=int(self._batch_spin.value),
+            patch_size=int(self._patch_spin.value), device=self._device_combo.value,
+            group_by=str(self._group_edit.value or "auto"),
+            val_fraction=float(self._val_spin.value), augment=bool(self._augment_check.value),
+            stain_norm=stain, init_checkpoint=init_ckpt,
+            steps_per_epoch=int(self._steps_spin.value) or None, resume=resume)
+
+    def _to_arrays(self) -> list[Any]:
+        arrays: list[Any] = []
+        for img, lab, shapes in self._layer_pairs():
+            boxes = None
+            if shapes is not None and len(shapes.data):
+                boxes = [b for b in (rl.shapes_box(_single(shapes, i), img)
+                                     for i in range(len(shapes.data))) if b is not None]
+            elif img.multiscale:
+                vb = rl.visible_box(self._viewer, img)
+                boxes = [vb] if vb is not None else None
+            arrays += layer_pair_samples(img, lab, boxes=boxes,
+                                         split_single=float(self._val_spin.value) > 0)
+            if self._preview_crop is None:
+                b = (boxes or [(0, 0, *rl.level0_shape(img))])[0]
+                self._preview_crop = (img, _center_crop(b, 256))
+        return arrays
+
+    # ---------------------------------------------------------------- actions
+    @property
+    def running(self) -> bool:
+        """True while training runs."""
+        return self.handle is not None and not self.handle.done
+
+    def start(self, *, resume: bool = False) -> TaskHandle | None:
+        """Start (or resume) training; returns the task handle."""
+        from napari.utils.notifications import show_error, show_info
+
+        from napari_histo.core.errors import HistoError
+
+        if self.running:
+            show_info("training is already running; stop it first")
+            return None
+        try:
+            if not resume:
+                self._preview_crop = None
+                self._arrays = self._to_arrays()
+            cfg = self._to_config(resume=resume)
+            if not cfg.data and not self._arrays:
+                raise ValueError("no training data: pick an image layer and its Labels layer, "
+                                 "or a data folder")
+        except (HistoError, ValueError) as err:
+            show_error(str(err))
+            return None
+        from napari_histo.engine.training import train
+
+        self._cfg = cfg
+        if not resume:
+            self.curves.clear()
+        self._set_running(True)
+        self._status_label.value = "preparing data..."
+        self._epoch_t0 = time.perf_counter()
+        self.handle = start_task(train, cfg, arrays=self._arrays or None,
+                                 on_event=self._on_event, on_returned=self._on_returned,
+                                 on_finished=self._on_finished, desc="train", watch=self)
+        return self.handle
+
+    def stop(self) -> None:
+        """Stop after the current batch; the last checkpoint stays loadable."""
+        if self.running and self.handle is not None:
+            self.handle.cancel()
+            self._status_label.value = "stopping after this batch..."
+
+    def use_model(self) -> Any:
+        """Hand the best (else last) checkpoint to the Segment widget; return that widget."""
+        ckpt = self.best_checkpoint
+        if ckpt is None:
+            from napari.utils.notifications import show_error
+
+            show_error("no checkpoint yet: train at least one epoch")
+            return None
+        seg = find_or_add_segment_widget(self._viewer)
+        seg.set_checkpoint(ckpt)
+        return seg
+
+    @property
+    def best_checkpoint(self) -> str | None:
+        """Best checkpoint of the last run (or the newest epoch checkpoint while running)."""
+        best = getattr(self.result, "best_checkpoint", None)
+        if best:
+            return str(best)
+        return self.last_checkpoint
+
+    # ---------------------------------------------------------------- events
+    def _set_running(self, running: bool) -> None:
+        self._start_button.enabled = not running
+        self._stop_button.enabled = running
+        self._resume_button.enabled = not running and self._cfg is not None
+        self._use_button.enabled = not running and self.best_checkpoint is not None
+
+    def _on_event(self, ev: Any) -> None:
+        if isinstance(ev, Progress):
+            if ev.total:
+                self._progress_bar.max = int(ev.total)
+                self._progress_bar.value = min(int(ev.done), int(ev.total))
+            self._status_label.value = f"{ev.desc or 'train'} batch {ev.done}/{ev.total}"
+        elif isinstance(ev, EpochEnd):
+            self.curves.add_epoch(ev.epoch, ev.metrics)
+            if ev.checkpoint:
+                self.last_checkpoint = str(ev.checkpoint)
+                self._use_button.enabled = True
+                self._start_preview(str(ev.checkpoint), ev.epoch)
+            shown = ", ".join(f"{k} {v:.3f}" for k, v in ev.metrics.items()
+                              if isinstance(v, (int, float)) and k.endswith(("loss", "dice", "auc")))
+            self._status_label.value = f"epoch {ev.epoch}: {shown}"
+        elif isinstance(ev, Message):
+            self._status_label.value = ev.text
+
+    def _on_returned(self, result: Any) -> None:
+        self.result = result
+
+    def _on_finished(self) -> None:
+        self._set_running(False)
+        if self.handle is not None and self.handle.cancelled:
+            self._status_label.value = "stopped; Resume continues from the last checkpoint"
+        elif self.handle is not None and self.handle.error is not None:
+            self._status_label.value = "failed (see notification)"
+        elif self.result is not None:
+            self._status_label.value = f"done: {Path(str(self.best_checkpoint)).name}"
+
+    def _start_preview(self, checkpoint: str, epoch: int) -> None:
+        if not self._preview_check.value or self._preview_crop is None:
+            return
+        if self._preview_handle is not None and not self._preview_handle.done:
+            return  # previous preview still running: skip this epoch
+        img_layer, (y0, x0, y1, x1) = self._preview_crop
+        if img_layer not in self._viewer.layers:
+            return
+        data = img_layer.data[0] if img_layer.multiscale else img_layer.data
+        crop = np.ascontiguousarray(np.asarray(data[y0:y1, x0:x1])[..., :3]).astype(np.uint8)
+
+        def _show(prob: np.ndarray, img_layer: Any = img_layer, y0: int = y0,
+                  x0: int = x0) -> None:
+            if self.preview_layer is not None and self.preview_layer in self._viewer.layers:
+                self.preview_layer.data = prob
+                self.preview_layer.metadata["napari_histo"]["epoch"] = epoch
+                return
+            scale, translate = rl.placement_on(img_layer, offset_px=(y0, x0))
+            self.preview_layer = self._viewer.add_image(
+                prob, name=rl.unique_name(self._viewer, f"{img_layer.name} training preview"),
+                colormap=rl.HEATMAP_COLORMAP, contrast_limits=(0.0, 1.0), opacity=0.6,
+                scale=scale, translate=translate,
+                metadata={"napari_histo": {"kind": "prediction", "role": "preview",
+                                           "epoch": epoch}})
+
+        self._preview_handle = start_task(preview_job, checkpoint, crop, on_returned=_show,
+                                          desc="preview", watch=self, progress_bar=False)
+
+
+def _single(shapes: Any, i: int) -> Any:
+    """A view of one shape of a Shapes layer for :func:`rl.shapes_box`."""
+
+    class _One:
+        data = [shapes.data[i]]
+        selected_data: set[int] = set()
+
+        def data_to_world(self, v: Any) -> Any:
+            return shapes.data_to_world(v)
+
+    return _One()
+
+
+def _center_crop(box: tuple[int, int, int, int], size: int) -> tuple[int, int, int, int]:
+    y0, x0, y1, x1 = box
+    cy, cx = (y0 + y1) // 2, (x0 + x1) // 2
+    h, w = min(size, y1 - y0), min(size, x1 - x0)
+    return (cy - h // 2, cx - w // 2, cy - h // 2 + h, cx - w // 2 + w)
+
+
+def find_or_add_segment_widget(viewer: Any) -> Any:
+    """The Segment widget docked in ``viewer`` (docked now if there is none)."""
+    from napari_histo.plugin._segment_widget import SegmentWidget
+
+    for w in list(viewer.window.dock_widgets.values()):
+        if isinstance(w, SegmentWidget):
+            return w
+    seg = SegmentWidget(viewer)
+    viewer.window.add_dock_widget(seg, name="Segment (napari-histo)", area="right")
+    return seg

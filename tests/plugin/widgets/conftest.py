@@ -1,0 +1,68 @@
+"""Fixtures for the dock-widget tests: isolated user cache, tiny checkpoints, GlaS/SVS paths.
+
+Every test here drives a real ``napari.Viewer`` (``make_napari_viewer``) under Xvfb and real
+torch models on CPU; the tiny ``unet-tiny`` checkpoint is trained for a few steps once per
+session so predictions are not all-zero noise.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+pytestmark = pytest.mark.gui
+
+
+@pytest.fixture(autouse=True)
+def _isolated_home(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Recently-used lists, demo model cache and prediction caches go to a temp folder."""
+    home = tmp_path_factory.mktemp("napari_histo_home")
+    monkeypatch.setenv("NAPARI_HISTO_HOME", str(home))
+    monkeypatch.delenv("NAPARI_HISTO_NOTHREADS", raising=False)
+
+
+@pytest.fixture(scope="session")
+def glas_pair(shared_data: Path) -> tuple[Path, Path]:
+    """One GlaS image and its binary gland mask."""
+    root = shared_data / "glas_gland_segmentation"
+    return root / "images" / "train_1.png", root / "labels" / "train_1.png"
+
+
+@pytest.fixture(scope="session")
+def cmu_svs(shared_data: Path) -> Path:
+    """The small real Aperio slide (one level, 0.499 um/px)."""
+    return shared_data / "wsi" / "CMU-1-Small-Region.svs"
+
+
+@pytest.fixture(scope="session")
+def tiny_checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A ``unet-tiny`` segmentation checkpoint (random weights; fast on CPU)."""
+    import torch
+
+    from napari_histo.engine.checkpoints import default_preprocessing, save_checkpoint
+    from napari_histo.engine.models import build_model, make_spec
+
+    torch.manual_seed(0)
+    spec = make_spec("unet-tiny", num_classes=2)
+    model = build_model(spec)
+    path = tmp_path_factory.mktemp("ckpt") / "tiny.pt"
+    return save_checkpoint(path, model, spec=spec, task="segment",
+                           class_names=["background", "gland"],
+                           preprocessing=default_preprocessing(patch_size=128))
+
+
+@pytest.fixture
+def no_threads_left():
+    """Assert at teardown that no napari-histo task is still running."""
+    yield
+    from napari_histo.plugin._workers import active_handles
+
+    assert not active_handles(), f"tasks still running: {active_handles()}"
+
+
+def pytest_collection_modifyitems(items):  # noqa: D103
+    for item in items:
+        if "plugin/widgets" in str(item.fspath).replace(os.sep, "/"):
+            item.add_marker(pytest.mark.gui)

@@ -1,0 +1,121 @@
+"""Segment widget end to end: GlaS image + labels, the real CMU-1 SVS, cancel, live threshold."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from napari_histo.plugin._segment_widget import SegmentWidget
+
+
+def _open(viewer, path):
+    layers = viewer.open(str(path), plugin="napari-histo")
+    return layers[0]
+
+
+def _segment(qtbot, w, target="current view", timeout=60000):
+    h = w.run(target)
+    assert h is not None
+    qtbot.waitUntil(lambda: h.done, timeout=timeout)
+    qtbot.waitUntil(lambda: w.result is not None or h.error is not None, timeout=5000)
+    assert h.error is None, h.error
+    return h
+
+
+def test_segment_view_of_glas(make_napari_viewer, qtbot, glas_pair, tiny_checkpoint,
+                              no_threads_left):
+    viewer = make_napari_viewer()
+    img, lab = glas_pair
+    image = _open(viewer, img)
+    truth = viewer.add_labels(np.zeros((10, 10), np.uint8), name="my labels")  # a user layer
+    w = SegmentWidget(viewer)
+    viewer.window.add_dock_widget(w)
+    w._image_combo.value = image
+    w.set_checkpoint(tiny_checkpoint)
+    viewer.reset_view()
+    _segment(qtbot, w)
+    res = w.result
+    assert res.heatmap in viewer.layers and res.labels in viewer.layers
+    assert truth in viewer.layers and truth.data.shape == (10, 10)  # untouched
+    prob = np.asarray(res.heatmap.data)
+    assert prob.shape == image.data.shape[:2]
+    assert np.isfinite(prob).all() and prob.min() >= 0 and prob.max() <= 1
+    assert np.allclose(res.heatmap.scale, image.scale)
+    # live threshold
+    w._threshold_slider.value = 0.0
+    assert np.asarray(res.labels.data).min() == 1
+    w._threshold_slider.value = 1.0
+    assert np.asarray(res.labels.data).sum() <= (prob >= 1.0).sum()
+    # second run gets new layer names, never overwriting the first
+    _segment(qtbot, w)
+    assert w.result.heatmap.name != res.heatmap.name
+
+
+def test_segment_zoomed_view_of_svs(make_napari_viewer, qtbot, cmu_svs, tiny_checkpoint,
+                                    no_threads_left):
+    viewer = make_napari_viewer()
+    image = _open(viewer, cmu_svs)
+    w = SegmentWidget(viewer)
+    viewer.window.add_dock_widget(w)
+    w._image_combo.value = image
+    w.set_checkpoint(tiny_checkpoint)
+    # zoom on a ~300 um wide window in the middle of the slide
+    viewer.camera.center = (700.0, 550.0)
+    viewer.camera.zoom = max(viewer.canvas.size) / 300.0
+    _segment(qtbot, w)
+    res = w.result
+    box = res.heatmap.metadata["napari_histo"]["region"]
+    h0, w0 = image.data.shape[:2] if not image.multiscale else image.data[0].shape[:2]
+    assert 0 < box[2] - box[0] < h0 and 0 < box[3] - box[1] < w0
+    # the heatmap sits over the region it was predicted from (world coordinates, um)
+    y0_world = res.heatmap.translate[0] - res.heatmap.scale[0] / 2
+    assert y0_world == pytest.approx(box[0] * image.scale[0] - image.scale[0] / 2, abs=2.0)
+    assert "first_tile" in w.timings
+
+
+def test_cancel_mid_run(make_napari_viewer, qtbot, cmu_svs, tiny_checkpoint, no_threads_left):
+    viewer = make_napari_viewer()
+    image = _open(viewer, cmu_svs)
+    w = SegmentWidget(viewer)
+    viewer.window.add_dock_widget(w)
+    w._image_combo.value = image
+    w.set_checkpoint(tiny_checkpoint)
+    h = w.run("whole slide")
+    qtbot.waitUntil(lambda: w._progress_bar.value > 0 or h.done, timeout=30000)
+    w.cancel()
+    qtbot.waitUntil(lambda: h.done, timeout=30000)
+    assert h.cancelled
+    qtbot.waitUntil(lambda: w._run_button.enabled, timeout=5000)
+
+
+def test_close_viewer_mid_run(make_napari_viewer, qtbot, cmu_svs, tiny_checkpoint):
+    from napari_histo.plugin._workers import active_handles
+
+    viewer = make_napari_viewer()
+    image = _open(viewer, cmu_svs)
+    w = SegmentWidget(viewer)
+    viewer.window.add_dock_widget(w)
+    w._image_combo.value = image
+    w.set_checkpoint(tiny_checkpoint)
+    h = w.run("whole slide")
+    qtbot.waitUntil(lambda: w._progress_bar.value > 0 or h.done, timeout=30000)
+    viewer.close()
+    assert h.done
+    assert not active_handles()
+
+
+def test_bad_checkpoint_is_one_message(make_napari_viewer, qtbot, glas_pair, tmp_path):
+    viewer = make_napari_viewer()
+    image = _open(viewer, glas_pair[0])
+    w = SegmentWidget(viewer)
+    viewer.window.add_dock_widget(w)
+    w._image_combo.value = image
+    bad = tmp_path / "broken.pt"
+    bad.write_bytes(b"not a checkpoint")
+    w._ckpt_edit.value = str(bad)
+    h = w.run()
+    qtbot.waitUntil(lambda: h.error is not None, timeout=20000)
+    from napari_histo.core.errors import CheckpointError
+
+    assert isinstance(h.error, CheckpointError)
+    qtbot.waitUntil(lambda: w._run_button.enabled, timeout=5000)
