@@ -27,6 +27,10 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     p.add_argument("--out", help="folder for the metrics JSON and plots")
     p.add_argument("--device", default="auto", help="auto|cpu|cuda|mps")
     p.add_argument("--batch-size", type=int, default=8)
+    p.add_argument("--split", choices=("all", "val", "train"), default="all",
+                   help="--model: score only the run's validation (or training) groups")
+    p.add_argument("--data-mpp", type=float, help="--model: um/px of the data files")
+    p.add_argument("--group-by", help="--model: group column for --split")
     p.set_defaults(func=run)
 
 

@@ -1,12 +1,52 @@
-"""Evaluate a checkpoint on labelled data (placeholder until the training issue lands)."""
+"""``napari-histo evaluate --model CKPT --data PATH [--split val] [--json]``: score a checkpoint.
+
+With ``--split val`` only the validation groups recorded in the checkpoint are used, which
+reproduces the validation metrics of the training run.
+"""
 
 from __future__ import annotations
 
 import argparse
-
-from napari_histo.core.errors import HistoError
+import json
+import math
+import sys
+from typing import Any
 
 
 def run_model_evaluation(args: argparse.Namespace) -> int:
-    """Not built yet."""
-    raise HistoError("model evaluation is not available in this version yet")
+    """Evaluate and print a metrics table (or JSON)."""
+    from napari_histo.core.progress import Message, Progress, run_task
+    from napari_histo.engine.training.evaluate import evaluate_checkpoint
+
+    bar = None
+
+    def on_event(ev: Any) -> None:
+        nonlocal bar
+        if isinstance(ev, Progress) and not args.json:
+            if bar is None:
+                from tqdm import tqdm
+
+                bar = tqdm(total=ev.total, desc="evaluate", leave=False, file=sys.stderr)
+            bar.update(ev.done - bar.n)
+        elif isinstance(ev, Message) and not args.json:
+            print(ev.text, file=sys.stderr)
+
+    try:
+        res = run_task(evaluate_checkpoint(
+            args.model, args.data, split=getattr(args, "split", "all") or "all",
+            data_mpp=getattr(args, "data_mpp", None), device=args.device,
+            batch_size=args.batch_size, group_by=getattr(args, "group_by", None),
+            out_dir=args.out), on_event)
+    finally:
+        if bar is not None:
+            bar.close()
+    if args.json:
+        print(json.dumps({k: (None if isinstance(v, float) and math.isnan(v) else v)
+                          for k, v in res.items()}))
+        return 0
+    for k in ("accuracy", "dice", "iou", "precision", "recall", "auc", "loss"):
+        if k in res:
+            print(f"{k:>10}: {res[k]:.4f}")
+    print(f"{'items':>10}: {res['items']} ({res['split']})")
+    print(f"{'confusion':>10}: {res['confusion']} (rows = true {res['class_names']})")
+    return 0

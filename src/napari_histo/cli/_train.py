@@ -22,7 +22,7 @@ _FIELDS = {
     "seed": "seed", "loss": "loss", "patience": "early_stopping_patience",
     "steps_per_epoch": "steps_per_epoch", "num_classes": "num_classes",
     "class_names": "class_names", "optimizer": "optimizer", "num_workers": "num_workers",
-    "center_size": "center_size", "weight_decay": "weight_decay",
+    "center_size": "center_size", "weight_decay": "weight_decay", "threads": "threads",
 }
 
 
@@ -61,6 +61,7 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     p.add_argument("--class-names", nargs="+")
     p.add_argument("--num-workers", type=int)
     p.add_argument("--center-size", type=int, help="classifier: label region at the patch centre")
+    p.add_argument("--threads", type=int, help="torch CPU threads (1 is fastest on a busy CPU)")
     p.add_argument("--no-augment", action="store_true")
     p.add_argument("--resume", action="store_true", help="continue the run in --out")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",

@@ -31,32 +31,44 @@ __all__ = ["TiffLevel", "open_tiff", "pread_fn"]
 _JPEG = {6, 7, 34892, 33007}
 
 
-def pread_fn(path: Path) -> tuple[Any, Any]:
-    """Return ``(read(offset, n) -> bytes, close())`` reading ``path`` without a shared seek.
+class PRead:
+    """Positional reads of one file without a shared seek (``os.pread`` needs no lock).
 
-    ``os.pread`` is atomic per call, so no lock is needed (Windows falls back to a lock).
+    The descriptor closes on :meth:`close` or when the last level using it is garbage
+    collected, so dask arrays may outlive the Slide object that created them.
     """
-    fd = os.open(path, os.O_RDONLY | getattr(os, "O_BINARY", 0))
-    if hasattr(os, "pread"):
 
-        def read(offset: int, n: int) -> bytes:
-            return os.pread(fd, n, offset)
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.fd = os.open(path, os.O_RDONLY | getattr(os, "O_BINARY", 0))
+        self.closed = False
+        self._lock = None if hasattr(os, "pread") else threading.Lock()
 
-    else:  # pragma: no cover - Windows
-        lock = threading.Lock()
+    def __call__(self, offset: int, n: int) -> bytes:
+        if self.closed:
+            raise SlideOpenError(f"{self.path.name}: slide is closed")
+        if self._lock is None:
+            return os.pread(self.fd, n, offset)
+        with self._lock:  # pragma: no cover - Windows
+            os.lseek(self.fd, offset, os.SEEK_SET)
+            return os.read(self.fd, n)
 
-        def read(offset: int, n: int) -> bytes:
-            with lock:
-                os.lseek(fd, offset, os.SEEK_SET)
-                return os.read(fd, n)
+    def close(self) -> None:
+        if not self.closed:
+            self.closed = True
+            try:
+                os.close(self.fd)
+            except OSError:
+                pass
 
-    def close() -> None:
-        try:
-            os.close(fd)
-        except OSError:
-            pass
+    def __del__(self) -> None:
+        self.close()
 
-    return read, close
+
+def pread_fn(path: Path) -> tuple[PRead, Any]:
+    """Return ``(read(offset, n) -> bytes, close())`` for ``path``."""
+    reader = PRead(path)
+    return reader, reader.close
 
 
 class TiffLevel(LevelArray):
@@ -146,7 +158,7 @@ class TiffLevel(LevelArray):
         off, n = int(self.offsets[index]), int(self.counts[index])
         if n == 0 or off == 0:
             return None  # sparse/empty tile: background
-        data = self._read(off, n)
+        data = self._read(off, n)  # raises SlideOpenError once the slide is closed
         if len(data) < n:
             raise OSError(f"only {len(data)} of {n} bytes present (file truncated)")
         seg, _, _ = self._decode(data, index, **self._kwargs)
@@ -179,6 +191,8 @@ class TiffLevel(LevelArray):
             if rgb.shape[0] != h or rgb.shape[1] != w:
                 raise ValueError(f"decoded tile has shape {rgb.shape[:2]}, expected {(h, w)}")
             return rgb
+        except SlideOpenError:
+            raise
         except Exception as err:  # a corrupt tile must not take the slide down
             kind = "tile" if self.tiled else "strip"
             warnings.warn(

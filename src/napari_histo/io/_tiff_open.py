@@ -9,8 +9,12 @@ tifffile's zarr store.
 
 from __future__ import annotations
 
+import contextlib
+import logging
 import threading
 import warnings
+import weakref
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -68,8 +72,27 @@ def open_tiff_slide(
     path: Path, *, cache: TileCache, key: Any, labels: bool = False
 ) -> dict[str, Any]:
     """Open ``path`` and return the parts :func:`napari_histo.io.slide.open_slide` assembles."""
+    with _quiet_tifffile():
+        return _open_tiff_slide(path, cache=cache, key=key, labels=labels)
+
+
+@contextlib.contextmanager
+def _quiet_tifffile() -> Iterator[None]:
+    # tifffile logs recoverable structure problems (e.g. a truncated IFD chain) as warnings
+    # on its logger; we report what matters ourselves, once, through warnings.warn.
+    logger = logging.getLogger("tifffile")
+    old = logger.level
+    logger.setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        logger.setLevel(old)
+
+
+def _open_tiff_slide(path: Path, *, cache: TileCache, key: Any, labels: bool) -> dict[str, Any]:
     tif = open_tiff(path)
     read, close_fd = pread_fn(path)
+    weakref.finalize(read, tif.close)  # levels may outlive the Slide: close with the last one
     lock = threading.Lock()
 
     def closer() -> None:

@@ -92,6 +92,17 @@ class Annotation:
     color: str | None = None
     object_type: str = "annotation"
     properties: dict[str, Any] = field(default_factory=dict)
+    _bbox: tuple[float, float, float, float] = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        poly = np.asarray(self.polygon, dtype=np.float64).reshape(-1, 2)
+        object.__setattr__(self, "polygon", poly)
+        if len(poly) == 0:
+            msg = f"annotation {self.name!r} has no coordinates"
+            raise DataError(msg)
+        lo, hi = poly.min(axis=0), poly.max(axis=0)
+        # cached: rasterizing many small windows tests every annotation's bbox each time
+        object.__setattr__(self, "_bbox", (float(lo[0]), float(lo[1]), float(hi[0]), float(hi[1])))
 
     @property
     def xy(self) -> FloatArray:
@@ -101,9 +112,7 @@ class Annotation:
     @property
     def bbox(self) -> tuple[float, float, float, float]:
         """(ymin, xmin, ymax, xmax) of the exterior ring in level-0 pixels."""
-        lo = self.polygon.min(axis=0)
-        hi = self.polygon.max(axis=0)
-        return float(lo[0]), float(lo[1]), float(hi[0]), float(hi[1])
+        return self._bbox
 
     @property
     def area(self) -> float:
@@ -150,9 +159,16 @@ def assign_unknown_labels(annotations: list[Annotation]) -> list[Annotation]:
                 new[a.group] = nxt
                 nxt += 1
             a = Annotation(
-                a.name, a.group, new[a.group], a.kind, a.polygon, a.holes, a.color,
-                a.object_type, a.properties,
-            )  # fmt: skip
+                a.name,
+                a.group,
+                new[a.group],
+                a.kind,
+                a.polygon,
+                a.holes,
+                a.color,
+                a.object_type,
+                a.properties,
+            )
         out.append(a)
     return out
 
@@ -198,9 +214,7 @@ def parse_asap_xml(source: str | Path | bytes, *, where: str | None = None) -> l
         msg = f"{where}: XML root is <{root.tag}>, expected <ASAP_Annotations> (CAMELYON16/ASAP)"
         raise DataError(msg)
     colors = {
-        g.get("Name", ""): g.get("Color")
-        for g in root.iter("Group")
-        if g.get("Name") is not None
+        g.get("Name", ""): g.get("Color") for g in root.iter("Group") if g.get("Name") is not None
     }
     out: list[Annotation] = []
     for i, node in enumerate(root.iter("Annotation")):
@@ -229,9 +243,13 @@ def parse_asap_xml(source: str | Path | bytes, *, where: str | None = None) -> l
         label, kind = default_label(group)
         out.append(
             Annotation(
-                name=name, group=group, label=label, kind=kind, polygon=ring,
+                name=name,
+                group=group,
+                label=label,
+                kind=kind,
+                polygon=ring,
                 color=node.get("Color") or colors.get(group),
-            )  # fmt: skip
+            )
         )
     return assign_unknown_labels(out)
 
@@ -307,8 +325,10 @@ def rasterize_annotations(
         label = a.label
         if group_labels is not None and a.group in group_labels:
             label = int(group_labels[a.group])
-        excl = label == 0 if group_labels is not None and a.group in group_labels else (
-            a.kind == "exclusion"
+        excl = (
+            label == 0
+            if group_labels is not None and a.group in group_labels
+            else (a.kind == "exclusion")
         )
         ymin, xmin, ymax, xmax = a.bbox
         if ymax < wy0 or ymin > wy1 or xmax < wx0 or xmin > wx1:
@@ -331,7 +351,7 @@ def _fill(out: np.ndarray, a: Annotation, d: float, oy: float, ox: float, value:
     rings = [(r - (oy, ox)) / d for r in (a.polygon, *a.holes)]
     rows, ca, cb = ring_spans(rings, out.shape)
     # one memset per span: O(spans + area), far cheaper than a cumsum over the bbox
-    for r, c0, c1 in zip(rows.tolist(), ca.tolist(), cb.tolist()):
+    for r, c0, c1 in zip(rows.tolist(), ca.tolist(), cb.tolist(), strict=True):
         out[r, c0:c1] = value
 
 
@@ -385,7 +405,7 @@ def ring_spans(
 def fill_rings(rings: Iterable[FloatArray], shape: tuple[int, int]) -> npt.NDArray[np.bool_]:
     """Boolean mask of ``shape`` inside the rings (output pixel units, (y, x), even-odd)."""
     mask = np.zeros(shape, dtype=bool)
-    for r, c0, c1 in zip(*(x.tolist() for x in ring_spans(rings, shape))):
+    for r, c0, c1 in zip(*(x.tolist() for x in ring_spans(rings, shape)), strict=True):
         mask[r, c0:c1] = True
     return mask
 
@@ -409,4 +429,3 @@ def annotations_to_shapes(
         "kind": [a.kind for a in annotations],
     }
     return data, props
-

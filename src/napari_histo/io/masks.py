@@ -118,6 +118,7 @@ def open_mask(path: str | os.PathLike[str], *, cache_bytes: int | None = None) -
     if small.shape[0] * small.shape[1] <= _SCAN_PIXELS:
         values = np.unique(np.asarray(small.read(0, small.shape[0], 0, small.shape[1])))
         binary = bool(len(values) and set(values.tolist()) <= {0, 255} and 255 in values)
+        cache.clear()  # the scan cached raw tiles; later reads must see mapped values
     if binary:
         parts["postprocess"] = _map_255
     parts["format"] = f"{parts['format']}-mask"

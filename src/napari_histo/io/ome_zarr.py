@@ -182,10 +182,12 @@ def _omero(channels: int, dtype: np.dtype, name: str) -> dict[str, Any]:
         "rdefs": {"model": "color"},
         "channels": [
             {
-                "label": n, "color": c, "active": True,
+                "label": n,
+                "color": c,
+                "active": True,
                 "window": {"start": 0.0, "end": hi, "min": 0.0, "max": hi},
-            }  # fmt: skip
-            for n, c in zip(names, colors)
+            }
+            for n, c in zip(names, colors, strict=True)
         ],
     }
 
@@ -445,7 +447,7 @@ def create_ome_zarr(
     if kind not in ("labels", "image"):
         msg = f"kind must be 'labels' or 'image', got {kind!r}"
         raise ConfigError(msg)
-    if kind == "labels" and not (np.issubdtype(dt, np.integer) or dt == bool):
+    if kind == "labels" and not (np.issubdtype(dt, np.integer) or dt.kind == "b"):
         msg = f"labels must have an integer dtype, got {dt}; use kind='image' for heatmaps"
         raise ConfigError(msg)
     if ngff_version not in ("0.4", "0.5"):
@@ -631,7 +633,7 @@ def write_ome_zarr(
     lv = _as_levels(data)
     first = lv[0]
     dt = np.dtype(first.dtype) if hasattr(first, "dtype") else np.asarray(first).dtype
-    if dt == bool:
+    if dt.kind == "b":
         dt = np.dtype(np.uint8)
     shape = tuple(first.shape)
     if len(shape) == 3 and shape[-1] > 16 and shape[0] <= 16:
@@ -640,9 +642,17 @@ def write_ome_zarr(
     nl = len(lv) if len(lv) > 1 else levels
     with atomic_path(path, overwrite=overwrite) as tmp:
         store = create_ome_zarr(
-            tmp, shape, dt, chunks=chunks, mpp=mpp, kind=kind, n_levels=nl,
-            name=name or Path(path).name.split(".")[0], attrs=attrs, ngff_version=ngff_version,
-        )  # fmt: skip
+            tmp,
+            shape,
+            dt,
+            chunks=chunks,
+            mpp=mpp,
+            kind=kind,
+            n_levels=nl,
+            name=name or Path(path).name.split(".")[0],
+            attrs=attrs,
+            ngff_version=ngff_version,
+        )
         for k, arr in enumerate(lv):
             if k >= store.n_levels:
                 break
@@ -664,7 +674,9 @@ def _store_level(store: OmeZarrStore, k: int, arr: Any, dt: np.dtype) -> None:
         # batches of whole chunks (~16 MB): dask computes a batch in parallel, zarr writes it
         # in one call; about 2x faster than da.store's one zarr call per chunk and still
         # bounded in memory whatever the array size
-        for (y0, x0, y1, x1) in _batches(z.shape[-2:], z.chunks[-2:], dt.itemsize * (store.channels or 1)):
+        for y0, x0, y1, x1 in _batches(
+            z.shape[-2:], z.chunks[-2:], dt.itemsize * (store.channels or 1)
+        ):
             store.write_block(y0, x0, np.asarray(a[y0:y1, x0:x1].compute()))
     else:
         a = np.asarray(arr).astype(dt, copy=False)

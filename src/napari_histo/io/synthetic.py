@@ -234,7 +234,7 @@ def write_slide_from_tiles(
     Level 0 places library tile ``layout[ty, tx]`` at tile position (ty, tx); each library
     tile is JPEG-encoded once and its bytes are reused wherever it appears, so writing is
     I/O bound. Lower levels (halving until the longer side is <= ``min_side``) are built per
-    tile from 2^k-downsampled library tiles, which equals downsampling level 0 exactly.
+    tile from 2^k block-averaged library tiles (the exact block mean of level 0).
 
     Parameters
     ----------
@@ -285,9 +285,23 @@ def write_slide_from_tiles(
                 tick()
                 yield encoded[int(grid[ty, tx])]
 
+    halved: dict[int, list[np.ndarray]] = {0: [t.astype(np.float32) for t in lib]}
+
+    def small_tiles(k: int) -> list[np.ndarray] | None:
+        # library tiles block-averaged by 2**k (float32, exact means), built level by level
+        if ts % (2**k):
+            return None
+        if k not in halved:
+            prev = small_tiles(k - 1)
+            assert prev is not None
+            halved[k] = [(a[0::2, 0::2] + a[1::2, 0::2] + a[0::2, 1::2] + a[1::2, 1::2]) * 0.25
+                         for a in prev]
+            halved.pop(k - 2, None)
+        return halved[k]
+
     def level_k(k: int) -> Iterator[bytes]:
         f = 2**k
-        small = [t.reshape(ts // f, f, ts // f, f, 3).mean(axis=(1, 3)) for t in lib] if ts % f == 0 else None
+        small = small_tiles(k)
         lh, lw = shapes[k]
         for ty in range(math.ceil(lh / ts)):
             for tx in range(math.ceil(lw / ts)):

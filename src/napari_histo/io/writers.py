@@ -60,9 +60,7 @@ def _tiles(arr: da.Array, tile: int) -> Iterator[np.ndarray]:
             for x in range(0, strip.shape[1], tile):
                 t = strip[:, x : x + tile]
                 if t.shape[0] != tile or t.shape[1] != tile:
-                    pad = [(0, tile - t.shape[0]), (0, tile - t.shape[1])] + [(0, 0)] * (
-                        t.ndim - 2
-                    )
+                    pad = [(0, tile - t.shape[0]), (0, tile - t.shape[1])] + [(0, 0)] * (t.ndim - 2)
                     t = np.pad(t, pad)
                 yield np.ascontiguousarray(t)
 

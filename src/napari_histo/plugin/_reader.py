@@ -257,7 +257,7 @@ def _ground_truth_layer(
 ) -> LayerDataTuple | None:
     """Labels layer of the slide's sibling mask, or None (warning when it is unusable)."""
     try:
-        from napari_histo.io.masks import find_ground_truth, open_mask
+        from napari_histo.io.masks import find_ground_truth, mask_scale_for, open_mask
     except ImportError:
         return None
     try:
@@ -269,7 +269,7 @@ def _ground_truth_layer(
     mask_path = Path(mask_path)
     try:
         mask = open_mask(mask_path)
-        _check_mask_aspect(mask, slide, mask_path)
+        mask_scale_for(slide, mask)  # refuses a mask whose aspect ratio is not the slide's
         scale, units = layer_placement(slide.metadata.mpp)
         return mask_layer_data(
             mask,
@@ -283,23 +283,6 @@ def _ground_truth_layer(
     except Exception as exc:
         warnings.warn(f"{mask_path.name}: ground-truth mask not shown ({exc})", stacklevel=2)
         return None
-
-
-def _check_mask_aspect(mask: Any, slide: Any, mask_path: Path) -> None:
-    """Refuse a mask whose aspect ratio differs from the slide's (it cannot be aligned)."""
-    levels = getattr(mask, "levels", None) or [mask]
-    mh, mw = (int(s) for s in levels[0].shape[:2])
-    sh, sw = slide.shape
-    if mh == 0 or mw == 0:
-        raise SlideOpenError(f"{mask_path.name} is empty")
-    ratio = (sh / sw) / (mh / mw)
-    # 2% + one mask pixel of rounding: CAMELYON masks are level-N downsamples of the slide.
-    tol = 0.02 + 1.0 / min(mh, mw)
-    if abs(ratio - 1.0) > tol:
-        raise SlideOpenError(
-            f"{mask_path.name} is {mw} x {mh} px but its slide is {sw} x {sh} px: the aspect "
-            "ratios differ, so the mask cannot be aligned to the slide"
-        )
 
 
 def _sibling_annotations(path: Path) -> Path | None:

@@ -32,7 +32,7 @@ from magicgui.widgets import (
 from napari_histo.core.progress import EpochEnd, Message, Progress
 from napari_histo.plugin import _result_layers as rl
 from napari_histo.plugin._plots import CurvePlot
-from napari_histo.plugin._workers import TaskHandle, start_task
+from napari_histo.plugin._workers import TaskHandle, preload_torch_training, start_task
 
 if TYPE_CHECKING:
     import napari
@@ -173,6 +173,9 @@ class TrainWidget(Container):
         for ev in (viewer.layers.events.inserted, viewer.layers.events.removed):
             ev.connect(self._reset)
         self._reset()
+        from qtpy.QtCore import QTimer
+
+        QTimer.singleShot(0, preload_torch_training)  # once the dock is shown
 
     # ---------------------------------------------------------------- choices
     def _image_choices(self, *_: Any) -> list[tuple[str, Any]]:
@@ -284,6 +287,7 @@ class TrainWidget(Container):
             return None
         from napari_histo.engine.training import train
 
+        preload_torch_training()
         self._cfg = cfg
         if not resume:
             self.curves.clear()

@@ -349,3 +349,24 @@ def wait_until_idle(timeout: float = 60.0) -> bool:
         if not h.wait(max(0.0, deadline - time.monotonic())):
             return False
     return True
+
+
+_TORCH_PRELOADED = False
+
+
+def preload_torch_training() -> None:
+    """Import what torch's optimizers pull in lazily (dynamo, sympy, triton), on this thread.
+
+    Some of those extension modules crash when first imported from a worker thread while Qt
+    runs; widgets that train call this on the GUI thread (once per process, ~1-3 s) before
+    starting a training task.
+    """
+    global _TORCH_PRELOADED
+    if _TORCH_PRELOADED:
+        return
+    import torch
+
+    param = torch.nn.Parameter(torch.zeros(1))
+    torch.optim.AdamW([param], lr=1e-3)
+    torch.optim.SGD([param], lr=1e-3)
+    _TORCH_PRELOADED = True

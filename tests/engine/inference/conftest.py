@@ -38,7 +38,7 @@ def seg_model(seg_ckpt: Path):
 def cls_ckpt(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """cnn-small patch classifier: 64 px context, 32 px centre cells, 1.0 um/px."""
     d = tmp_path_factory.mktemp("ckpt")
-    spec = {"name": "cnn-small", "in_channels": 3, "num_classes": 2}
+    spec = {"name": "cnn-small", "in_channels": 3, "num_classes": 2, "base": 4}
     return _save(d / "cls.pt", spec, "classify", mpp=1.0, patch_size=64, context_size=64,
                  center_size=32)
 

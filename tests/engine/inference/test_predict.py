@@ -60,7 +60,9 @@ def test_background_tiles_skipped_and_zero(seg_model, syn_slide: Path) -> None:
     full = run_task(predict_slide(syn_slide, seg_model, CFG.replace(tissue_only=False)))
     zero = res.probabilities == 0
     assert zero.any() and (full.probabilities[zero] > 0).any()
-    same = ~zero
+    from scipy.ndimage import binary_dilation
+
+    same = ~binary_dilation(zero, iterations=32)  # blending partners of skipped tiles differ
     np.testing.assert_allclose(res.probabilities[same], full.probabilities[same], atol=1e-3)
 
 
@@ -162,16 +164,17 @@ def test_cancel_stops_between_batches(seg_model, syn_slide: Path, tmp_path: Path
 
 
 def test_patch_heatmap(cls_ckpt: Path, syn_slide: Path) -> None:
-    res = run_task(predict_heatmap(syn_slide, cls_ckpt, CFG.replace(tissue_only=False)))
-    # level 1 is 512 x 768 at 1 um/px; 32 px cells
-    assert res.probabilities.shape == (16, 24)
+    res = run_task(predict_heatmap(syn_slide, cls_ckpt, CFG.replace(tissue_only=False),
+                                   region=(0, 0, 512, 1536)))
+    # level 1 is 512 x 768 at 1 um/px; region = top 256 rows; 32 px cells
+    assert res.probabilities.shape == (8, 24)
     assert res.mpp == pytest.approx((32.0, 32.0))
     assert res.downsample == (64.0, 64.0)
     p = res.probabilities
     assert (p > 0).all() and (p < 1).all()
     res2 = run_task(predict_heatmap(syn_slide, cls_ckpt, CFG.replace(tissue_only=False),
-                                    stride=64, context=96))
-    assert res2.probabilities.shape == (8, 12)
+                                    stride=64, context=96, region=(0, 0, 512, 1536)))
+    assert res2.probabilities.shape == (4, 12)
 
 
 def test_checkpoint_expecting_other_channels(tmp_path: Path, syn_slide: Path) -> None:
@@ -223,14 +226,10 @@ def test_corrupt_tile_is_reported_and_the_rest_predicted(seg_model, tmp_path: Pa
     events: list = []
     res = run_task(predict_slide(p, seg_model, CFG.replace(tissue_only=False)), events.append)
     warnings = [e for e in events if isinstance(e, Message) and e.level == "warning"]
-    assert warnings and res.failed_tiles > 0
-    assert len(res.failed_boxes) >= 1
-    y0, x0, y1, x1 = res.failed_boxes[0]
-    assert (res.probabilities[y0:y1, x0:x1] == 0).all()
-    ok = np.ones(res.probabilities.shape, bool)
-    for y0, x0, y1, x1 in res.failed_boxes:
-        ok[y0:y1, x0:x1] = False
-    assert (res.probabilities[ok] > 0).all()
+    # the reader shows the corrupt tile white and warns: the run reports it and goes on
+    assert warnings and "row 1, column 2" in warnings[0].text
+    assert res.failed_tiles >= 1 and res.stats.read_warnings
+    assert res.complete and (res.probabilities > 0).all()
 
 
 def test_real_svs_files(seg_model, shared_data: Path) -> None:
@@ -238,9 +237,10 @@ def test_real_svs_files(seg_model, shared_data: Path) -> None:
     res = run_task(predict_slide(wsi / "CMU-1-Small-Region.svs", seg_model, CFG,
                                  region=(1000, 600, 1600, 1400)))
     assert res.mpp == pytest.approx((0.998, 0.998), rel=0.01)
-    assert res.probabilities.shape == (301, 401)
+    assert res.probabilities.shape == (300, 400)
     with pytest.raises(ConfigError, match="no microns-per-pixel"):
         run_task(predict_slide(wsi / "tcga-cr-7395-01a-01-ts1.svs", seg_model, CFG))
     res = run_task(predict_slide(wsi / "tcga-cr-7395-01a-01-ts1.svs", seg_model,
-                                 CFG.replace(level=1, tissue_only=True)))
-    assert res.probabilities.shape == (1783, 2221) and res.skipped_tiles > 0
+                                 CFG.replace(level=1, tile=256, overlap=32),
+                                 region=(0, 0, 3567, 1400)))
+    assert res.probabilities.shape == (1783, 700) and res.skipped_tiles > 0

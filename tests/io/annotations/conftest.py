@@ -49,10 +49,13 @@ MALFORMED = {
     "string_coords": (
         "strcoords.geojson",
         json.dumps(
-            {"type": "Feature", "properties": {},
-             "geometry": {"type": "Polygon", "coordinates": [[["a", "b"], ["c", "d"]]]}}
+            {
+                "type": "Feature",
+                "properties": {},
+                "geometry": {"type": "Polygon", "coordinates": [[["a", "b"], ["c", "d"]]]},
+            }
         ).encode(),
-    ),  # fmt: skip
+    ),
     "geometry_not_object": (
         "geom.geojson",
         json.dumps([{"type": "Feature", "geometry": [1, 2], "properties": {}}]).encode(),

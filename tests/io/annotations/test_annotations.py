@@ -71,7 +71,9 @@ def test_rasterize_downsampled_matches_level0(tumor_064_xml: Path) -> None:
 def test_whole_slide_thumbnail_and_exclusions(tumor_064_xml: Path) -> None:
     anns = read_annotations(tumor_064_xml)
     thumb = rasterize_annotations(anns, (220000 // 64, 100000 // 64), downsample=64)
-    no_cut = rasterize_annotations([a for a in anns if a.kind == "tumor"], thumb.shape, downsample=64)
+    no_cut = rasterize_annotations(
+        [a for a in anns if a.kind == "tumor"], thumb.shape, downsample=64
+    )
     assert thumb.sum() > 0
     assert (thumb <= no_cut).all() and thumb.sum() < no_cut.sum()  # exclusions cut out
     # a window far from every lesion draws nothing
@@ -111,7 +113,9 @@ def test_rasterize_pixel_exact_rules() -> None:
 
 
 def test_holes_are_cut_out() -> None:
-    ann = Annotation("h", "Tumor", 1, "tumor", _square(0, 0, 40, 40), holes=(_square(10, 10, 20, 20),))
+    ann = Annotation(
+        "h", "Tumor", 1, "tumor", _square(0, 0, 40, 40), holes=(_square(10, 10, 20, 20),)
+    )
     out = rasterize_annotations([ann], (40, 40))
     assert out[5, 5] == 1 and out[15, 15] == 0 and out.sum() == 1600 - 100
     assert ann.area == pytest.approx(1500)
@@ -145,16 +149,16 @@ def test_to_microns_and_shapes() -> None:
 
 def test_short_polygons_skipped_with_warning(tmp_path: Path) -> None:
     xml = (
-        '<ASAP_Annotations><Annotations>'
+        "<ASAP_Annotations><Annotations>"
         '<Annotation Name="ok" PartOfGroup="_1" Type="Polygon"><Coordinates>'
         '<Coordinate Order="2" X="10,5" Y="0"/><Coordinate Order="0" X="0" Y="0"/>'
         '<Coordinate Order="1" X="0" Y="10"/></Coordinates></Annotation>'
         '<Annotation Name="line" PartOfGroup="_0"><Coordinates>'
         '<Coordinate Order="0" X="0" Y="0"/><Coordinate Order="1" X="5" Y="5"/>'
-        '</Coordinates></Annotation>'
+        "</Coordinates></Annotation>"
         '<Annotation Name="dot" Type="Dot" PartOfGroup="_0"><Coordinates>'
         '<Coordinate Order="0" X="0" Y="0"/></Coordinates></Annotation>'
-        '</Annotations></ASAP_Annotations>'
+        "</Annotations></ASAP_Annotations>"
     )
     p = tmp_path / "a.xml"
     p.write_text(xml)

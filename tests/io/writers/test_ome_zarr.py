@@ -158,9 +158,15 @@ def test_streaming_store_matches_one_shot(tmp_path: Path, heatmap: np.ndarray) -
     hm = (heatmap * 255).astype(np.uint8)
     H, W = hm.shape
     store = create_ome_zarr(
-        tmp_path / "s.ome.zarr", (H, W), np.uint8, chunks=64, mpp=1.0, kind="image",
-        name="prob", attrs={"model": "unet-test"},
-    )  # fmt: skip
+        tmp_path / "s.ome.zarr",
+        (H, W),
+        np.uint8,
+        chunks=64,
+        mpp=1.0,
+        kind="image",
+        name="prob",
+        attrs={"model": "unet-test"},
+    )
     assert not store.is_complete and not is_complete(store.path)
     assert not store.written_chunks().any()
     with pytest.raises(DataError, match="incomplete"):
@@ -196,7 +202,7 @@ def test_streaming_resume(tmp_path: Path, labels: np.ndarray) -> None:
     store = create_ome_zarr(path, labels.shape, np.uint8, chunks=128, resume=True)
     done = store.written_chunks()
     assert done.shape == (5, 6) and done.sum() == 2 and done[0, 0] and done[1, 2]
-    for iy, ix in zip(*np.nonzero(~done)):
+    for iy, ix in zip(*np.nonzero(~done), strict=True):
         y, x = iy * 128, ix * 128
         store.write_block(y, x, labels[y : y + 128, x : x + 128])
     store.write_block(0, 0, labels[:128, :128])
@@ -223,7 +229,9 @@ def test_streaming_rgb_channels(tmp_path: Path, rgb: np.ndarray) -> None:
 
 def test_downsample2_dask_equals_numpy(heatmap: np.ndarray) -> None:
     d = da.from_array(heatmap, chunks=(101, 77))  # odd chunks: rechunked to even
-    np.testing.assert_array_equal(downsample2_dask(d, "image").compute(), downsample2(heatmap, "image"))
+    np.testing.assert_array_equal(
+        downsample2_dask(d, "image").compute(), downsample2(heatmap, "image")
+    )
     lab = (heatmap > 0.5).astype(np.uint8)
     np.testing.assert_array_equal(
         downsample2_dask(da.from_array(lab, chunks=64), "labels").compute(), lab[::2, ::2]

@@ -70,6 +70,7 @@ def test_open_synthetic_pyramid_with_mask(
 def test_open_real_svs(make_napari_viewer, shared_data: Path) -> None:
     viewer = make_napari_viewer()
     for svs in sorted((shared_data / "wsi").glob("*.svs")):
+        viewer.layers.clear()  # one slide at a time: their units differ (um vs pixel)
         layers = viewer.open(svs, plugin=PLUGIN)
         image = layers[0]
         assert type(image).__name__ == "Image"
@@ -87,8 +88,9 @@ def test_open_real_svs(make_napari_viewer, shared_data: Path) -> None:
             assert tuple(image.data[0].shape[:2]) == (3567, 4443)
             assert tuple(image.data[1].shape[:2]) == (1783, 2221)
             assert all(str(u) == "pixel" for u in image.units)
-        # a level-0 region decodes to real tissue (not blank)
-        region = np.asarray(level0[:256, :256])
+        # a level-0 region in the middle decodes to real tissue (not blank)
+        cy, cx = level0.shape[0] // 2, level0.shape[1] // 2
+        region = np.asarray(level0[cy - 128 : cy + 128, cx - 128 : cx + 128])
         assert region.std() > 1
 
 

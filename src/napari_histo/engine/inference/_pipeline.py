@@ -9,7 +9,9 @@ Progress per batch and one per written block (with the block's box in output pix
 
 from __future__ import annotations
 
+import threading
 import time
+import warnings
 from collections import deque
 from collections.abc import Callable, Generator
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -37,9 +39,49 @@ class RunStats:
     resumed_tiles: int = 0
     failed_tiles: int = 0
     failed_boxes: list[Box] = field(default_factory=list)
+    read_warnings: list[str] = field(default_factory=list)
     model_s: float = 0.0
     wait_read_s: float = 0.0
     wall_s: float = 0.0
+
+
+class _DecodeWarnings:
+    """Collects the readers' "tile could not be decoded" warnings (from any thread).
+
+    The io readers replace a corrupt tile by white and ``warnings.warn`` about it; during a
+    run those warnings become Message events and count as failed tiles instead of going to
+    stderr once. Other warnings pass through unchanged.
+    """
+
+    KEY = "could not be decoded"
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.messages: list[str] = []
+        self._cm = warnings.catch_warnings()
+
+    def __enter__(self) -> _DecodeWarnings:
+        self._cm.__enter__()
+        warnings.filterwarnings("always", message=f".*{self.KEY}")
+        self._orig = warnings.showwarning
+        warnings.showwarning = self._hook  # type: ignore[assignment]
+        return self
+
+    def _hook(self, message: Any, category: Any, filename: str, lineno: int,
+              file: Any = None, line: Any = None) -> None:
+        if self.KEY in str(message):
+            with self.lock:
+                self.messages.append(str(message))
+        else:
+            self._orig(message, category, filename, lineno, file, line)
+
+    def pop(self) -> list[str]:
+        with self.lock:
+            out, self.messages = self.messages, []
+        return out
+
+    def __exit__(self, *exc: object) -> None:
+        self._cm.__exit__(*exc)
 
 
 @dataclass
@@ -112,6 +154,7 @@ def run_blocks(plan: Plan, source: Any, runner: Any, sink: Any, jobs: list[_Job]
                                    {"y0": y0, "x0": x0, "y1": y1, "x1": x1}))
         return events
 
+    recorder = _DecodeWarnings().__enter__()
     try:
         refill()
         while reads or buf:
@@ -130,6 +173,10 @@ def run_blocks(plan: Plan, source: Any, runner: Any, sink: Any, jobs: list[_Job]
                     continue
                 finally:
                     stats.wait_read_s += time.perf_counter() - t0
+                for text in recorder.pop():
+                    stats.failed_tiles += 1
+                    stats.read_warnings.append(text)
+                    yield Message(f"{text}; predicted as such, the rest is unaffected", "warning")
                 for k in range(tiles.shape[0]):
                     buf.append((job, k, tiles[k]))
                 refill()
@@ -159,3 +206,4 @@ def run_blocks(plan: Plan, source: Any, runner: Any, sink: Any, jobs: list[_Job]
     finally:
         pool.shutdown(wait=True, cancel_futures=True)
         writer.shutdown(wait=True)
+        recorder.__exit__(None, None, None)

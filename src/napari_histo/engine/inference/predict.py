@@ -205,6 +205,14 @@ def predict_slide(source: Any, model: Any, cfg: InferenceConfig | None = None, *
     ConfigError, OutputExistsError, SlideOpenError, CheckpointError
     """
     cfg = cfg or InferenceConfig()
+    if cfg.scheduler and out_path is not None and isinstance(source, (str, Path)):
+        from napari_histo.engine.distributed import predict_distributed
+
+        results = yield from predict_distributed([source], model, cfg, [out_path],
+                                                 region=region, region_units=region_units)
+        if results[0] is None:
+            raise ConfigError(f"distributed prediction of {source} failed (see messages)")
+        return results[0]
     loaded = as_loaded(model, cfg.device)
     runner = Runner(loaded, cfg.batch_size, pad_batches=out_path is not None, amp=cfg.amp)
     slide, own = _open(source)
@@ -271,8 +279,12 @@ def prepare_slide_run(slide: Any, loaded: Any, cfg: InferenceConfig, *, region: 
                              model_mpp=pre.get("mpp"))
     ry0, rx0, ry1, rx1 = _region_level0(slide, region, region_units)
     origin0 = (ry0, rx0)
-    shape_work = (max(1, math.ceil((ry1 - ry0) / res.factor[0])),
-                  max(1, math.ceil((rx1 - rx0) / res.factor[1])))
+    shape_work = (max(1, math.ceil((ry1 - ry0) / res.factor[0] - 1e-6)),
+                  max(1, math.ceil((rx1 - rx0) / res.factor[1] - 1e-6)))
+    if not res.resample:  # never run past the level's own pixels
+        lh, lw = slide.metadata.level_shapes[res.level]
+        shape_work = (max(1, min(shape_work[0], lh - int(ry0 // res.factor[0]))),
+                      max(1, min(shape_work[1], lw - int(rx0 // res.factor[1]))))
     src = SlideSource(slide, res, origin0, shape_work)
     plan = _plan_for(loaded.task, shape_work, loaded, cfg, num_classes)
     cell = plan.cell

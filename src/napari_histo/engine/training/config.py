@@ -59,6 +59,7 @@ class TrainConfig:
     amp: bool = True
     channels_last: bool = True
     num_workers: int = 0
+    threads: int | None = None
     steps_per_epoch: int | None = None
     val_tile: int = 512
     center_size: int | None = None

@@ -113,6 +113,9 @@ def train(cfg: TrainConfig, *, arrays: list[ArraySample] | None = None) -> Task[
                                 "it or choose another output folder")
     device = resolve_device(cfg.device)
     seed_everything(cfg.seed)
+    if cfg.threads:
+        # on a shared CPU, fewer intra-op threads avoid OpenMP spin-wait collapse
+        torch.set_num_threads(cfg.threads)
     yield Message(f"loading data on {device.type}")
     data: DataBundle = build_data(cfg, arrays)
     if len(data.train) == 0:
