@@ -1,18 +1,127 @@
-"""`napari-histo demo` (placeholder until its issue lands)."""
+"""``napari-histo demo``: the main job in one command.
+
+Without options it starts napari (in a subprocess, so this CLI never imports napari or Qt)
+with the synthetic sample slide, its mask, the dock widgets and a working model, and segments
+the visible region. ``--headless`` runs the same job without a display: sample slide -> small
+model (trained offline on first use, then cached) -> whole-slide prediction -> Dice against
+the sample's mask, printing where everything was written.
+"""
 
 from __future__ import annotations
 
 import argparse
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
 
 from napari_histo.core.errors import HistoError
 
 
 def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
-    """Add the `demo` subcommand."""
-    p = sub.add_parser("demo", help="(not yet available)")
+    """Add the ``demo`` subcommand."""
+    p = sub.add_parser(
+        "demo",
+        help="open napari with a sample slide, its mask, a model and the dock widgets",
+        description="Open napari with a synthetic H&E sample slide and its tumour mask, dock "
+        "the napari-histo widgets, train a small model offline if none is cached, and segment "
+        "the visible region. --headless runs the same job without a display and prints Dice.",
+    )
+    p.add_argument("--headless", action="store_true",
+                   help="no window: predict the sample slide and print Dice vs its mask")
+    p.add_argument("--out", type=Path, default=None,
+                   help="folder for the demo's files (default: ~/.cache/napari-histo/demo)")
+    p.add_argument("--epochs", type=int, default=6,
+                   help="epochs when the demo model must be trained (default 6)")
+    p.add_argument("--device", default="cpu", help="auto, cpu or cuda (default cpu)")
     p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
-    """Report that the command is not built yet."""
-    raise HistoError("'demo' is not available in this version yet")
+    """Launch the GUI demo in a subprocess, or run the headless job here."""
+    if not args.headless:
+        cmd = [sys.executable, "-m", "napari_histo.plugin.demo"]
+        if args.epochs:
+            cmd += ["--epochs", str(args.epochs)]
+        return subprocess.call(cmd)
+    return headless(out=args.out, epochs=args.epochs, device=args.device)
+
+
+def _home() -> Path:
+    root = os.environ.get("NAPARI_HISTO_HOME") or str(Path.home() / ".cache" / "napari-histo")
+    return Path(root)
+
+
+class _Bars:
+    """Render Progress events as tqdm bars (one per ``desc``) and messages as lines."""
+
+    def __init__(self) -> None:
+        from tqdm import tqdm
+
+        self._tqdm = tqdm
+        self.bar: Any = None
+        self.desc = ""
+
+    def __call__(self, ev: Any) -> None:
+        from napari_histo.core.progress import EpochEnd, Message, Progress
+
+        if isinstance(ev, Progress):
+            desc = "predict" if ev.desc in ("tile", "predict") else (ev.desc or "work")
+            if self.bar is None or desc != self.desc or (ev.total and self.bar.total != ev.total):
+                self.close()
+                self.bar = self._tqdm(total=ev.total or None, desc=desc, leave=False,
+                                      dynamic_ncols=True)
+                self.desc = desc
+            self.bar.n = ev.done
+            self.bar.refresh()
+        elif isinstance(ev, EpochEnd):
+            self.close()
+            m = ev.metrics
+            shown = ", ".join(f"{k} {m[k]:.3f}" for k in ("train_loss", "val_loss", "val_dice")
+                              if k in m)
+            print(f"epoch {ev.epoch}: {shown}")
+        elif isinstance(ev, Message):
+            self.close()
+            print(ev.text)
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+            self.bar = None
+
+
+def headless(*, out: Path | None = None, epochs: int = 6, device: str = "cpu") -> int:
+    """Sample slide -> demo model -> whole-slide prediction -> Dice vs the sample mask."""
+    from napari_histo.core.progress import run_task
+    from napari_histo.engine.demo import ensure_demo_model
+    from napari_histo.engine.evaluation import evaluate_prediction
+    from napari_histo.engine.inference import InferenceConfig, predict_slide
+    from napari_histo.io.synthetic import write_synthetic_slide
+
+    folder = Path(out) if out is not None else _home() / "demo"
+    folder.mkdir(parents=True, exist_ok=True)
+    slide = folder / "synthetic_he.tif"
+    mask = folder / "synthetic_he_mask.tif"
+    if not (slide.is_file() and mask.is_file()):
+        print(f"writing the synthetic sample slide to {slide}")
+        write_synthetic_slide(slide, shape=(4096, 6144), levels=4, mpp=0.5, compression="jpeg",
+                              seed=0, with_mask=True, mask_downsample=4)
+    bars = _Bars()
+    try:
+        ckpt = run_task(ensure_demo_model(slide, mask, folder / "model", epochs=epochs,
+                                          device=device), bars)
+        pred = folder / "synthetic_he-prediction.ome.zarr"
+        cfg = InferenceConfig(device=device, overwrite=True, tissue_only=True)
+        result = run_task(predict_slide(slide, ckpt, cfg, out_path=pred), bars)
+    finally:
+        bars.close()
+    if not result.complete:
+        raise HistoError(f"the prediction {pred} did not complete")
+    metrics, _ = evaluate_prediction(pred, mask)
+    print(f"slide:       {slide}")
+    print(f"model:       {ckpt}")
+    print(f"prediction:  {pred} (probabilities + labels/prediction, OME-Zarr)")
+    print(f"Dice {metrics['dice']:.3f}  IoU {metrics['iou']:.3f}  "
+          f"accuracy {metrics['accuracy']:.3f}  AUC {metrics['auc']:.3f}  vs {mask.name}")
+    return 0

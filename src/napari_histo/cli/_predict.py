@@ -1,18 +1,155 @@
-"""`napari-histo predict` (placeholder until its issue lands)."""
+"""``napari-histo predict INPUT [INPUT ...] --model CKPT --out OUT``: slides -> OME-Zarr heatmaps.
+
+Each input becomes ``OUT/<name>.ome.zarr`` (probabilities + label map + pyramid), or ``OUT``
+itself when it ends in ``.zarr`` and there is one input; ``--format`` adds pyramidal
+OME-TIFF, QuPath GeoJSON or PNG next to it. An existing output is never overwritten unless
+``--overwrite``; ``--resume`` finishes an interrupted run. ``--scheduler local:N|ADDRESS``
+spreads slides and tile blocks over a dask cluster.
+"""
 
 from __future__ import annotations
 
 import argparse
+import sys
+from pathlib import Path
+from typing import Any
 
-from napari_histo.core.errors import HistoError
+from napari_histo.core.errors import ConfigError, HistoError
 
 
 def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
-    """Add the `predict` subcommand."""
-    p = sub.add_parser("predict", help="(not yet available)")
+    """Add the ``predict`` subcommand."""
+    p = sub.add_parser("predict", help="run a model over slides or images (OME-Zarr heatmaps)",
+                       description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("inputs", nargs="+", metavar="INPUT", help="slide or image files")
+    p.add_argument("--model", "--checkpoint", dest="model", required=True, help="checkpoint .pt")
+    p.add_argument("--out", required=True, help="output folder (or NAME.ome.zarr for one input)")
+    res = p.add_mutually_exclusive_group()
+    res.add_argument("--mpp", type=float, help="working resolution um/px (default: the model's)")
+    res.add_argument("--level", type=int, help="read this pyramid level as is")
+    p.add_argument("--slide-mpp", type=float, help="level-0 um/px for slides without metadata")
+    p.add_argument("--tile", type=int, help="model input size in px")
+    p.add_argument("--overlap", type=int, help="overlap of neighbouring tiles in px (even)")
+    p.add_argument("--batch-size", type=int, default=8)
+    p.add_argument("--device", default="auto", help="auto|cpu|cuda|cuda:N|mps")
+    p.add_argument("--stride", type=int, help="patch classifiers: px per heatmap pixel")
+    p.add_argument("--context", type=int, help="patch classifiers: context patch px")
+    p.add_argument("--threshold", type=float, default=0.5, help="label-map threshold")
+    p.add_argument("--all-tiles", action="store_true", help="also predict background tiles")
+    p.add_argument("--prob-dtype", choices=("float16", "uint8"), default="float16")
+    p.add_argument("--format", action="append", choices=("zarr", "tiff", "geojson", "png"),
+                   help="output format(s), repeatable (default zarr)")
+    p.add_argument("--region", help="y0,x0,y1,x1 in level-0 px (append 'um' for microns)")
+    p.add_argument("--near", help="y,x level-0 px: predict blocks nearest to it first")
+    p.add_argument("--readers", type=int, default=4, help="tile reader threads")
+    p.add_argument("--scheduler", help="dask scheduler address, or local:N worker processes")
+    p.add_argument("--amp", action="store_true", help="float16 autocast on CUDA")
+    mode = p.add_mutually_exclusive_group()
+    mode.add_argument("--resume", action="store_true", help="finish an interrupted output")
+    mode.add_argument("--overwrite", action="store_true", help="replace an existing output")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=run)
 
 
+def _region(text: str | None) -> tuple[Any, str]:
+    if not text:
+        return None, "px"
+    units = "px"
+    t = text.strip()
+    if t.endswith("um"):
+        units, t = "um", t[:-2]
+    try:
+        vals = [float(v) for v in t.split(",")]
+    except ValueError:
+        raise ConfigError(f"--region must be y0,x0,y1,x1, got {text!r}") from None
+    if len(vals) != 4:
+        raise ConfigError(f"--region must be y0,x0,y1,x1, got {text!r}")
+    return tuple(vals), units
+
+
+def _outputs(inputs: list[Path], out: Path) -> list[Path]:
+    if len(inputs) == 1 and out.name.endswith(".zarr"):
+        return [out]
+    if out.exists() and not out.is_dir():
+        raise ConfigError(f"--out {out} is a file; give a folder for the outputs")
+    names = []
+    for p in inputs:
+        name = p.name
+        for suf in (".ome.tiff", ".ome.tif", ".ome.zarr"):
+            if name.lower().endswith(suf):
+                name = name[: -len(suf)]
+                break
+        else:
+            name = p.stem
+        names.append(out / f"{name}.ome.zarr")
+    if len(set(names)) != len(names):
+        raise ConfigError("two inputs have the same name; predict them into separate --out folders")
+    return names
+
+
 def run(args: argparse.Namespace) -> int:
-    """Report that the command is not built yet."""
-    raise HistoError("'predict' is not available in this version yet")
+    """Predict every input; one readable line per failed slide, exit 2 if any failed."""
+    from tqdm import tqdm
+
+    from napari_histo.core.progress import Message, Progress, run_task
+    from napari_histo.engine.inference import InferenceConfig, predict_slide
+
+    inputs = [Path(p) for p in args.inputs]
+    for p in inputs:
+        if not p.exists():
+            raise ConfigError(f"{p}: no such file")
+    model = Path(args.model)
+    if not model.is_file():
+        raise ConfigError(f"checkpoint not found: {model}")
+    formats = tuple(dict.fromkeys(args.format or ["zarr"]))
+    if "zarr" not in formats:
+        formats = ("zarr", *formats)  # the streamed store is the source of every export
+    cfg = InferenceConfig(
+        mpp=args.mpp, level=args.level, slide_mpp=args.slide_mpp, tile=args.tile,
+        overlap=args.overlap, batch_size=args.batch_size, device=args.device,
+        stride=args.stride, context=args.context, threshold=args.threshold,
+        tissue_only=not args.all_tiles, prob_dtype=args.prob_dtype, formats=formats,
+        resume=args.resume, overwrite=args.overwrite, scheduler=args.scheduler,
+        readers=args.readers, amp=args.amp)
+    region, units = _region(args.region)
+    near = tuple(float(v) for v in args.near.split(",")) if args.near else None
+    outs = _outputs(inputs, Path(args.out))
+    quiet = args.quiet
+
+    def render(bar: Any) -> Any:
+        def on_event(ev: Any) -> None:
+            if isinstance(ev, Progress) and ev.desc != "tile":
+                bar.total = ev.total
+                bar.n = ev.done
+                bar.refresh()
+            elif isinstance(ev, Message):
+                bar.write(f"{ev.level}: {ev.text}" if ev.level != "info" else ev.text,
+                          file=sys.stderr)
+        return on_event
+
+    if cfg.scheduler:
+        from napari_histo.engine.distributed import predict_distributed
+
+        with tqdm(desc="predict", unit="tile", disable=quiet) as bar:
+            results = run_task(predict_distributed(inputs, model, cfg, outs, region=region,
+                                                   region_units=units), render(bar))
+        failed = sum(r is None for r in results)
+        for r in results:
+            if r is not None:
+                print(f"{r.path}: {r.total_tiles} tiles, {r.skipped_tiles} background, "
+                      f"{r.failed_tiles} unreadable")
+        return 2 if failed else 0
+    failed = 0
+    for src, out in zip(inputs, outs, strict=False):
+        try:
+            with tqdm(desc=src.name, unit="tile", disable=quiet) as bar:
+                res = run_task(predict_slide(src, model, cfg, region=region, region_units=units,
+                                             order_near=near, out_path=out), render(bar))
+            print(f"{out}: {res.total_tiles} tiles, {res.skipped_tiles} background, "
+                  f"{res.failed_tiles} unreadable")
+        except HistoError as err:
+            if len(inputs) == 1:
+                raise
+            failed += 1
+            print(f"napari-histo predict: error: {src.name}: {err}", file=sys.stderr)
+    return 2 if failed else 0

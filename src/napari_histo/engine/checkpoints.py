@@ -168,6 +168,9 @@ def read_checkpoint(path: str | os.PathLike[str]) -> dict[str, Any]:
     try:
         ckpt = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as err:
+        if "global" not in str(err).lower():
+            raise CheckpointError(f"{path.name} is not a readable checkpoint (corrupt or not "
+                                  "a torch file)") from err
         raise CheckpointError(
             f"{path.name} contains pickled Python code, which napari-histo refuses to load "
             "for safety; save it again with napari-histo (save_checkpoint) from trusted code"

@@ -44,7 +44,7 @@ def resample_nearest(
     *,
     fill: int = 0,
 ) -> npt.NDArray[Any]:
-    """Sample ``src`` (2-D) at the pixel centres of a ``dst_shape`` grid, nearest neighbour.
+    """Sample ``src`` (Y, X[, C]) at the pixel centres of a ``dst_shape`` grid (nearest).
 
     Pixel ``i`` of an array placed with ``(scale, translate)`` is centred at world
     ``translate + i * scale``. Destination pixels falling outside ``src`` get ``fill``.
@@ -56,10 +56,10 @@ def resample_nearest(
     xs = (float(dst_translate[1]) + np.arange(w) * float(dst_scale[1]) - float(src_translate[1]))
     iy = np.floor(ys / float(src_scale[0]) + 0.5).astype(np.int64)
     ix = np.floor(xs / float(src_scale[1]) + 0.5).astype(np.int64)
-    sh, sw = int(src.shape[-2]), int(src.shape[-1])
+    sh, sw = int(src.shape[0]), int(src.shape[1])
     vy = (iy >= 0) & (iy < sh)
     vx = (ix >= 0) & (ix < sw)
-    out = np.full((h, w), fill, dtype=np.dtype(src.dtype))
+    out = np.full((h, w) + tuple(src.shape[2:]), fill, dtype=np.dtype(src.dtype))
     if not vy.any() or not vx.any():
         return out
     y0, y1 = int(iy[vy].min()), int(iy[vy].max()) + 1

@@ -134,7 +134,7 @@ def predict_distributed(sources: Sequence[str | Path], model: str | Path | Any,
     ncls = Runner(loaded, 1).num_classes
     plans: list[dict[str, Any]] = []
     total = 0
-    for src, out in zip(sources, out_paths):
+    for src, out in zip(sources, out_paths, strict=False):
         out = Path(out)
         with open_slide(src) as slide:
             ctx = prepare_slide_run(slide, loaded, cfg, region=region, region_units=region_units,

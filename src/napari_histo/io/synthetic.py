@@ -67,12 +67,11 @@ def synthetic_he(
     shade = np.where(tumor, shade * 0.93, shade)  # tumour cytoplasm a little darker
     tis = tissue.astype(np.float32)[..., None]
     cell = _STROMA * shade[..., None] * (1 - nuclei[..., None]) + _NUCLEUS * nuclei[..., None]
-    low = np.clip(_BACKGROUND * (1 - tis) + cell * tis, 0, 255).astype(np.uint8)
-    rgb = np.asarray(Image.fromarray(low).resize((w, h), Image.BILINEAR))
-    noise = rng.integers(-6, 7, size=(min(h, 509), min(w, 509), 1), dtype=np.int16)
-    reps = (math.ceil(h / noise.shape[0]), math.ceil(w / noise.shape[1]), 1)
-    rgb = np.clip(rgb + np.tile(noise, reps)[:h, :w], 0, 255).astype(np.uint8)
-    mask = np.asarray(Image.fromarray(tumor.astype(np.uint8)).resize((w, h), Image.NEAREST))
+    low = _BACKGROUND * (1 - tis) + cell * tis
+    low += rng.normal(0, 5, size=(lh, lw, 1)).astype(np.float32)  # grain, before upsampling
+    low8 = np.clip(low, 0, 255).astype(np.uint8)
+    rgb = np.asarray(Image.fromarray(low8).resize((w, h), Image.BILINEAR))
+    mask = np.repeat(np.repeat(tumor.astype(np.uint8), s, axis=0), s, axis=1)[:h, :w]
     return rgb, np.ascontiguousarray(mask)
 
 
@@ -81,8 +80,13 @@ def _downsample2(a: np.ndarray) -> np.ndarray:
     a = a[:h, :w]
     if a.ndim == 2:  # labels: nearest (never average class indices)
         return a[::2, ::2].copy()
-    acc = a.reshape(h // 2, 2, w // 2, 2, -1).astype(np.uint16).sum(axis=(1, 3))
-    return ((acc + 2) // 4).astype(np.uint8)
+    acc = a[0::2, 0::2].astype(np.uint16)
+    acc += a[1::2, 0::2]
+    acc += a[0::2, 1::2]
+    acc += a[1::2, 1::2]
+    acc += 2
+    acc //= 4
+    return acc.astype(np.uint8)
 
 
 def _tmp(path: Path) -> Path:

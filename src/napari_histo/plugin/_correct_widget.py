@@ -1,16 +1,331 @@
-"""Correct and fine-tune dock widget (being built)."""
+"""Correct & fine-tune dock widget: repaint a prediction, save edits to disk, fine-tune.
+
+napari's brush does not work on multiscale labels, so a whole-slide prediction is corrected
+through an *editable window*: "Edit visible region" copies the prediction's labels under the
+current view, at the prediction's working resolution, into a plain Labels layer placed with
+the right scale/translate over the slide. Every stroke is written through (debounced) to the
+prediction's OME-Zarr label pyramid on disk (or a corrections store next to it), so an edit
+survives a crash. "Fine-tune on my corrections" samples training patches around the edited
+pixels (weighted), continues training from the current checkpoint in a worker with live
+curves, then re-runs the visible region with the new model. Entry point: :class:`CorrectWidget`.
+"""
 
 from __future__ import annotations
 
-from typing import Any
+import time
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
-from magicgui.widgets import Container, Label
+import numpy as np
+from magicgui.widgets import (
+    ComboBox,
+    Container,
+    FileEdit,
+    FloatSpinBox,
+    Label,
+    ProgressBar,
+    PushButton,
+    SpinBox,
+)
+
+from napari_histo.core.progress import EpochEnd, Message, Progress
+from napari_histo.plugin import _result_layers as rl
+from napari_histo.plugin._plots import CurvePlot
+from napari_histo.plugin._workers import TaskHandle, preload_torch_training, start_task
+
+if TYPE_CHECKING:
+    import napari
+
+__all__ = ["CorrectWidget", "EditSession"]
+
+AUTOSAVE_MS = 300
+
+
+class EditSession:
+    """One editable window: the Labels layer, its original labels and the store on disk.
+
+    ``box`` is the window in prediction (working-resolution) pixels; ``store`` a
+    :class:`~napari_histo.engine.corrections.LabelEditStore` covering the whole prediction.
+    """
+
+    def __init__(self, layer: Any, original: np.ndarray, box: tuple[int, int, int, int],
+                 store: Any, prediction: Any, image_layer: Any) -> None:
+        self.layer = layer
+        self.original = original
+        self.box = box
+        self.store = store
+        self.prediction = prediction
+        self.image_layer = image_layer
+        self.saves = 0
+
+    @property
+    def edited(self) -> np.ndarray:
+        """True where the user changed a label."""
+        return np.asarray(self.layer.data) != self.original
+
+    def save(self) -> None:
+        """Write the window's labels through to the store (level 0 + pyramid)."""
+        y0, x0, _, _ = self.box
+        self.store.write_region(y0, x0, np.asarray(self.layer.data, dtype=np.uint8))
+        self.saves += 1
 
 
 class CorrectWidget(Container):
-    """Correct and fine-tune (placeholder until its implementation lands)."""
+    """Dock widget: editable correction window, autosave, fine-tune on corrections."""
 
-    def __init__(self, viewer: Any) -> None:
-        super().__init__()
+    def __init__(self, viewer: napari.viewer.Viewer) -> None:
+        super().__init__(labels=True)
         self._viewer = viewer
-        self.append(Label(value="Correct and fine-tune: coming soon"))
+        self._prediction_combo = ComboBox(label="prediction", choices=self._prediction_choices,
+                                          nullable=True)
+        self._image_combo = ComboBox(label="image", choices=self._image_choices, nullable=True)
+        self._edit_button = PushButton(text="Edit visible region")
+        self._ckpt_edit = FileEdit(label="model", mode="r", filter="*.pt", nullable=True)
+        self._epochs_spin = SpinBox(label="epochs", min=1, max=200, value=4)
+        self._steps_spin = SpinBox(label="steps/epoch", min=1, max=10000, value=8)
+        self._lr_spin = FloatSpinBox(label="learning rate", min=1e-6, max=1.0, step=1e-4,
+                                     value=5e-4)
+        self._weight_spin = FloatSpinBox(label="edit weight", min=1.0, max=100.0, value=5.0)
+        self._finetune_button = PushButton(text="Fine-tune on my corrections")
+        self._stop_button = PushButton(text="Stop", enabled=False)
+        self._progress_bar = ProgressBar(label="progress", min=0, max=1, value=0)
+        self._status_label = Label(label="", value="")
+        self.curves = CurvePlot()
+        self.extend([
+            self._prediction_combo, self._image_combo, self._edit_button, self._ckpt_edit,
+            self._epochs_spin, self._steps_spin, self._lr_spin, self._weight_spin,
+            self._finetune_button, self._stop_button, self._progress_bar, self._status_label,
+            self.curves.widget,
+        ])
+        self.session: EditSession | None = None
+        self.handle: TaskHandle | None = None
+        self.result: Any = None
+        self.finetuned_checkpoint: str | None = None
+        self.rerun_task: Any = None
+        from qtpy.QtCore import QTimer
+
+        self._save_timer = QTimer()
+        self._save_timer.setSingleShot(True)
+        self._save_timer.setInterval(AUTOSAVE_MS)
+        self._save_timer.timeout.connect(self.save_now)
+        self._edit_button.changed.connect(lambda *_: self.edit_visible_region())
+        self._finetune_button.changed.connect(lambda *_: self.fine_tune())
+        self._stop_button.changed.connect(lambda *_: self.stop())
+        self._prediction_combo.changed.connect(self._on_prediction)
+        for ev in (viewer.layers.events.inserted, viewer.layers.events.removed):
+            ev.connect(self._reset)
+        self._reset()
+        QTimer.singleShot(0, preload_torch_training)
+
+    # ---------------------------------------------------------------- choices
+    def _prediction_choices(self, *_: Any) -> list[tuple[str, Any]]:
+        return [(n, lyr) for n, lyr in rl.layers_of(self._viewer, "labels")
+                if (lyr.metadata.get("napari_histo") or {}).get("role") == "labels"]
+
+    def _image_choices(self, *_: Any) -> list[tuple[str, Any]]:
+        return [(n, lyr) for n, lyr in rl.layers_of(self._viewer, "image")
+                if (lyr.metadata.get("napari_histo") or {}).get("kind") != "prediction"]
+
+    def _reset(self, *_: Any) -> None:
+        try:
+            self.reset_choices()
+        except RuntimeError:
+            pass
+
+    def _on_prediction(self, layer: Any) -> None:
+        if layer is None:
+            return
+        meta = layer.metadata.get("napari_histo") or {}
+        name = meta.get("image_layer")
+        if name and name in self._viewer.layers:
+            self._image_combo.value = self._viewer.layers[name]
+        ckpt = meta.get("checkpoint")
+        if ckpt and Path(ckpt).is_file() and not self._ckpt_edit.value:
+            self._ckpt_edit.value = ckpt
+
+    def set_checkpoint(self, path: str | Path) -> None:
+        """The model that "Fine-tune" continues from."""
+        self._ckpt_edit.value = str(path)
+
+    # ---------------------------------------------------------------- editing
+    def edit_visible_region(self) -> EditSession | None:
+        """Open an editable Labels window over the part of the prediction in view."""
+        from napari.utils.notifications import show_error
+
+        pred = self._prediction_combo.value
+        if pred is None:
+            show_error("segment something first: pick a prediction labels layer to correct")
+            return None
+        box = rl.visible_box(self._viewer, pred)
+        if box is None:
+            show_error(f"{pred.name} is not in view; pan to the region you want to correct")
+            return None
+        self.save_now()
+        y0, x0, y1, x1 = box
+        data = pred.data[0] if pred.multiscale else pred.data
+        original = np.asarray(data[y0:y1, x0:x1]).astype(np.uint8)
+        store = self._open_store(pred)
+        scale = tuple(float(s) for s in pred.scale[-2:])
+        translate = tuple(float(t) + o * s for t, o, s in
+                          zip(pred.translate[-2:], (y0, x0), scale))
+        layer = self._viewer.add_labels(
+            original.copy(), name=rl.unique_name(self._viewer, f"{pred.name} corrections"),
+            scale=scale, translate=translate, opacity=0.7,
+            metadata={"napari_histo": {"kind": "corrections", "prediction": pred.name,
+                                       "box": list(box), "store": str(store.path)}})
+        layer.mode = "paint"
+        layer.selected_label = 1
+        layer.brush_size = 10
+        layer.events.paint.connect(self._schedule_save)
+        layer.events.data.connect(self._schedule_save)
+        self.session = EditSession(layer, original, box, store, pred,
+                                   self._image_combo.value)
+        self._status_label.value = (f"paint label 1 (tumour) or 0 (erase); edits autosave to "
+                                    f"{store.path.name}")
+        return self.session
+
+    def _open_store(self, pred: Any) -> Any:
+        """The prediction's own label pyramid if it has one on disk, else a new store."""
+        from napari_histo.engine.corrections import LabelEditStore
+        from napari_histo.plugin._segment_widget import user_dir
+
+        meta = pred.metadata.get("napari_histo") or {}
+        store = meta.get("store")
+        data = pred.data[0] if pred.multiscale else pred.data
+        shape = tuple(int(s) for s in data.shape[-2:])
+        if store and (Path(store) / "labels" / "prediction").is_dir():
+            try:
+                return LabelEditStore.open_or_create(Path(store) / "labels" / "prediction", shape)
+            except Exception:  # a store we cannot edit (other layout): keep edits beside it
+                pass
+        folder = user_dir() / "corrections"
+        folder.mkdir(parents=True, exist_ok=True)
+        stamp = time.strftime("%Y%m%d-%H%M%S")
+        return LabelEditStore.open_or_create(folder / f"{pred.name}-{stamp}.ome.zarr", shape)
+
+    def _schedule_save(self, *_: Any) -> None:
+        self._save_timer.start()
+
+    def save_now(self) -> None:
+        """Write pending edits to disk now (also called by the autosave timer)."""
+        self._save_timer.stop()
+        if self.session is not None and self.session.layer in self._viewer.layers:
+            self.session.save()
+
+    # ---------------------------------------------------------------- fine-tuning
+    def _samples(self) -> list[Any]:
+        """Weighted patches around the edited pixels, image resampled to the working grid."""
+        from napari_histo.engine.corrections import correction_samples, resample_nearest
+
+        s = self.session
+        if s is None:
+            raise ValueError("click 'Edit visible region' and paint some corrections first")
+        edited = s.edited
+        if not edited.any():
+            raise ValueError("no corrections yet: paint over the prediction where it is wrong")
+        image_layer = s.image_layer
+        if image_layer is None:
+            raise ValueError("choose the image layer the prediction was made from")
+        lab = s.layer
+        grid_scale = tuple(float(v) for v in lab.scale[-2:])
+        grid_t = tuple(float(v) for v in lab.translate[-2:])
+        # the finest pyramid level that is not finer than the working grid
+        k = 0
+        if image_layer.multiscale:
+            for i, f in enumerate(image_layer.downsample_factors):
+                if float(image_layer.scale[-2]) * float(f[-2]) <= grid_scale[0] * 1.01:
+                    k = i
+        data = image_layer.data[k] if image_layer.multiscale else image_layer.data
+        f = (np.asarray(image_layer.downsample_factors[k][-2:], dtype=float)
+             if image_layer.multiscale else np.ones(2))
+        s0 = np.asarray(image_layer.scale[-2:], dtype=float)
+        src_scale = s0 * f
+        src_t = np.asarray(image_layer.translate[-2:], dtype=float) + (f - 1) / 2 * s0
+        image = resample_nearest(data, src_scale, src_t, edited.shape, grid_scale, grid_t)
+        image = np.ascontiguousarray(np.asarray(image)[..., :3]).astype(np.uint8)
+        labels = np.asarray(lab.data).astype(np.uint8)
+        return correction_samples(image, labels, edited, patch_size=128, max_patches=32,
+                                  edit_weight=float(self._weight_spin.value))
+
+    def fine_tune(self) -> TaskHandle | None:
+        """Continue training the current model on the corrections, in the background."""
+        from napari.utils.notifications import show_error, show_info
+
+        from napari_histo.core.errors import HistoError
+
+        if self.handle is not None and not self.handle.done:
+            show_info("fine-tuning is already running")
+            return None
+        self.save_now()
+        try:
+            arrays = self._samples()
+            cfg = self._to_config()
+        except (HistoError, ValueError) as err:
+            show_error(str(err))
+            return None
+        from napari_histo.engine.training import train
+
+        preload_torch_training()
+        self.curves.clear()
+        self._finetune_button.enabled = False
+        self._stop_button.enabled = True
+        self._status_label.value = f"fine-tuning on {len(arrays)} patches around your edits..."
+        self.handle = start_task(train, cfg, arrays=arrays, on_event=self._on_event,
+                                 on_returned=self._on_returned, on_finished=self._on_finished,
+                                 desc="fine-tune", watch=self)
+        return self.handle
+
+    def _to_config(self) -> Any:
+        from napari_histo.engine.checkpoints import read_checkpoint
+        from napari_histo.engine.training import TrainConfig
+        from napari_histo.plugin._segment_widget import user_dir
+
+        ckpt = self._ckpt_edit.value
+        if not ckpt or not Path(str(ckpt)).is_file():
+            raise ValueError("choose the model checkpoint to fine-tune (the one that predicted)")
+        info = read_checkpoint(str(ckpt))
+        pre = info.get("preprocessing") or {}
+        mpp = pre.get("mpp")
+        names = tuple(info.get("class_names") or ("background", "foreground"))
+        out = user_dir() / "runs" / time.strftime("finetune-%Y%m%d-%H%M%S")
+        return TrainConfig(
+            task="segment", model=str(info["spec"]["name"]), epochs=int(self._epochs_spin.value),
+            lr=float(self._lr_spin.value), batch_size=4, patch_size=128, mpp=mpp, data_mpp=mpp,
+            device="cpu", out_dir=str(out), val_fraction=0.0, init_checkpoint=str(ckpt),
+            steps_per_epoch=int(self._steps_spin.value), early_stopping_patience=None,
+            class_names=names, num_classes=len(names), augment=True, amp=False, preview=False)
+
+    def stop(self) -> None:
+        """Stop fine-tuning after the current batch."""
+        if self.handle is not None and not self.handle.done:
+            self.handle.cancel()
+
+    def _on_event(self, ev: Any) -> None:
+        if isinstance(ev, Progress):
+            if ev.total:
+                self._progress_bar.max = int(ev.total)
+                self._progress_bar.value = min(int(ev.done), int(ev.total))
+        elif isinstance(ev, EpochEnd):
+            self.curves.add_epoch(ev.epoch, ev.metrics)
+            loss = ev.metrics.get("train_loss", float("nan"))
+            self._status_label.value = f"epoch {ev.epoch}: train loss {loss:.3f}"
+        elif isinstance(ev, Message):
+            self._status_label.value = ev.text
+
+    def _on_returned(self, result: Any) -> None:
+        self.result = result
+        ckpt = result.best_checkpoint or result.last_checkpoint
+        self.finetuned_checkpoint = str(ckpt)
+        self._ckpt_edit.value = str(ckpt)
+        self._status_label.value = f"fine-tuned: {Path(str(ckpt)).name}; re-running the view"
+        from napari_histo.plugin._train_widget import find_or_add_segment_widget
+
+        seg = find_or_add_segment_widget(self._viewer)
+        seg.set_checkpoint(ckpt)
+        if self.session is not None and self.session.image_layer is not None:
+            seg._image_combo.value = self.session.image_layer
+        self.rerun_task = seg.run("current view")
+
+    def _on_finished(self) -> None:
+        self._finetune_button.enabled = True
+        self._stop_button.enabled = False

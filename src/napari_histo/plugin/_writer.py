@@ -97,9 +97,15 @@ def _halving(levels: Sequence[Any]) -> bool:
 
 
 def _pyramid_for_io(data: Any, *, labels: bool) -> Any:
-    """The layer's own pyramid when io can take it as is, else level 0 (io rebuilds levels)."""
+    """What to hand to the io writers: level 0, or the layer's own in-memory pyramid.
+
+    io rebuilds lower levels from level 0 chunk by chunk (labels by striding, images by
+    2x2 means), which is cheap next to writing level 0, so a lazy (dask) multiscale only
+    passes its level 0 and nothing is materialised. An in-memory pyramid whose levels halve
+    exactly is passed whole.
+    """
     levels = [_prepare(a, labels=labels) for a in _levels(data)]
-    if len(levels) > 1 and _halving(levels):
+    if len(levels) > 1 and _halving(levels) and all(isinstance(a, np.ndarray) for a in levels):
         return levels
     return levels[0]
 

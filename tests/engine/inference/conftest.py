@@ -45,11 +45,11 @@ def cls_ckpt(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="session")
 def syn_slide(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A 1024 x 1536 synthetic H&E pyramid at 0.5 um/px (3 levels) with a tumour mask."""
+    """A 768 x 1024 synthetic H&E pyramid at 0.5 um/px (3 levels) with a tumour mask."""
     from napari_histo.io.synthetic import write_synthetic_slide
 
     d = tmp_path_factory.mktemp("slides")
-    path, _ = write_synthetic_slide(d / "syn.tif", shape=(1024, 1536), tile=256, levels=3,
+    path, _ = write_synthetic_slide(d / "syn.tif", shape=(768, 1024), tile=256, levels=3,
                                     mpp=0.5, seed=3)
     return path
 

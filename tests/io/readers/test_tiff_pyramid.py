@@ -122,3 +122,17 @@ def test_odd_sizes_and_uint16_rgb(tmp_path: Path) -> None:
         # no BitsPerSample < 16 in the file: full 16-bit range maps to 0..255
         np.testing.assert_array_equal(got, ((img16.astype(np.uint32) + 128) // 257).astype(np.uint8))
         assert s.metadata.source_dtype == "uint16"
+
+
+@pytest.mark.parametrize("compression", [None, "zlib", "jpeg"])
+def test_stripped_single_level_tiff(tmp_path: Path, he_image: np.ndarray, compression: str | None) -> None:
+    img = np.tile(he_image, (2, 2, 1))[:1300, :1700]  # > 1024: gets a computed level
+    p = tmp_path / "strips.tif"
+    tifffile.imwrite(p, img, photometric="rgb", compression=compression, rowsperstrip=37)
+    ref = tifffile.imread(p)
+    with open_slide(p) as s:
+        assert s.metadata.level_native == (True, False)
+        assert s.level_arrays[0].seg_shape == (37, 1700)
+        assert s.levels[0].chunksize[0] % 37 == 0  # chunk rows aligned to strips
+        np.testing.assert_array_equal(np.asarray(s.levels[0]), ref)
+        np.testing.assert_array_equal(s.read_region((500, 900), 0, (100, 300)), ref[500:600, 900:1200])

@@ -70,6 +70,7 @@ def test_train_two_epochs_curves_grow(make_napari_viewer, qtbot, glas_pair, tmp_
     assert np.isfinite(w.curves.series("train_loss")).all()
     assert w.best_checkpoint and Path(w.best_checkpoint).is_file()
     qtbot.waitUntil(lambda: w.preview_layer is not None, timeout=30000)
+    qtbot.waitUntil(lambda: w._preview_handle.done, timeout=30000)
     assert w.preview_layer in viewer.layers
     seg = w.use_model()
     assert str(seg._ckpt_edit.value) == str(Path(w.best_checkpoint))

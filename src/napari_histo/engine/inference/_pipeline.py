@@ -189,7 +189,7 @@ def run_blocks(plan: Plan, source: Any, runner: Any, sink: Any, jobs: list[_Job]
             stats.model_s += time.perf_counter() - t0
             stats.computed_tiles += n
             done += n
-            for (job, k, _), p in zip(items, probs):
+            for (job, k, _), p in zip(items, probs, strict=False):
                 if job.probs is None:
                     job.probs = np.empty((len(job.offsets), *p.shape), dtype=np.float32)
                 job.probs[k] = p

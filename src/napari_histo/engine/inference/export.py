@@ -78,7 +78,6 @@ def export_outputs(store: str | Path, formats: Sequence[str], *,
         written["geojson"] = paths["geojson"]
         yield Message(f"wrote {paths['geojson']}")
     if "png" in formats:
-        from PIL import Image
 
         if int(np.prod(prob.shape[-2:])) > PNG_MAX_PIXELS:
             raise ConfigError(f"{store} is too large for PNG; use --format zarr or tiff")

@@ -21,9 +21,19 @@ from napari_histo.core.progress import Message, Task
 from napari_histo.engine.inference._model import Runner, as_loaded
 from napari_histo.engine.inference._pipeline import RunStats, plan_jobs, run_blocks
 from napari_histo.engine.inference._plan import HeatmapPlan, Plan, SegmentPlan
-from napari_histo.engine.inference._source import ArraySource, Resolution, SlideSource, resolve_resolution
+from napari_histo.engine.inference._source import (
+    ArraySource,
+    Resolution,
+    SlideSource,
+    resolve_resolution,
+)
 from napari_histo.engine.inference.config import InferenceConfig
-from napari_histo.engine.inference.writer import MemorySink, ZarrSink, open_prediction, prepare_output
+from napari_histo.engine.inference.writer import (
+    MemorySink,
+    ZarrSink,
+    open_prediction,
+    prepare_output,
+)
 from napari_histo.engine.tiling import order_blocks
 
 __all__ = ["PredictionResult", "predict_array", "predict_heatmap", "predict_slide"]

@@ -238,7 +238,7 @@ def _build_levels(group: Any, reduce: Any, min_side: int) -> int:
     return k + 1
 
 
-def build_pyramid(group: Any, min_side: int = 512) -> None:
+def build_pyramid(group: Any, min_side: int = 256) -> None:
     """Downsampled levels for the probabilities (mean) and labels (nearest), flat memory."""
     n = _build_levels(group, _down_mean, min_side)
     ms = group.attrs["multiscales"]
