@@ -267,20 +267,29 @@ def main(argv: list[str] | None = None) -> int:
         locs = [(int(rng.integers(0, h - TILE)), int(rng.integers(0, w - TILE))) for _ in range(args.reads)]
         results["pixel_mean_abs_diff_vs_ours"] = check_same_pixels(readers, *locs[0])
         ncpu = os.cpu_count() or 1
-        table: dict[str, dict[str, float]] = {}
-        for name, read in readers.items():
-            row = {}
-            for threads in (1, ncpu):
-                if name == "napari-histo" and threads == 1:
-                    # single-threaded means no parallel tile decode inside a read either
-                    os.environ["NAPARI_HISTO_DECODE_THREADS"] = "1"
-                # a fresh random set per run: no reader benefits from another's decoded tiles
-                run_locs = [(int(rng.integers(0, h - TILE)), int(rng.integers(0, w - TILE)))
-                            for _ in range(args.reads)]
-                row[f"{threads}t"] = measure(read, run_locs, threads)
-                os.environ.pop("NAPARI_HISTO_DECODE_THREADS", None)
-                print(f"  {name:18s} {threads} thread(s): {row[f'{threads}t']:8.1f} reads/s", flush=True)
-            table[name] = row
+        # Readers are measured in alternating rounds (each on fresh random locations), so a
+        # change in the machine's load during the run biases no reader in particular.
+        rounds = 3
+        per_round = max(1, args.reads // rounds)
+        elapsed: dict[tuple[str, int], float] = {}
+        for threads in (1, ncpu):
+            for rnd in range(rounds):
+                for name, read in readers.items():
+                    if name == "napari-histo" and threads == 1:
+                        # single-threaded means no parallel tile decode inside a read either
+                        os.environ["NAPARI_HISTO_DECODE_THREADS"] = "1"
+                    run_locs = [(int(rng.integers(0, h - TILE)), int(rng.integers(0, w - TILE)))
+                                for _ in range(per_round)]
+                    rate = measure(read, run_locs, threads)
+                    os.environ.pop("NAPARI_HISTO_DECODE_THREADS", None)
+                    elapsed[(name, threads)] = elapsed.get((name, threads), 0.0) + per_round / rate
+            for name in readers:
+                rate = rounds * per_round / elapsed[(name, threads)]
+                print(f"  {name:18s} {threads} thread(s): {rate:8.1f} reads/s", flush=True)
+        table: dict[str, dict[str, float]] = {
+            name: {f"{t}t": rounds * per_round / elapsed[(name, t)] for t in (1, ncpu)}
+            for name in readers
+        }
         results["reads_per_s"] = table
         ratios = {}
         for key in table["napari-histo"]:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import importlib
 import os
+import shutil
 import subprocess
 import sys
 import zipfile
@@ -68,12 +69,26 @@ def test_manifest_is_installed_package_data() -> None:
     assert pm == PluginManifest.from_file(MANIFEST)
 
 
+@pytest.mark.slow
 def test_wheel_ships_manifest_and_validates(tmp_path: Path) -> None:
     """Build the wheel offline, check its napari.yaml and run npe2 validate on it."""
+    # Build from a copy (symlinks kept) so the checkout gets no build/ or egg-info and two
+    # test runs cannot race on them.
+    src = tmp_path / "src_copy"
+    src.mkdir()
+    for name in ("pyproject.toml", "README.md", "napari.yaml", "LICENSE"):
+        if (REPO / name).exists():
+            shutil.copy2(REPO / name, src / name, follow_symlinks=True)
+    shutil.copytree(
+        REPO / "src",
+        src / "src",
+        symlinks=True,
+        ignore=shutil.ignore_patterns("__pycache__", "*.egg-info", "*.pyc"),
+    )
     wheel_dir = tmp_path / "wheel"
     res = subprocess.run(
         [sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation",
-         "--no-index", "-q", "-w", str(wheel_dir), str(REPO)],
+         "--no-index", "-q", "-w", str(wheel_dir), str(src)],
         capture_output=True, text=True, timeout=300, cwd=tmp_path,
     )  # fmt: skip
     assert res.returncode == 0, res.stdout + res.stderr
@@ -115,7 +130,11 @@ def test_wheel_ships_manifest_and_validates(tmp_path: Path) -> None:
     site = [p for p in sys.path if p.endswith("site-packages")]
     env["PYTHONPATH"] = os.pathsep.join([str(target), *site])
     res = subprocess.run(
-        [sys.executable, "-S", "-c", code], capture_output=True, text=True, timeout=120, env=env,
+        [sys.executable, "-S", "-c", code],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env=env,
         cwd=tmp_path,
     )
     assert res.returncode == 0, res.stdout + res.stderr

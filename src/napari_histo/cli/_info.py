@@ -77,7 +77,7 @@ def _table(info: dict[str, Any]) -> str:
         f"compression:     {info['compression'] or 'unknown'}  "
         f"(source pixels: {info['source_dtype']}, {info['source_samples']} samples)",
         f"levels:          {info['native_level_count']} in file, "
-        f"{info['level_count']} with computed ones",
+        f"{info['level_count']} in total (computed levels marked)",
     ]
     for lv in info["levels"]:
         m = lv["mpp"]
@@ -85,7 +85,7 @@ def _table(info: dict[str, Any]) -> str:
         lines.append(
             f"  [{lv['level']}] {lv['width']:>7} x {lv['height']:<7} downsample {lv['downsample']:<8g}"
             + (f" {m[1]:.4g} um/px" if m else "")
-            + (f"  tiles {tile['width']}x{tile['height']}" if tile else "")
+            + (f"  chunks {tile['width']}x{tile['height']}" if tile else "")
             + ("" if lv["native"] else "  (computed)")
         )
     lines.append(f"associated:      {', '.join(info['associated_images']) or 'none'}")

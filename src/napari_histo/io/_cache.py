@@ -130,11 +130,32 @@ def decode_pool() -> ThreadPoolExecutor:
     return _POOL
 
 
-def parallel_map(func: Callable[[Any], Any], items: list[Any], *, min_items: int = 3) -> list[Any]:
-    """``[func(i) for i in items]``, on the decode pool when there are enough items.
+_ACTIVE = 0
+_ACTIVE_LOCK = threading.Lock()
 
-    Runs inline for few items (submitting costs more than it saves) and inside pool threads.
+
+def parallel_map(func: Callable[[Any], Any], items: list[Any], *, min_items: int = 3) -> list[Any]:
+    """``[func(i) for i in items]``, on the decode pool when that can help.
+
+    Runs inline for few items (submitting costs more than it saves), inside pool threads, and
+    when another thread is already fanning out a read: then the callers themselves keep the
+    cores busy and nesting both would only add context switches (measured: 0.77x the raw
+    decode limit with 2 reader threads before this rule). The calling thread decodes the
+    first item itself rather than idle while the pool works.
     """
+    global _ACTIVE
     if len(items) < min_items or in_decode_pool() or decode_threads() < 2:
         return [func(i) for i in items]
-    return list(decode_pool().map(func, items))
+    with _ACTIVE_LOCK:
+        _ACTIVE += 1
+        busy = _ACTIVE > 1
+    try:
+        if busy:
+            return [func(i) for i in items]
+        pool = decode_pool()
+        futures = [pool.submit(func, i) for i in items[1:]]
+        first = func(items[0])
+        return [first] + [f.result() for f in futures]
+    finally:
+        with _ACTIVE_LOCK:
+            _ACTIVE -= 1

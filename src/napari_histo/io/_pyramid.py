@@ -31,6 +31,9 @@ MIN_SIDE = 1024
 
 _WHITE = np.uint8(255)
 
+#: ``np.asarray(level)`` on anything bigger is refused (a gigapixel level-0 would OOM)
+_MAX_ARRAY_BYTES = 4 * 1024**3
+
 
 class LevelArray(ABC):
     """Lazy (H, W, 3) uint8 view of one pyramid level, decoded segment by segment.
@@ -92,6 +95,10 @@ class LevelArray(ABC):
         if self.reopen is None:
             raise TypeError(f"{type(self).__name__} cannot be pickled without a reopen recipe")
         return self.reopen
+
+    def __dask_tokenize__(self) -> Any:
+        # cheap, deterministic identity (file token + level) instead of pickling the object
+        return (type(self).__name__, self.key, self.shape)
 
     @property
     def size(self) -> int:
@@ -168,6 +175,11 @@ class LevelArray(ABC):
         return arr[(yrel, xrel) + tuple(key[2:])]
 
     def __array__(self, dtype: Any = None, copy: Any = None) -> np.ndarray:
+        if self.size * self.dtype.itemsize > _MAX_ARRAY_BYTES:
+            raise MemoryError(
+                f"refusing to load a whole {self.shape[1]} x {self.shape[0]} px level into "
+                "memory; slice it (level[y0:y1, x0:x1]) or use a coarser level"
+            )
         arr = self.read(0, self.shape[0], 0, self.shape[1])
         return arr if dtype is None else arr.astype(dtype)
 

@@ -132,7 +132,7 @@ class TiffLevel(LevelArray):
         if len(self.offsets) < need or len(self.counts) < need:
             raise SlideOpenError(
                 f"{name}: the header claims {w} x {h} px ({need} tiles) but only "
-                f"{len(self.offsets)} tile offsets are stored; the file is corrupt or truncated"
+                f"{len(self.offsets)} tile offset(s) are stored; the file is corrupt or truncated"
             )
         self._nseg = nseg
         page.init_decode()  # tifffile's decoder closure is not thread-safe on first access

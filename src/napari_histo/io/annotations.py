@@ -225,7 +225,7 @@ def parse_asap_xml(source: str | Path | bytes, *, where: str | None = None) -> l
         if kind_attr in ("dot", "pointset", "point"):
             warnings.warn(f"{ctx}: {kind_attr} annotation has no area, skipped", stacklevel=2)
             continue
-        pts = []
+        pts: list[tuple[int, float, float]] = []
         for c in node.iter("Coordinate"):
             try:
                 order = int(float(c.get("Order", len(pts))))

@@ -157,6 +157,7 @@ def _polygons(geom: Any, ctx: str) -> list[list[Any]]:
         raise DataError(msg)
     t = geom["type"]
     coords = geom.get("coordinates")
+    polys: Any
     if t == "Polygon":
         polys = [coords]
     elif t == "MultiPolygon":

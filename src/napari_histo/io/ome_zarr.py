@@ -100,7 +100,11 @@ def downsample2(block: np.ndarray, kind: str) -> np.ndarray:
     lead = block.shape[:-2]
     b = block.reshape(*lead, block.shape[-2] // 2, 2, block.shape[-1] // 2, 2)
     if np.issubdtype(block.dtype, np.integer) or block.dtype == bool:
-        s = b.sum(axis=(-3, -1), dtype=np.int64)
+        # narrowest exact accumulator: 4 x uint8 fits uint16 (a quarter of int64's memory)
+        acc = {1: np.uint16, 2: np.uint32}.get(block.dtype.itemsize, np.int64)
+        if block.dtype.kind == "i" or block.dtype == bool:
+            acc = np.int64 if block.dtype.itemsize > 2 else np.int32
+        s = b.sum(axis=(-3, -1), dtype=acc)
         return ((s + 2) // 4).astype(block.dtype)
     return b.astype(np.float32).mean(axis=(-3, -1)).astype(block.dtype)
 
@@ -118,7 +122,7 @@ def downsample2_dask(arr: da.Array, kind: str) -> da.Array:
     out_chunks = tuple(arr.chunks[:-2]) + tuple(
         tuple((x + 1) // 2 for x in c) for c in arr.chunks[-2:]
     )
-    return arr.map_blocks(downsample2, kind, chunks=out_chunks, dtype=arr.dtype)
+    return da.map_blocks(downsample2, arr, kind, chunks=out_chunks, dtype=arr.dtype)
 
 
 def n_levels_for(shape: Sequence[int], chunk: int, min_size: int = 256) -> int:
@@ -361,8 +365,8 @@ class OmeZarrStore:
             rx1 = min(wk, math.ceil(math.ceil(x1 / f) / cx) * cx)
             if ry1 <= ry0 or rx1 <= rx0:
                 continue
-            # blocks of up to 4x4 chunks: few zarr calls, bounded memory
-            by, bx = cy * 4, cx * 4
+            # blocks of 2x2 destination chunks: few zarr calls, small memory per thread
+            by, bx = cy * 2, cx * 2
             boxes = [
                 (a, b, min(a + by, ry1), min(b + bx, rx1))
                 for a in range(ry0, ry1, by)
@@ -474,10 +478,10 @@ def create_ome_zarr(
     if overwrite:
         remove_path(p)
 
-    zf = 2 if ngff_version == "0.4" else 3
+    zf: Literal[2, 3] = 2 if ngff_version == "0.4" else 3
     group = zarr.open_group(str(p), mode="w", zarr_format=zf)
     nm = name or p.name.split(".")[0]
-    for k, (h, w) in enumerate(_level_shapes(hw, nl)):
+    for k, (h, w) in enumerate(_level_shapes((hw[0], hw[1]), nl)):
         lshape = (channels, h, w) if channels else (h, w)
         lchunks = ((channels,) if channels else ()) + (min(cyx[0], h), min(cyx[1], w))
         _create_level(group, str(k), lshape, lchunks, dt, kind, fill_value, zf)
@@ -492,10 +496,11 @@ def create_ome_zarr(
             meta["image-label"]["version"] = "0.4"
     elif channels:
         meta["omero"] = _omero(channels, dt, nm)
+    norm = _norm_mpp(mpp)
     ours = {
         "complete": False,
         "kind": kind,
-        "mpp": list(_norm_mpp(mpp)) if mpp is not None else None,
+        "mpp": list(norm) if norm is not None else None,
         "created_at": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
         **(dict(attrs) if attrs else {}),
     }

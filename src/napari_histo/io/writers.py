@@ -18,7 +18,8 @@ half the previous). Pyramids: labels by striding, images by 2x2 means
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+import functools
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any, Literal
 
@@ -27,19 +28,20 @@ import numpy as np
 import numpy.typing as npt
 
 from napari_histo.core.errors import ConfigError
-from napari_histo.io._atomic import atomic_path
+from napari_histo.io._atomic import atomic_path, remove_path
 from napari_histo.io.geojson import write_geojson
 from napari_histo.io.ome_zarr import (
     _norm_mpp,
-    downsample2_dask,
+    create_ome_zarr,
+    downsample2,
     n_levels_for,
     write_ome_zarr,
 )
 
 __all__ = ["write_geojson", "write_ome_tiff", "write_ome_zarr"]
 
-#: Columns of tiles computed per dask call: a bounded strip, computed in parallel.
-_TILES_PER_BATCH = 16
+#: Bytes of source computed per dask call: bounded memory, chunks computed in parallel.
+_STRIP_BYTES = 64 * 2**20
 
 
 def _to_dask(a: Any, tile: int) -> da.Array:
@@ -50,19 +52,51 @@ def _to_dask(a: Any, tile: int) -> da.Array:
     return da.from_array(arr, chunks=chunks)
 
 
-def _tiles(arr: da.Array, tile: int) -> Iterator[np.ndarray]:
-    """Yield full-size tiles of ``arr`` in row-major order (edge tiles zero-padded)."""
+def _pad(t: np.ndarray, tile: int) -> np.ndarray:
+    if t.shape[0] != tile or t.shape[1] != tile:
+        pad = [(0, tile - t.shape[0]), (0, tile - t.shape[1])] + [(0, 0)] * (t.ndim - 2)
+        t = np.pad(t, pad)
+    return np.ascontiguousarray(t)
+
+
+def _strip_plan(arr: da.Array, tile: int) -> tuple[int, int]:
+    """(rows, cols) of the strips to compute: full-width strips of whole source chunks when
+    they fit the budget (every source chunk computed once), else one tile row in batches."""
     h, w = arr.shape[:2]
-    step = tile * _TILES_PER_BATCH
-    for y in range(0, h, tile):
-        for x0 in range(0, w, step):
-            strip = np.asarray(arr[y : y + tile, x0 : x0 + step].compute())
+    px = arr.dtype.itemsize * (arr.shape[2] if arr.ndim == 3 else 1)
+    ch = arr.chunks[0][0]
+    rows = tile * max(2, -(-ch // tile))
+    rows += rows % (2 * tile)  # an even number of tiles: level-1 rows stay chunk-aligned
+    if rows * w * px <= _STRIP_BYTES:
+        return rows, w
+    return tile, max(tile, tile * (_STRIP_BYTES // (tile * tile * px)))
+
+
+def _tiles(
+    arr: da.Array, tile: int, sink: Callable[[int, int, np.ndarray], None] | None = None
+) -> Iterator[np.ndarray]:
+    """Yield full-size tiles of ``arr`` in row-major order (edge tiles zero-padded).
+
+    ``sink(y, x, strip)`` receives every computed strip (even offsets and sizes), which is how
+    the next pyramid level is built from data already in memory.
+    """
+    h, w = arr.shape[:2]
+    rows, cols = _strip_plan(arr, tile)
+    for y in range(0, h, rows):
+        if cols >= w:
+            strip = np.asarray(arr[y : y + rows].compute())
+            if sink is not None:
+                sink(y, 0, strip)
+            for ty in range(0, strip.shape[0], tile):
+                for x in range(0, w, tile):
+                    yield _pad(strip[ty : ty + tile, x : x + tile], tile)
+            continue
+        for x0 in range(0, w, cols):
+            strip = np.asarray(arr[y : y + rows, x0 : x0 + cols].compute())
+            if sink is not None:
+                sink(y, x0, strip)
             for x in range(0, strip.shape[1], tile):
-                t = strip[:, x : x + tile]
-                if t.shape[0] != tile or t.shape[1] != tile:
-                    pad = [(0, tile - t.shape[0]), (0, tile - t.shape[1])] + [(0, 0)] * (t.ndim - 2)
-                    t = np.pad(t, pad)
-                yield np.ascontiguousarray(t)
+                yield _pad(strip[:, x : x + tile], tile)
 
 
 def write_ome_tiff(
@@ -115,13 +149,8 @@ def write_ome_tiff(
     if comp == "jpeg" and (kind == "labels" or dt != np.uint8):
         msg = "JPEG is lossy and only for uint8 images; use zlib or zstd for labels and heatmaps"
         raise ConfigError(msg)
-    if len(lv) > 1:
-        pyramid = [base] + [_to_dask(a, tile).astype(dt) for a in lv[1:]]
-    else:
-        nl = levels or n_levels_for(base.shape[:2], tile, min_size=tile)
-        pyramid = [base]
-        for _ in range(nl - 1):
-            pyramid.append(_pyramid_step(pyramid[-1], kind))
+    given = [base] + [_to_dask(a, tile).astype(dt) for a in lv[1:]]
+    nl = len(lv) if len(lv) > 1 else levels or n_levels_for(base.shape[:2], tile, min_size=tile)
     m = _norm_mpp(mpp)
     rgb = base.ndim == 3
     photometric = "rgb" if rgb else "minisblack"
@@ -134,34 +163,74 @@ def write_ome_tiff(
             PhysicalSizeY=m[0], PhysicalSizeYUnit="µm", PhysicalSizeX=m[1], PhysicalSizeXUnit="µm"
         )
     with atomic_path(path, overwrite=overwrite) as tmp:
-        big = base.size * dt.itemsize > 2**31
-        with tifffile.TiffWriter(tmp, bigtiff=big, ome=True) as tif:
-            for k, arr in enumerate(pyramid):
-                opts: dict[str, Any] = {
-                    "shape": arr.shape,
-                    "dtype": dt,
-                    "tile": (tile, tile),
-                    "photometric": photometric,
-                    "compression": comp,
-                    "compressionargs": compressionargs,
-                    "predictor": comp in ("zlib", "zstd", "lzw") and dt.itemsize > 1 or None,
-                }
-                if m is not None:
-                    f = 2**k
-                    opts["resolution"] = (1e4 / (m[1] * f), 1e4 / (m[0] * f))
-                    opts["resolutionunit"] = "CENTIMETER"
-                if k == 0:
-                    opts["subifds"] = len(pyramid) - 1
-                    opts["metadata"] = metadata
-                else:
-                    opts["subfiletype"] = 1
-                    opts["metadata"] = None
-                tif.write(_tiles(arr, tile), **opts)
+        # lower levels of a single dask array are built from the level-0 strips as they are
+        # computed and spilled to a hidden zarr pyramid: the source is computed only once
+        spill = tmp.parent / f"{tmp.name}.levels"
+        try:
+            big = base.size * dt.itemsize > 3 * 2**29  # 1.5 GB raw: keep clear of 4 GB offsets
+            with tifffile.TiffWriter(tmp, bigtiff=big, ome=True) as tif:
+                lower, sink = _lower_levels(given, nl, kind, tile, spill)
+                for k in range(nl):
+                    arr = given[0] if k == 0 else lower[k - 1]()
+                    opts: dict[str, Any] = {
+                        "shape": arr.shape,
+                        "dtype": dt,
+                        "tile": (tile, tile),
+                        "photometric": photometric,
+                        "compression": comp,
+                        "compressionargs": compressionargs,
+                        "predictor": comp in ("zlib", "zstd", "lzw") and dt.itemsize > 1 or None,
+                    }
+                    if m is not None:
+                        f = 2**k
+                        opts["resolution"] = (1e4 / (m[1] * f), 1e4 / (m[0] * f))
+                        opts["resolutionunit"] = "CENTIMETER"
+                    if k == 0:
+                        opts["subifds"] = nl - 1
+                        opts["metadata"] = metadata
+                    else:
+                        opts["subfiletype"] = 1
+                        opts["metadata"] = None
+                    tif.write(_tiles(arr, tile, sink if k == 0 else None), **opts)
+        finally:
+            remove_path(spill)
     return Path(path)
 
 
-def _pyramid_step(arr: da.Array, kind: str) -> da.Array:
-    """Next pyramid level of a channel-last dask array (downsample2 works on the last 2 axes)."""
-    if arr.ndim == 3:
-        return downsample2_dask(arr.transpose(2, 0, 1), kind).transpose(1, 2, 0)
-    return downsample2_dask(arr, kind)
+def _lower_levels(
+    given: list[da.Array], nl: int, kind: Literal["labels", "image"], tile: int, spill: Path
+) -> tuple[list[Callable[[], da.Array]], Callable[[int, int, np.ndarray], None] | None]:
+    """Sources of levels 1..nl-1 (as thunks, valid once level 0 is written) and the sink."""
+    if len(given) > 1:
+        return [functools.partial(_identity, a) for a in given[1:]], None
+    if nl <= 1:
+        return [], None
+    base = given[0]
+    h, w = base.shape[:2]
+    shape1 = ((h + 1) // 2, (w + 1) // 2) + tuple(base.shape[2:])
+    store = create_ome_zarr(
+        spill,
+        shape1,
+        base.dtype,
+        chunks=tile,
+        kind=kind,
+        n_levels=nl - 1,
+    )
+    built = {"done": False}
+
+    def sink(y: int, x: int, strip: np.ndarray) -> None:
+        half = downsample2(np.moveaxis(strip, -1, 0), kind) if strip.ndim == 3 else None
+        down = np.moveaxis(half, 0, -1) if half is not None else downsample2(strip, kind)
+        store.write_block(y // 2, x // 2, down)
+
+    def level(k: int) -> da.Array:
+        if not built["done"]:
+            store.build_pyramid()
+            built["done"] = True
+        return store.as_dask()[k]
+
+    return [functools.partial(level, k) for k in range(nl - 1)], sink
+
+
+def _identity(a: da.Array) -> da.Array:
+    return a

@@ -170,7 +170,7 @@ class CorrectWidget(Container):
                           zip(pred.translate[-2:], (y0, x0), scale))
         layer = self._viewer.add_labels(
             original.copy(), name=rl.unique_name(self._viewer, f"{pred.name} corrections"),
-            scale=scale, translate=translate, opacity=0.7,
+            scale=scale, translate=translate, opacity=0.7, units=tuple(pred.units)[-2:],
             metadata={"napari_histo": {"kind": "corrections", "prediction": pred.name,
                                        "box": list(box), "store": str(store.path)}})
         layer.mode = "paint"

@@ -96,7 +96,7 @@ def extent_aligned_placement(
     """
     scale = []
     translate = []
-    for big, big_scale, small in zip(target_shape[:2], target_scale[:2], shape[:2]):
+    for big, big_scale, small in zip(target_shape[:2], target_scale[:2], shape[:2], strict=False):
         s = float(big) * float(big_scale) / float(small)
         scale.append(s)
         translate.append((s - float(big_scale)) / 2.0)
@@ -297,11 +297,9 @@ def annotations_layer_data(
     scale, units = layer_placement(mpp)
     factor = np.asarray(scale, dtype=float)
     polys: list[np.ndarray] = []
-    feats: dict[str, list[Any]] = {
-        "name": [], "group": [], "label": [], "kind": [], "hole": []
-    }
+    feats: dict[str, list[Any]] = {"name": [], "group": [], "label": [], "kind": [], "hole": []}
     for i, ann in enumerate(annotations):
-        rings = [(getattr(ann, "polygon"), False)]
+        rings = [(ann.polygon, False)]
         rings += [(h, True) for h in getattr(ann, "holes", ()) or ()]
         for ring, is_hole in rings:
             yx = np.asarray(ring, dtype=float).reshape(-1, 2)

@@ -70,7 +70,9 @@ def _is_annotation_file(path: Path) -> bool:
 
 def _is_zarr_dir(path: Path) -> bool:
     return path.is_dir() and (
-        (path / "zarr.json").is_file() or (path / ".zgroup").is_file() or (path / ".zattrs").is_file()
+        (path / "zarr.json").is_file()
+        or (path / ".zgroup").is_file()
+        or (path / ".zattrs").is_file()
     )
 
 
@@ -179,7 +181,7 @@ def read_slide_layers(path: str | Path | Sequence[str]) -> list[LayerDataTuple]:
     slide = _open_slide(p)
     image = slide_layer_data(slide)
     layers: list[LayerDataTuple] = [image]
-    mask_layer = _ground_truth_layer(slide, p, image)
+    mask_layer = _ground_truth_layer(slide, p)
     if mask_layer is not None:
         layers.append(mask_layer)
     ann = _sibling_annotations(p)
@@ -253,9 +255,7 @@ def _read_ngff_non_rgb(path: Path) -> list[LayerDataTuple] | None:
     return [(data, kwargs, "image")]
 
 
-def _ground_truth_layer(
-    slide: Any, path: Path, image: LayerDataTuple
-) -> LayerDataTuple | None:
+def _ground_truth_layer(slide: Any, path: Path) -> LayerDataTuple | None:
     """Labels layer of the slide's sibling mask, or None (warning when it is unusable)."""
     try:
         from napari_histo.io.masks import find_ground_truth, mask_scale_for, open_mask
@@ -307,8 +307,20 @@ def _slide_stem(path: Path) -> str:
 def _sibling_slide(path: Path) -> Path | None:
     """The slide with the annotation's stem in the same folder, if any."""
     stem = Path(path).stem
-    for suffix in (".tif", ".svs", ".ndpi", ".tiff", ".ome.tif", ".ome.tiff", ".mrxs", ".scn",
-                   ".ome.zarr", ".zarr", ".png", ".jpg"):
+    for suffix in (
+        ".tif",
+        ".svs",
+        ".ndpi",
+        ".tiff",
+        ".ome.tif",
+        ".ome.tiff",
+        ".mrxs",
+        ".scn",
+        ".ome.zarr",
+        ".zarr",
+        ".png",
+        ".jpg",
+    ):
         cand = path.with_name(stem + suffix)
         if cand.exists():
             return cand
@@ -369,8 +381,14 @@ def read_annotation_layers(path: str | Path | Sequence[str]) -> list[LayerDataTu
             slide_path = None
     return [
         annotations_layer_data(
-            records, mpp=mpp, name=f"{p.stem} annotations", source=p, slide_source=slide_path,
+            records,
+            mpp=mpp,
+            name=f"{p.stem} annotations",
+            source=p,
+            slide_source=slide_path,
             simplify=_display_tolerance(),
         )
     ]
+
+
 read_slide = read_slide_layers  # name of the first minimal version, kept for callers

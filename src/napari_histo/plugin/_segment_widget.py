@@ -107,6 +107,7 @@ class SegmentRequest:
     order_near: tuple[float, float] | None = None
     out_path: str | None = None
     device: str = "auto"
+    image_offset: tuple[float, float] = (0.0, 0.0)  # level-0 px of ``image``'s top-left
 
 
 @dataclass
@@ -159,10 +160,12 @@ def segment_job(req: SegmentRequest) -> Any:
     if req.source is None:
         if req.image is None:
             raise ValueError("segment_job needs a source slide or an image array")
-        probs = yield from inf.predict_array(req.image, model,
-                                             batch_size=req.cfg.batch_size)
-        return SegmentOutcome(_foreground_np(probs), (1.0, 1.0), (0.0, 0.0),
-                              list(model.class_names), model_load_s=load_s)
+        probs = yield from inf.predict_array(req.image, model, batch_size=req.cfg.batch_size,
+                                             stride=req.cfg.stride, context=req.cfg.context)
+        fg = _foreground_np(probs)
+        ds = (req.image.shape[0] / fg.shape[0], req.image.shape[1] / fg.shape[1])
+        return SegmentOutcome(fg, ds, req.image_offset, list(model.class_names),
+                              model_load_s=load_s)
     gen = inf.predict_slide(req.source, model, req.cfg, region=req.region,
                             order_near=req.order_near, out_path=req.out_path)
     reader = _TileReader(req.out_path)
@@ -377,6 +380,7 @@ class SegmentWidget(Container):
             cfg_kw["tissue_only"] = whole
             if not whole:  # small blocks, small batches: the first tile shows up sooner
                 cfg_kw.update(block_tiles=1, batch_size=2)
+            cfg_kw.update(self._extra_cfg(whole))
             req = SegmentRequest(checkpoint=ckpt, cfg=InferenceConfig(**cfg_kw), source=source,
                                  region=None if whole else region, order_near=order_near,
                                  out_path=out_path, device=self._device_combo.value)
@@ -386,11 +390,17 @@ class SegmentWidget(Container):
             crop = np.asarray(data[y0:y1, x0:x1])
             if crop.ndim == 2:
                 crop = np.repeat(crop[..., None], 3, axis=2)
+            cfg_kw.update(self._extra_cfg(whole))
             req = SegmentRequest(checkpoint=ckpt, cfg=InferenceConfig(**cfg_kw), source=None,
                                  image=np.ascontiguousarray(crop[..., :3]).astype(np.uint8),
-                                 device=self._device_combo.value)
+                                 device=self._device_combo.value,
+                                 image_offset=(float(y0), float(x0)))
         placement = {"region": region, "whole": whole, "target": target}
         return req, image_layer, placement
+
+    def _extra_cfg(self, whole: bool) -> dict[str, Any]:
+        """More InferenceConfig options (the patch-heatmap widget adds stride/context)."""
+        return {}
 
     @staticmethod
     def _resolution_for(source: str) -> dict[str, Any]:

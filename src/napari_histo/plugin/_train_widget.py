@@ -131,6 +131,7 @@ class TrainWidget(Container):
         self._augment_check = CheckBox(label="augmentation", value=True)
         self._stain_combo = ComboBox(label="stain norm", choices=("none", "macenko", "reinhard"),
                                      value="none")
+        self._stain_ref_edit = FileEdit(label="stain reference", mode="r", nullable=True)
         self._val_spin = FloatSpinBox(label="validation fraction", min=0.0, max=0.9, step=0.05,
                                       value=0.25)
         self._group_edit = LineEdit(label="split by", value="auto")
@@ -150,7 +151,7 @@ class TrainWidget(Container):
             self._pairs_label, self._folder_edit, self._task_combo, self._model_combo,
             self._epochs_spin, self._lr_spin, self._batch_spin, self._patch_spin,
             self._steps_spin, self._device_combo, self._augment_check, self._stain_combo,
-            self._val_spin, self._group_edit, self._init_edit, self._out_edit,
+            self._stain_ref_edit, self._val_spin, self._group_edit, self._init_edit, self._out_edit,
             self._preview_check, self._start_button, self._stop_button, self._resume_button,
             self._use_button, self._progress_bar, self._status_label, self.curves.widget,
         ])
@@ -226,6 +227,8 @@ class TrainWidget(Container):
         folder = self._folder_edit.value
         data = (str(folder),) if folder not in (None, "", Path(".")) and str(folder) else ()
         stain = None if self._stain_combo.value == "none" else self._stain_combo.value
+        ref = self._stain_ref_edit.value
+        stain_ref = str(ref) if ref not in (None, "") and Path(str(ref)).is_file() else None
         init = self._init_edit.value
         init_ckpt = str(init) if init not in (None, "") and Path(str(init)).is_file() else None
         if resume and self._cfg is not None:
@@ -239,7 +242,8 @@ class TrainWidget(Container):
             patch_size=int(self._patch_spin.value), device=self._device_combo.value,
             group_by=str(self._group_edit.value or "auto"),
             val_fraction=float(self._val_spin.value), augment=bool(self._augment_check.value),
-            stain_norm=stain, init_checkpoint=init_ckpt,
+            stain_norm=stain, stain_reference=stain_ref if stain else None,
+            init_checkpoint=init_ckpt,
             steps_per_epoch=int(self._steps_spin.value) or None, resume=resume)
 
     def _to_arrays(self) -> list[Any]:
@@ -258,6 +262,11 @@ class TrainWidget(Container):
                 b = (boxes or [(0, 0, *rl.level0_shape(img))])[0]
                 self._preview_crop = (img, _center_crop(b, 256))
         return arrays
+
+    def set_stain(self, method: str, reference: str) -> None:
+        """Normalise training images with ``method`` fitted on ``reference`` (Stain widget)."""
+        self._stain_combo.value = method
+        self._stain_ref_edit.value = reference
 
     # ---------------------------------------------------------------- actions
     @property

@@ -30,7 +30,7 @@ __all__ = [
 
 #: The largest level traced into GeoJSON polygons (pixels): finer multiscale levels are skipped
 #: so a whole-slide mask is traced from a level that fits comfortably in memory.
-MAX_TRACE_PIXELS = 8192 * 8192
+MAX_TRACE_PIXELS = 4096 * 4096
 
 
 def _levels(data: Any) -> list[Any]:
@@ -88,7 +88,7 @@ def layer_mpp(attributes: Mapping[str, Any]) -> tuple[float, float] | None:
 
 def _halving(levels: Sequence[Any]) -> bool:
     """True when every level is exactly half (ceil) the previous one, as io writers need."""
-    for a, b in zip(levels, levels[1:]):
+    for a, b in zip(levels, levels[1:], strict=False):
         ha, wa = a.shape[:2]
         hb, wb = b.shape[:2]
         if (hb, wb) != (math.ceil(ha / 2), math.ceil(wa / 2)):
@@ -189,8 +189,9 @@ def geojson_geometry(
     """``(downsample, origin)`` mapping a traced level to level-0 pixel coordinates.
 
     GeoJSON (QuPath) coordinates are level-0 pixels of the *slide* with pixel corners on
-    integers. When the layer metadata names its slide's mpp (ground truth and predictions
-    made by napari-histo), a mask pixel spans ``layer_scale / slide_mpp`` slide pixels;
+    integers. When the layer metadata tells the slide's scale (``slide_scale`` of ground truth
+    from the reader, ``downsample`` of predictions), a mask pixel spans
+    ``layer_scale / slide_scale`` slide pixels;
     otherwise the layer's own pixels are the level-0 pixels. The layer's ``translate`` is
     kept: napari centres layer pixel ``i`` at ``i * s + t`` and slide pixel ``j`` at ``j * S``.
     """
@@ -200,7 +201,12 @@ def geojson_geometry(
     histo = meta.get("napari_histo") if isinstance(meta, Mapping) else None
     slide_scale = None
     if isinstance(histo, Mapping) and histo.get("slide_scale") is not None:
+        # ground truth opened by the reader
         slide_scale = [float(v) for v in histo["slide_scale"]][-2:]
+    elif isinstance(histo, Mapping) and histo.get("downsample") is not None:
+        # predictions (plugin._result_layers): output pixel = ``downsample`` slide pixels
+        ds = [float(v) for v in histo["downsample"]][-2:]
+        slide_scale = [scale[i] / ds[i] for i in range(2)]
     if slide_scale is None:
         slide_scale = scale
     # level k of a multiscale layer: one of its pixels spans f level-0 layer pixels
@@ -208,9 +214,7 @@ def geojson_geometry(
     d = [scale[i] * f[i] / slide_scale[i] for i in range(2)]
     # world of level-k pixel i (napari multiscale: level-0 transform of a scaled pixel):
     # centre at (i + 0.5) * f * s - 0.5 * s + t; slide corner coord c = world / S + 0.5
-    origin = [
-        (translate[i] - 0.5 * scale[i]) / slide_scale[i] + 0.5 for i in range(2)
-    ]
+    origin = [(translate[i] - 0.5 * scale[i]) / slide_scale[i] + 0.5 for i in range(2)]
     # io traces pixel centres at (i + 0.5) * d + origin
     return float(np.mean(d)), (origin[0], origin[1])
 

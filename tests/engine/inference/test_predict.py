@@ -213,12 +213,12 @@ def test_corrupt_tile_is_reported_and_the_rest_predicted(seg_model, tmp_path: Pa
 
     from napari_histo.io.synthetic import write_synthetic_slide
 
-    p, _ = write_synthetic_slide(tmp_path / "bad.tif", shape=(1024, 1024), tile=256, levels=1,
+    p, _ = write_synthetic_slide(tmp_path / "bad.tif", shape=(512, 768), tile=256, levels=1,
                                  mpp=1.0, with_mask=False)
     with tifffile.TiffFile(p) as tif:
         page = tif.pages[0]
         offs, counts = page.dataoffsets, page.databytecounts
-        i = 1 * 4 + 2  # tile row 1, col 2
+        i = 1 * 3 + 1  # tile row 1, column 1 (of 2 x 3)
         off, n = offs[i], counts[i]
     raw = bytearray(p.read_bytes())
     raw[off : off + n] = b"\x00" * n
@@ -227,7 +227,7 @@ def test_corrupt_tile_is_reported_and_the_rest_predicted(seg_model, tmp_path: Pa
     res = run_task(predict_slide(p, seg_model, CFG.replace(tissue_only=False)), events.append)
     warnings = [e for e in events if isinstance(e, Message) and e.level == "warning"]
     # the reader shows the corrupt tile white and warns: the run reports it and goes on
-    assert warnings and "row 1, column 2" in warnings[0].text
+    assert warnings and "row 1, column 1" in warnings[0].text
     assert res.failed_tiles >= 1 and res.stats.read_warnings
     assert res.complete and (res.probabilities > 0).all()
 

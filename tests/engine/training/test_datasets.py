@@ -138,3 +138,40 @@ def test_class_folders_csv_and_pcam(tmp_path: Path) -> None:
 
     p2 = pickle.loads(pickle.dumps(p.subset([0, 1])))
     assert len(p2) == 2 and p2.get_batch([1], None)[0].shape == (1, 64, 64, 3)
+
+
+def test_slide_patches_follow_centre_rule(shared_data: Path, tmp_path: Path) -> None:
+    """Real SVS + a GeoJSON 'Tumor' square: labels from the centre region, tissue only, balanced."""
+    import json
+    import pickle
+    import shutil
+
+    from napari_histo.engine.datasets.slides import (
+        SlidePatchDataset,
+        find_slide_truth,
+        sample_slide_patches,
+    )
+
+    shutil.copy(shared_data / "wsi" / "CMU-1-Small-Region.svs", tmp_path / "cmu.svs")
+    ring = [[1000, 1000], [1800, 1000], [1800, 1800], [1000, 1800], [1000, 1000]]  # x, y
+    (tmp_path / "cmu.geojson").write_text(json.dumps({"type": "FeatureCollection", "features": [
+        {"type": "Feature", "geometry": {"type": "Polygon", "coordinates": [ring]},
+         "properties": {"objectType": "annotation", "classification": {"name": "Tumor"}}}]}))
+    truth = find_slide_truth(tmp_path / "cmu.svs")
+    assert truth == ("annotations", str(tmp_path / "cmu.geojson"))
+    patches = sample_slide_patches(tmp_path / "cmu.svs", truth, mpp=1.0, context_size=96,
+                                   center_size=32, seed=0)
+    labels = np.array([p.label for p in patches])
+    assert (labels == 1).sum() == (labels == 0).sum() > 10  # balanced
+    half = 32 * 1.0 / 0.499 / 2  # centre region half-size in level-0 px
+    for p in patches:
+        if p.label == 1:  # centre region touches the square
+            assert 1000 - half - 40 <= p.x <= 1800 + half + 40
+            assert 1000 - half - 40 <= p.y <= 1800 + half + 40
+        else:  # centre region clear of it
+            assert not (1000 + half < p.x < 1800 - half and 1000 + half < p.y < 1800 - half)
+    ds = pickle.loads(pickle.dumps(SlidePatchDataset(patches, 1.0, 96, 64)))
+    x, y = ds.get_batch([0, len(patches) - 1], None)
+    assert x.shape == (2, 64, 64, 3) and x.dtype.is_floating_point is False
+    assert y.tolist() == [0, 1]
+    ds.close()

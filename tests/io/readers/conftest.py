@@ -65,11 +65,17 @@ def write_huge_header_tiff(path: Path, side: int = 1_000_000) -> Path:
     return path
 
 
-@pytest.fixture
-def bad_corpus(tmp_path: Path, synthetic_slide: tuple[Path, Path], he_image: np.ndarray) -> dict[str, Path]:
-    """Write the corpus of bad inputs into ``tmp_path``; returns name -> path."""
+@pytest.fixture(scope="session")
+def bad_corpus(
+    tmp_path_factory: pytest.TempPathFactory, synthetic_slide: tuple[Path, Path], he_image: np.ndarray
+) -> dict[str, Path]:
+    """Write the corpus of bad inputs into a tmp folder (once); returns name -> path.
+
+    Tests only read these files.
+    """
     from PIL import Image
 
+    tmp_path = tmp_path_factory.mktemp("bad_corpus")
     slide, _ = synthetic_slide
     c: dict[str, Path] = {}
     c["missing"] = tmp_path / "does_not_exist.svs"

@@ -107,3 +107,22 @@ def test_glas_image_with_mask(shared_data: Path) -> None:
         assert m.binary_255 and m.shape == s.shape
         assert set(np.unique(np.asarray(m.levels[0])).tolist()) == {0, 1}
         assert mask_scale_for(s, m) == (1.0, 1.0)
+
+
+def test_ome_zarr_label_mask(tmp_path: Path) -> None:
+    import zarr
+
+    lab = np.zeros((300, 400), np.uint8)
+    lab[50:100, 60:200] = 3
+    root = zarr.open_group(str(tmp_path / "m.ome.zarr"), mode="w", zarr_format=3)
+    arr = root.create_array("0", shape=lab.shape, chunks=(128, 128), dtype=lab.dtype)
+    arr[:] = lab
+    root.attrs["ome"] = {"version": "0.5", "multiscales": [{
+        "axes": [{"name": "y", "type": "space", "unit": "micrometer"},
+                 {"name": "x", "type": "space", "unit": "micrometer"}],
+        "datasets": [{"path": "0", "coordinateTransformations": [{"type": "scale", "scale": [2.0, 2.0]}]}],
+    }]}
+    with open_mask(tmp_path / "m.ome.zarr") as m:
+        assert m.levels[0].dtype == np.uint8 and m.levels[0].chunksize == (128, 128)
+        np.testing.assert_array_equal(np.asarray(m.levels[0]), lab)
+        assert m.mpp == pytest.approx((2.0, 2.0))

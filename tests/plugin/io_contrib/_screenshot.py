@@ -22,8 +22,10 @@ def main(argv: list[str]) -> int:
     viewer = napari.Viewer(show=True, title="napari-histo")
     viewer.window._qt_window.resize(1400, 1000)
     layers = viewer.open(slide, plugin="napari-histo")
-    viewer.scale_bar.visible = True
-    viewer.scale_bar.box = True
+    overlays = getattr(getattr(viewer, "canvas", None), "overlays", None)
+    scale_bar = getattr(overlays, "scale_bar", None) or viewer.scale_bar  # napari < 0.9
+    scale_bar.visible = True
+    scale_bar.box = True
     viewer.reset_view()
     app = napari.qt.get_qapp()
     shot = None
@@ -40,8 +42,11 @@ def main(argv: list[str]) -> int:
     assert shot is not None
     out.parent.mkdir(parents=True, exist_ok=True)
     Image.fromarray(np.asarray(shot)[..., :3]).save(out)
-    print(json.dumps({"layers": [[type(la).__name__, la.name] for la in layers],
-                      "shape": list(shot.shape)}))
+    print(
+        json.dumps(
+            {"layers": [[type(la).__name__, la.name] for la in layers], "shape": list(shot.shape)}
+        )
+    )
     viewer.close()
     return 0
 

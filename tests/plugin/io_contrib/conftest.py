@@ -46,13 +46,23 @@ def _downsample(img: np.ndarray, f: int) -> np.ndarray:
     return v.astype(np.uint8).reshape(h // f, w // f, *img.shape[2:])
 
 
-def write_pyramid(path: Path, image: np.ndarray, *, mpp: float | None, levels: int = 3,
-                  tile: int = 256, compression: str = "jpeg") -> Path:
+def write_pyramid(
+    path: Path,
+    image: np.ndarray,
+    *,
+    mpp: float | None,
+    levels: int = 3,
+    tile: int = 256,
+    compression: str = "jpeg",
+) -> Path:
     """Write a tiled pyramidal TIFF (SubIFDs) with mpp in the resolution tags."""
     import tifffile
 
-    kw: dict = {"tile": (tile, tile), "photometric": "rgb" if image.ndim == 3 else "minisblack",
-                "compression": compression}
+    kw: dict = {
+        "tile": (tile, tile),
+        "photometric": "rgb" if image.ndim == 3 else "minisblack",
+        "compression": compression,
+    }
     extra: dict = {}
     if mpp is not None:
         extra = {"resolution": (1e4 / mpp, 1e4 / mpp), "resolutionunit": "CENTIMETER"}
@@ -74,14 +84,16 @@ def synthetic_slide(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """``slide_a.tif`` (3 levels, 0.5 um/px) with ``slide_a_mask.tif`` at 1/4 resolution."""
     root = tmp_path_factory.mktemp("slides")
     path = write_pyramid(root / "slide_a.tif", he_like(SLIDE_SHAPE), mpp=MPP)
-    mask = np.zeros((SLIDE_SHAPE[0] // MASK_DOWNSAMPLE, SLIDE_SHAPE[1] // MASK_DOWNSAMPLE),
-                    dtype=np.uint8)
+    mask = np.zeros(
+        (SLIDE_SHAPE[0] // MASK_DOWNSAMPLE, SLIDE_SHAPE[1] // MASK_DOWNSAMPLE), dtype=np.uint8
+    )
     y0, y1, x0, x1 = (v // MASK_DOWNSAMPLE for v in TUMOR_BOX)
     mask[y0:y1, x0:x1] = 1
     import tifffile
 
-    tifffile.imwrite(root / "slide_a_mask.tif", mask, tile=(64, 64), compression="zlib",
-                     photometric="minisblack")
+    tifffile.imwrite(
+        root / "slide_a_mask.tif", mask, tile=(64, 64), compression="zlib", photometric="minisblack"
+    )
     return path
 
 

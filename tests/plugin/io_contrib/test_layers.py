@@ -75,8 +75,9 @@ def test_mask_layer_data_multiscale_and_dtype() -> None:
     rgb = np.zeros((10, 10, 3), dtype=np.uint8)
     d, _, _ = mask_layer_data(rgb, slide_shape=(10, 10), slide_scale=(1, 1), name="m")
     assert d.shape == (10, 10)
-    d, _, _ = mask_layer_data(np.zeros((4, 4), bool), slide_shape=(4, 4), slide_scale=(1, 1),
-                              name="m")
+    d, _, _ = mask_layer_data(
+        np.zeros((4, 4), bool), slide_shape=(4, 4), slide_scale=(1, 1), name="m"
+    )
     assert d.dtype == np.uint8
 
 
@@ -84,14 +85,14 @@ def test_annotations_layer_data_groups_and_microns() -> None:
     from napari_histo.io.annotations import parse_asap_xml
 
     xml = (
-        b'<ASAP_Annotations><Annotations>'
+        b"<ASAP_Annotations><Annotations>"
         b'<Annotation Name="T" Type="Polygon" PartOfGroup="_0"><Coordinates>'
         b'<Coordinate Order="0" X="10" Y="20"/><Coordinate Order="1" X="30" Y="20"/>'
         b'<Coordinate Order="2" X="30" Y="40"/></Coordinates></Annotation>'
         b'<Annotation Name="E" Type="Polygon" PartOfGroup="_2"><Coordinates>'
         b'<Coordinate Order="0" X="12" Y="22"/><Coordinate Order="1" X="14" Y="22"/>'
         b'<Coordinate Order="2" X="14" Y="24"/></Coordinates></Annotation>'
-        b'</Annotations></ASAP_Annotations>'
+        b"</Annotations></ASAP_Annotations>"
     )
     anns = parse_asap_xml(xml)
     polys, kwargs, kind = annotations_layer_data(anns, mpp=(0.25, 0.25), name="a")
@@ -106,3 +107,13 @@ def test_annotations_layer_data_groups_and_microns() -> None:
     polys_px, kw_px, _ = annotations_layer_data(anns, mpp=None, name="a")
     np.testing.assert_allclose(polys_px[0][0], (20, 10))
     assert kw_px["units"] == ("pixel", "pixel")
+
+
+def test_slide_without_mpp_is_placed_in_pixels(plain_slide: Path) -> None:
+    from napari_histo.io.slide import open_slide
+
+    data, kwargs, _ = slide_layer_data(open_slide(plain_slide))
+    assert kwargs["scale"] == (1.0, 1.0)
+    assert kwargs["units"] == ("pixel", "pixel")
+    assert kwargs["metadata"]["mpp"] is None
+    assert kwargs["multiscale"] and len(data) >= 2

@@ -216,3 +216,17 @@ def test_malformed_annotation_gives_clear_message(make_napari_viewer, tmp_path: 
         chain.append(str(exc))
         exc = exc.__cause__ or exc.__context__
     assert any("bad.xml" in t for t in chain), chain
+
+
+def test_mismatched_mask_warns_and_slide_still_opens(
+    make_napari_viewer, pyramid_writer, he_image, tmp_path: Path
+) -> None:
+    """A sibling mask with another aspect ratio is refused with a clear warning."""
+    import tifffile
+
+    slide = pyramid_writer(tmp_path / "case.tif", he_image((512, 768)), mpp=0.5, levels=2)
+    tifffile.imwrite(tmp_path / "case_mask.tif", np.ones((300, 100), dtype=np.uint8))
+    viewer = make_napari_viewer()
+    with pytest.warns(UserWarning, match="case_mask.tif"):
+        layers = viewer.open(slide, plugin=PLUGIN)
+    assert [type(layer).__name__ for layer in layers] == ["Image"]

@@ -40,8 +40,7 @@ def test_labels_round_trip_ome_zarr(make_napari_viewer, tmp_path: Path) -> None:
         np.testing.assert_array_equal(np.asarray(store.levels[k]), np.asarray(levels[k]))
 
     # and napari-histo reads it back as a Labels layer at the same physical scale
-    viewer2 = make_napari_viewer()
-    (back,) = viewer2.open(out, plugin=PLUGIN)
+    (back,) = viewer.open(out, plugin=PLUGIN)
     assert type(back).__name__ == "Labels"
     np.testing.assert_allclose(back.scale, (2.0, 2.0))
     data0 = back.data[0] if back.multiscale else back.data
@@ -57,18 +56,18 @@ def test_image_round_trip_ome_zarr_and_tiff(
     image = layers[0]
     assert image.multiscale
     src0 = np.asarray(image.data[0])
-    viewer.layers.selection = {image}
     for name in ("slide.ome.zarr", "slide.ome.tif"):
         out = tmp_path / name
+        viewer.layers.selection = {image}
         written = viewer.layers.save(str(out), selected=True, plugin=PLUGIN)
         assert written == [str(out)]
-        viewer2 = make_napari_viewer()
-        back = viewer2.open(out, plugin=PLUGIN)[0]
+        back = viewer.open(out, plugin=PLUGIN)[0]
         assert type(back).__name__ == "Image" and back.rgb
         np.testing.assert_allclose(back.scale, (slide_spec.mpp, slide_spec.mpp), rtol=1e-6)
         got = np.asarray(back.data[0] if back.multiscale else back.data)
         np.testing.assert_array_equal(got, src0)  # lossless writers
         assert back.multiscale
+        viewer.layers.remove(back)
 
 
 def test_labels_ome_tiff_round_trip(make_napari_viewer, tmp_path: Path) -> None:
@@ -89,9 +88,11 @@ def test_labels_ome_tiff_round_trip(make_napari_viewer, tmp_path: Path) -> None:
         assert abs(1e4 * xres[1] / xres[0] - 0.25) < 1e-6
 
 
-def test_labels_to_geojson_in_slide_pixels(make_napari_viewer, tmp_path: Path) -> None:
-    """A ground-truth-like labels layer (1/4 of the slide's resolution) exports polygons in
-    slide level-0 pixels, which read back rasterize to the same mask."""
+@pytest.mark.parametrize("origin", ["ground_truth", "prediction"])
+def test_labels_to_geojson_in_slide_pixels(make_napari_viewer, tmp_path: Path, origin) -> None:
+    """A labels layer at 1/4 of the slide's resolution (reader ground truth, or a prediction
+    made by the widgets) exports polygons in slide level-0 pixels, which read back rasterize
+    to the same mask."""
     from napari_histo.io.annotations import rasterize_annotations, read_annotations
     from napari_histo.plugin._layers import mask_layer_data
 
@@ -100,6 +101,8 @@ def test_labels_to_geojson_in_slide_pixels(make_napari_viewer, tmp_path: Path) -
     data, kwargs, _ = mask_layer_data(
         mask, slide_shape=(256, 384), slide_scale=(0.5, 0.5), name="gt"
     )
+    if origin == "prediction":  # what plugin._result_layers puts on its layers
+        kwargs["metadata"] = {"napari_histo": {"downsample": [4.0, 4.0], "offset_px": [0, 0]}}
     viewer = make_napari_viewer()
     layer = viewer.add_labels(data, **kwargs)
     viewer.layers.selection = {layer}
@@ -132,3 +135,21 @@ def test_writer_functions_direct(tmp_path: Path) -> None:
     store = open_ome_zarr(out[0])
     assert store.mpp is None
     np.testing.assert_array_equal(np.asarray(store.levels[0]), lab.astype(np.uint32))
+
+
+def test_geojson_geometry_for_lower_levels() -> None:
+    """Tracing level k of a multiscale layer scales coordinates by its downsample."""
+    from napari_histo.plugin._writer import geojson_geometry
+
+    attrs = {
+        "scale": (2.0, 2.0),
+        "translate": (0.75, 0.75),
+        "metadata": {"napari_histo": {"slide_scale": [0.5, 0.5]}},
+    }
+    d0, o0 = geojson_geometry(attrs, (100, 100), (100, 100))
+    d2, o2 = geojson_geometry(attrs, (25, 25), (100, 100))
+    assert d0 == pytest.approx(4.0) and d2 == pytest.approx(16.0)
+    assert o0 == pytest.approx((0.0, 0.0)) and o2 == o0
+    # a plain pixel-space layer: its own pixels are level-0 pixels, translate kept
+    d, o = geojson_geometry({"scale": (1, 1), "translate": (10, 20)}, (8, 8), (8, 8))
+    assert d == 1.0 and o == pytest.approx((10.0, 20.0))

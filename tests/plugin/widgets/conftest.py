@@ -66,3 +66,33 @@ def pytest_collection_modifyitems(items):  # noqa: D103
     for item in items:
         if "plugin/widgets" in str(item.fspath).replace(os.sep, "/"):
             item.add_marker(pytest.mark.gui)
+
+
+@pytest.fixture(scope="session")
+def sample_cache(tmp_path_factory: pytest.TempPathFactory):
+    """The synthetic sample slide is generated once per session into a temp cache."""
+    folder = tmp_path_factory.mktemp("sample_cache")
+    old = os.environ.get("NAPARI_HISTO_CACHE")
+    os.environ["NAPARI_HISTO_CACHE"] = str(folder)
+    yield folder
+    if old is None:
+        os.environ.pop("NAPARI_HISTO_CACHE", None)
+    else:
+        os.environ["NAPARI_HISTO_CACHE"] = old
+
+
+@pytest.fixture(scope="session")
+def classifier_checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A ``cnn-small`` patch classifier (32 px context, one output pixel per 16 px)."""
+    import torch
+
+    from napari_histo.engine.checkpoints import default_preprocessing, save_checkpoint
+    from napari_histo.engine.models import build_model, make_spec
+
+    torch.manual_seed(0)
+    spec = make_spec("cnn-small", num_classes=2)
+    model = build_model(spec)
+    path = tmp_path_factory.mktemp("cls") / "cls.pt"
+    pre = default_preprocessing(patch_size=32, context_size=32, center_size=16)
+    return save_checkpoint(path, model, spec=spec, task="classify",
+                           class_names=["normal", "tumor"], preprocessing=pre)

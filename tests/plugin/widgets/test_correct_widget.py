@@ -40,7 +40,8 @@ def test_paint_autosave_and_finetune(make_napari_viewer, qtbot, cmu_svs, tiny_ch
     h0, w0 = layer.data.shape
     cy, cx = h0 // 2, w0 // 2
     layer.brush_size = 20
-    layer.paint((cy, cx), 1)
+    new = 1 - int(layer.data[cy, cx])  # repaint the opposite of what the model said
+    layer.paint((cy, cx), new)
     qtbot.waitUntil(lambda: s.saves > 0, timeout=5000)
     assert s.edited.sum() > 0
     # the edit is on disk in the prediction's label pyramid (level 0)
@@ -48,7 +49,7 @@ def test_paint_autosave_and_finetune(make_napari_viewer, qtbot, cmu_svs, tiny_ch
 
     on_disk = open_ome_zarr(store / "labels" / "prediction").read(0)
     y0, x0, _, _ = s.box
-    assert on_disk[y0 + cy, x0 + cx] == 1
+    assert on_disk[y0 + cy, x0 + cx] == new
 
     w._epochs_spin.value = 1
     w._steps_spin.value = 2

@@ -110,12 +110,47 @@ def build_segmentation(cfg: TrainConfig, arrays: list[ArraySample] | None = None
                       counts.tolist())
 
 
+def _slide_sources(data: tuple[str, ...]) -> list[tuple[str, tuple[str, str] | None]]:
+    """(slide, truth) for data entries that are slides or folders of annotated slides."""
+    from napari_histo.engine.datasets.slides import SLIDE_SUFFIXES, find_slide_truth
+
+    out: list[tuple[str, tuple[str, str] | None]] = []
+    for src in data:
+        p = Path(src)
+        if p.is_file() and p.suffix.lower() in SLIDE_SUFFIXES:
+            out.append((str(p), find_slide_truth(p)))
+        elif p.is_dir():
+            for f in sorted(p.iterdir()):
+                if (f.is_file() and f.suffix.lower() in SLIDE_SUFFIXES
+                        and not f.stem.endswith("_mask")):
+                    truth = find_slide_truth(f)
+                    if truth is not None:
+                        out.append((str(f), truth))
+    return out
+
+
 def build_classification(cfg: TrainConfig) -> DataBundle:
     """Patches from class folders, CSV indexes or PCam HDF5; split by group."""
     if not cfg.data:
         raise DataError("no training data: give class folders, a CSV path,label[,group] or PCam h5")
     pcam = find_pcam(cfg.data[0])
-    if pcam is not None:
+    slides = _slide_sources(cfg.data)
+    if slides:
+        from napari_histo.engine.datasets.slides import SlidePatchDataset, sample_slide_patches
+
+        if cfg.mpp is None:
+            raise ConfigError("training from slides needs the resolution: set mpp (um/px)")
+        center = cfg.center_size or max(1, cfg.patch_size // 2)
+        patches = []
+        for path, truth in slides:
+            patches += sample_slide_patches(path, truth, mpp=cfg.mpp, context_size=cfg.patch_size,
+                                            center_size=center, seed=cfg.seed)
+        full = SlidePatchDataset(patches, cfg.mpp, cfg.patch_size)
+        n = int(full.labels.max()) + 1
+        names = list(cfg.class_names or (["normal", "tumor"] if n <= 2 else
+                                         [f"class_{i}" for i in range(n)]))
+        labels = full.labels
+    elif pcam is not None:
         x, y, meta = pcam
         groups = None
         if meta is not None:
@@ -154,8 +189,9 @@ def build_classification(cfg: TrainConfig) -> DataBundle:
                 for i, im in enumerate(ds.images):
                     ds.images[i] = cache.setdefault(id(im), normalize_image(im, stain))
     ctx = cfg.patch_size
+    center = cfg.center_size or (max(1, cfg.patch_size // 2) if slides else None)
     pre = default_preprocessing(mpp=cfg.mpp, patch_size=cfg.patch_size, stain=stain,
-                                context_size=ctx, center_size=cfg.center_size)
+                                context_size=ctx, center_size=center)
     counts = np.bincount(train.labels, minlength=len(names)).tolist()
     return DataBundle("classify", names, train, val, pre, sorted(set(train.groups)),
                       sorted(set(val.groups)), counts)

@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from napari_histo.engine.datasets import PCamDataset, SegmentationDataset
+from napari_histo.engine.datasets import PatchDataset, SegmentationDataset
 from napari_histo.engine.transforms import (
     AugmentConfig,
     colour_jitter,
@@ -50,7 +50,7 @@ class BatchMaker:
         else:
             imgs, labs = self.ds.get_batch(indices, rng, size)
             wts = None
-        if isinstance(self.ds, PCamDataset) and self.pre.get("stain"):
+        if not isinstance(self.ds, (PatchDataset, SegmentationDataset)) and self.pre.get("stain"):
             from napari_histo.engine.stain import normalize_batch
 
             imgs = torch.from_numpy(normalize_batch(imgs.numpy(), self.pre["stain"]))
