@@ -89,7 +89,7 @@ def main() -> None:
         full.append(full_loop(cfg_kw, args.steps, args.warmup))
         print(f"repeat {r + 1}: model-only {bare[-1]:.2f} samples/s, full loop {full[-1]:.2f} "
               f"samples/s, ratio {full[-1] / bare[-1]:.3f}", flush=True)
-    ratios = [f / b for f, b in zip(full, bare)]
+    ratios = [f / b for f, b in zip(full, bare, strict=False)]
     print(f"device cpu ({torch.get_num_threads()} threads), {args.model}, batch {args.batch_size}"
           f" x {args.patch_size}px")
     print(f"model-only median {statistics.median(bare):.2f} samples/s; full loop median "

@@ -29,7 +29,7 @@ def run_model_evaluation(args: argparse.Namespace) -> int:
                 bar = tqdm(total=ev.total, desc="evaluate", leave=False, file=sys.stderr)
             bar.update(ev.done - bar.n)
         elif isinstance(ev, Message) and not args.json:
-            print(ev.text, file=sys.stderr)
+            print(ev.text)
 
     try:
         res = run_task(evaluate_checkpoint(

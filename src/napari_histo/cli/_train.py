@@ -133,7 +133,7 @@ def run(args: argparse.Namespace) -> int:
             parts = [f"{k}={m[k]:.4f}" for k in keys if k in m and m[k] == m[k]]
             print(f"epoch {ev.epoch}: " + " ".join(parts), flush=True)
         elif isinstance(ev, Message):
-            print(ev.text, file=sys.stderr, flush=True)
+            print(ev.text, flush=True)  # stdout: stderr is kept for the one-line error
 
     try:
         result = run_task(train(cfg), on_event)

@@ -489,8 +489,8 @@ def create_ome_zarr(
     meta: dict[str, Any] = {"multiscales": [ms]}
     if kind == "labels":
         meta["image-label"] = {
+            # no "source": a standalone label pyramid has no parent image for readers to visit
             "colors": [{"label-value": i, "rgba": c} for i, c in enumerate(_LABEL_COLORS)],
-            "source": {"image": "../../"},
         }
         if ngff_version == "0.4":
             meta["image-label"]["version"] = "0.4"

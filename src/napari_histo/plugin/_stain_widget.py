@@ -63,6 +63,8 @@ class StainWidget(Container):
         super().__init__(labels=True)
         self._viewer = viewer
         self._image_combo = ComboBox(label="image", choices=self._image_choices, nullable=True)
+        self._ref_combo = ComboBox(label="reference image", choices=self._image_choices,
+                                   nullable=True)
         self._shapes_combo = ComboBox(label="reference region", choices=self._shapes_choices,
                                       nullable=True)
         self._method_combo = ComboBox(label="method", choices=("macenko", "reinhard"),
@@ -70,7 +72,7 @@ class StainWidget(Container):
         self._fit_button = PushButton(text="Fit and show normalised image")
         self._use_button = PushButton(text="Use for training", enabled=False)
         self._status_label = Label(label="", value="")
-        self.extend([self._image_combo, self._shapes_combo, self._method_combo,
+        self.extend([self._image_combo, self._ref_combo, self._shapes_combo, self._method_combo,
                      self._fit_button, self._use_button, self._status_label])
         self.handle: TaskHandle | None = None
         self.params: dict[str, Any] | None = None
@@ -98,15 +100,16 @@ class StainWidget(Container):
             pass
 
     def fit(self) -> TaskHandle | None:
-        """Fit on the drawn region (or the visible part of the image) in a worker."""
+        """Fit on the drawn region of the reference image (default: the image itself)."""
         from napari.utils.notifications import show_error
 
         image = self._image_combo.value
         if image is None:
             show_error("choose an RGB image layer to normalise")
             return None
-        box = rl.shapes_box(self._shapes_combo.value, image) if self._shapes_combo.value \
-            else rl.visible_box(self._viewer, image)
+        ref = self._ref_combo.value or image  # fit on another slide, or on this one
+        box = rl.shapes_box(self._shapes_combo.value, ref) if self._shapes_combo.value \
+            else rl.visible_box(self._viewer, ref)
         if box is None:
             show_error("draw a rectangle on well-stained tissue (Shapes layer) as the reference")
             return None
@@ -115,7 +118,7 @@ class StainWidget(Container):
             show_error("the reference region is too large; draw a smaller rectangle "
                        f"(at most {MAX_REFERENCE_PX:,} pixels)")
             return None
-        data = image.data[0] if image.multiscale else image.data
+        data = ref.data[0] if ref.multiscale else ref.data
         region = np.ascontiguousarray(np.asarray(data[y0:y1, x0:x1])[..., :3]).astype(np.uint8)
         self._region = region
         method = str(self._method_combo.value)

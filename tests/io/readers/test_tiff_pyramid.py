@@ -138,3 +138,12 @@ def test_stripped_single_level_tiff(tmp_path: Path, he_image: np.ndarray, compre
         assert s.levels[0].chunksize[0] % rps == 0  # chunk rows aligned to strips
         np.testing.assert_array_equal(np.asarray(s.levels[0]), ref)
         np.testing.assert_array_equal(s.read_region((500, 900), 0, (100, 300)), ref[500:600, 900:1200])
+
+
+def test_planar_separate_rgb(tmp_path: Path, he_image: np.ndarray) -> None:
+    p = tmp_path / "planar.tif"
+    tifffile.imwrite(p, np.moveaxis(he_image, -1, 0), photometric="rgb", planarconfig="separate",
+                     tile=(128, 128), compression="zlib")
+    with open_slide(p) as s:
+        np.testing.assert_array_equal(np.asarray(s.levels[0]), he_image)
+        np.testing.assert_array_equal(s.read_region((100, 130), 0, (200, 300)), he_image[100:300, 130:430])

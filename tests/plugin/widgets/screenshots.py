@@ -154,24 +154,29 @@ def stain_glas(out: Path) -> None:
 
     viewer = _viewer()
     root = SHARED / "stain_tiles" / "torchstain"
+    target = viewer.open(str(root / "target.png"), plugin="napari-histo")[0]
     image = viewer.open(str(root / "source.png"), plugin="napari-histo")[0]
     for lyr in list(viewer.layers):
-        if lyr is not image:
+        if lyr is not image and lyr is not target:
             viewer.layers.remove(lyr)
     h, w_ = image.data.shape[:2]
-    shapes = viewer.add_shapes([np.array([[h * 0.2, w_ * 0.2], [h * 0.7, w_ * 0.6]])],
+    s = float(image.scale[-1])
+    image.translate = (0, w_ * s * 1.05)
+    th, tw = target.data.shape[:2]
+    shapes = viewer.add_shapes([np.array([[th * 0.15, tw * 0.15], [th * 0.85, tw * 0.85]])],
                                shape_type="rectangle", edge_color="yellow", face_color=[0] * 4,
-                               edge_width=3, name="reference region")
+                               edge_width=4, name="reference region", scale=target.scale)
     w = StainWidget(viewer)
     viewer.window.add_dock_widget(w, name="Stain normalization", area="right")
     w.reset_choices()
     w._image_combo.value = image
+    w._ref_combo.value = target
     w._shapes_combo.value = shapes
     w._method_combo.value = "macenko"
     w.fit()
     _wait(lambda: w.layer is not None)
-    # show the original and the normalised copy side by side
-    w.layer.translate = (0, w_ * float(image.scale[-1]) * 1.05)
+    # reference | original | normalised, side by side
+    w.layer.translate = (0, w_ * s * 2.1)
     viewer.reset_view()
     _shot(viewer, out / "widget_stain.png")
     viewer.close()

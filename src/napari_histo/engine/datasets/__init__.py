@@ -12,7 +12,12 @@ from napari_histo.engine.datasets.discover import (
     find_pcam,
     find_segmentation_pairs,
 )
-from napari_histo.engine.datasets.images import mask_to_classes, read_image, resize_image, resize_labels
+from napari_histo.engine.datasets.images import (
+    mask_to_classes,
+    read_image,
+    resize_image,
+    resize_labels,
+)
 from napari_histo.engine.datasets.segmentation import (
     IGNORE_INDEX,
     ArraySample,

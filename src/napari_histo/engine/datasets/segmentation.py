@@ -18,7 +18,12 @@ from torch.utils.data import Dataset
 
 from napari_histo.core.errors import DataError
 from napari_histo.engine.datasets.discover import SegRecord
-from napari_histo.engine.datasets.images import mask_to_classes, read_image, resize_image, resize_labels
+from napari_histo.engine.datasets.images import (
+    mask_to_classes,
+    read_image,
+    resize_image,
+    resize_labels,
+)
 
 IGNORE_INDEX = 255
 

@@ -80,7 +80,7 @@ class UNet(nn.Module):
             x = block(x)
             skips.append(x)
         x = skips.pop()
-        for up, dec in zip(self.up, self.dec):
+        for up, dec in zip(self.up, self.dec, strict=False):
             x = up(x)
             x = dec(torch.cat([skips.pop(), x], dim=1))
         x = self.head(x)

@@ -163,7 +163,9 @@ class TrainConfig:
         """Read a YAML file (or YAML text)."""
         import yaml
 
-        text = Path(source).read_text(encoding="utf-8") if Path(str(source)).is_file() else str(source)
+        is_path = isinstance(source, Path) or ("\n" not in str(source) and len(str(source)) < 1024
+                                                and Path(str(source)).is_file())
+        text = Path(source).read_text(encoding="utf-8") if is_path else str(source)
         try:
             d = yaml.safe_load(text)
         except yaml.YAMLError as err:

@@ -155,7 +155,7 @@ def plot_cls_preview(path: Path, images: Sequence[np.ndarray], labels: Sequence[
     n = len(images)
     fig = _figure(2.2 * n, 2.6)
     axes = np.atleast_1d(fig.subplots(1, n))
-    for a, im, y, p in zip(axes, images, labels, probs):
+    for a, im, y, p in zip(axes, images, labels, probs, strict=False):
         a.imshow(im)
         a.set_title(f"{class_names[int(y)]}\np={p:.2f}", fontsize=8,
                     color="green" if (p >= 0.5) == (int(y) > 0) else "red")
