@@ -183,8 +183,8 @@ torch.manual_seed(0)
 m = nn.Sequential(nn.Conv2d(3, 2, 3, padding=1)).eval()
 lm = LoadedModel(m, torch.device("cpu"), "segment", ["bg", "tumor"],
                  {"name": "conv1", "in_channels": 3, "num_classes": 2},
-                 default_preprocessing(mpp=mpp, patch_size=512))
-cfg = InferenceConfig(tile=512, overlap=64, batch_size=8, device="cpu", readers=4)
+                 default_preprocessing(mpp=mpp, patch_size=256))
+cfg = InferenceConfig(tile=256, overlap=32, batch_size=8, device="cpu", readers=4)
 t0 = time.perf_counter()
 res = run_task(predict_slide(slide, lm, cfg, out_path=out))
 print(json.dumps({"peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,

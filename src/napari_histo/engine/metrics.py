@@ -12,20 +12,37 @@ import numpy as np
 import numpy.typing as npt
 import torch
 
-__all__ = ["confusion_matrix", "scores_from_confusion", "roc_auc", "roc_curve",
+__all__ = ["argmax_channels", "confusion_matrix", "scores_from_confusion", "roc_auc", "roc_curve",
            "HistogramROC", "MetricAccumulator", "dice", "iou"]
+
+
+def argmax_channels(x: torch.Tensor) -> torch.Tensor:
+    """``x.argmax(1)`` for (N, C, ...) with few classes, ~30x faster on CPU than the strided
+    reduction (which costs more than a training step's bookkeeping should)."""
+    c = x.shape[1]
+    if c == 2:
+        return (x[:, 1] > x[:, 0]).long()
+    best = x[:, 0]
+    arg = torch.zeros(best.shape, dtype=torch.long, device=x.device)
+    for k in range(1, c):
+        better = x[:, k] > best
+        best = torch.where(better, x[:, k], best)
+        arg = torch.where(better, torch.full_like(arg, k), arg)
+    return arg
 
 
 def confusion_matrix(pred: torch.Tensor | np.ndarray, target: torch.Tensor | np.ndarray,
                      num_classes: int, ignore_index: int | None = 255) -> npt.NDArray[np.int64]:
     """Confusion counts ``cm[true, pred]`` over pixels/items whose target is not ignored."""
-    p = torch.as_tensor(pred).reshape(-1).long()
-    t = torch.as_tensor(target).reshape(-1).long()
-    keep = (t >= 0) & (t < num_classes)
+    p = torch.as_tensor(pred).reshape(-1)
+    t = torch.as_tensor(target).reshape(-1)
+    # no boolean indexing (slow on millions of pixels): invalid targets go to a spare bin
+    valid = (t >= 0) & (t < num_classes)
     if ignore_index is not None:
-        keep &= t != ignore_index
-    idx = t[keep] * num_classes + p[keep].clamp(0, num_classes - 1)
-    cm = torch.bincount(idx.cpu(), minlength=num_classes * num_classes)
+        valid &= t != ignore_index
+    idx = torch.where(valid, t.long() * num_classes + p.long().clamp(0, num_classes - 1),
+                      num_classes * num_classes)
+    cm = torch.bincount(idx.cpu(), minlength=num_classes * num_classes + 1)[: num_classes**2]
     return cm.reshape(num_classes, num_classes).numpy().astype(np.int64)
 
 
@@ -135,7 +152,7 @@ class MetricAccumulator:
                n: int = 1, ignore_index: int = 255, *, with_roc: bool = True) -> None:
         """Add softmax ``probs`` (N, C, ...) (or logits with ``with_roc=False``) vs ``target``."""
         with torch.no_grad():
-            pred = probs.argmax(1)
+            pred = argmax_channels(probs)
             self.cm += confusion_matrix(pred, target, self.num_classes, ignore_index)
             if not with_roc:
                 self.no_roc = True

@@ -21,10 +21,12 @@ SAT_MIN, SAT_MAX = 0.04, 0.12
 
 
 def _saturation(rgb: npt.NDArray[Any]) -> npt.NDArray[np.float32]:
-    rgb = rgb[..., :3].astype(np.float32)
+    """HSV saturation in 0..1, without float copies of the RGB image (thumbnails are big)."""
+    rgb = rgb[..., :3]
     mx = rgb.max(axis=-1)
-    mn = rgb.min(axis=-1)
-    return np.where(mx > 0, (mx - mn) / np.maximum(mx, 1e-6), 0.0).astype(np.float32)
+    sat = (mx - rgb.min(axis=-1)).astype(np.float32)
+    sat /= np.maximum(mx, 1).astype(np.float32)
+    return sat
 
 
 def tissue_mask(
@@ -121,9 +123,14 @@ def slide_thumbnail(slide: Any, *, max_side: int = 2048) -> tuple[npt.NDArray[np
             choice = i
     arr = levels[choice]
     step = max(1, int(max(shapes[choice]) // max_side))
-    if step > 1:
-        arr = arr[::step, ::step]
-    thumb = np.asarray(arr[..., :3]).astype(np.uint8, copy=False)
+    if step == 1 and hasattr(slide, "read_region"):
+        # one decode into one array (a dask compute would concatenate copies of chunks)
+        thumb = np.asarray(slide.read_region((0, 0), choice, shapes[choice]))[..., :3]
+    else:
+        if step > 1:
+            arr = arr[::step, ::step]
+        thumb = np.asarray(arr[..., :3])
+    thumb = thumb.astype(np.uint8, copy=False)
     h0 = shapes[0][0]
     downsample = h0 / max(thumb.shape[0], 1)
     return thumb, float(downsample)

@@ -81,12 +81,14 @@ def colour_jitter(x: torch.Tensor, gen: torch.Generator, cfg: AugmentConfig) -> 
         return ((torch.rand(n, generator=gen) * 2 - 1) * r).to(x.device).view(n, 1, 1, 1)
 
     if cfg.hed > 0:
+        # HED scaling/shift folded into one per-sample 3x3 map in optical-density space:
+        # od' = ((od @ M) * a + b) @ R = od @ (M diag(a) R) + b @ R
         od = -torch.log(x.clamp_min(1.0 / 255))
-        hed = torch.einsum("nchw,cd->ndhw", od, _HED_FROM_RGB.to(x.device))
-        a = 1 + ((torch.rand(n, 3, generator=gen) * 2 - 1) * cfg.hed).to(x.device)
-        b = ((torch.rand(n, 3, generator=gen) * 2 - 1) * cfg.hed).to(x.device)
-        hed = hed * a.view(n, 3, 1, 1) + b.view(n, 3, 1, 1)
-        x = torch.exp(-torch.einsum("ndhw,dc->nchw", hed, _RGB_FROM_HED.to(x.device)))
+        a = 1 + (torch.rand(n, 3, generator=gen) * 2 - 1) * cfg.hed
+        b = (torch.rand(n, 3, generator=gen) * 2 - 1) * cfg.hed
+        mat = torch.einsum("cd,nd,de->nce", _HED_FROM_RGB, a, _RGB_FROM_HED).to(x.device)
+        bias = (b @ _RGB_FROM_HED).to(x.device).view(n, 3, 1, 1)
+        x = torch.exp(-(torch.einsum("nchw,nce->nehw", od, mat) + bias))
     if cfg.saturation > 0:
         grey = x.mean(1, keepdim=True)
         x = grey + (x - grey) * (1 + u(cfg.saturation))

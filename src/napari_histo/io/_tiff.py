@@ -30,6 +30,9 @@ __all__ = ["TiffLevel", "open_tiff", "pread_fn"]
 
 _JPEG = {6, 7, 34892, 33007}
 
+#: corrupt tiles named per level before the reader stops reporting them
+MAX_REPORTS = 20
+
 
 class PRead:
     """Positional reads of one file without a shared seek (``os.pread`` needs no lock).
@@ -99,8 +102,28 @@ class TiffLevel(LevelArray):
     ) -> None:
         h, w = int(page.imagelength), int(page.imagewidth)
         self.tiled = bool(page.is_tiled)
+        # Uncompressed contiguous images (tifffile and many tools write them as ONE strip)
+        # are read in virtual strips of ~1 MB: any row range is a single pread.
+        self.contiguous = (
+            not self.tiled
+            and page.compression == 1
+            and page.is_contiguous
+            and page.predictor == 1
+            and page.fillorder == 1
+            and not (page.planarconfig == 2 and page.samplesperpixel > 1)
+            and page.dtype is not None
+        )
         if self.tiled:
             seg = (int(page.tilelength), int(page.tilewidth))
+        elif self.contiguous:
+            spp = page.samplesperpixel if page.planarconfig == 1 else 1
+            self._rowbytes = w * spp * np.dtype(page.dtype).itemsize
+            self._rowdtype = np.dtype(page.dtype).newbyteorder(page.parent.byteorder)
+            self._spp = spp
+            if w <= 4096:  # full-width virtual strips of ~1 MB: one pread each
+                seg = (max(1, min(h, (1 << 20) // max(1, self._rowbytes))), w)
+            else:  # very wide rows: 256 x 1024 blocks, one pread per row
+                seg = (min(h, 256), 1024)
         else:
             seg = (min(int(page.rowsperstrip or h), h), w)
         chunk = seg
@@ -129,12 +152,17 @@ class TiffLevel(LevelArray):
         self.counts = np.asarray(page.databytecounts, dtype=np.int64)
         nseg = self.grid[0] * self.grid[1]
         need = nseg * (page.samplesperpixel if self.planar_separate else 1)
+        if self.contiguous:
+            need = 1
+            self._base = int(self.offsets[0]) if len(self.offsets) else 0
         if len(self.offsets) < need or len(self.counts) < need:
             raise SlideOpenError(
                 f"{name}: the header claims {w} x {h} px ({need} tiles) but only "
                 f"{len(self.offsets)} tile offset(s) are stored; the file is corrupt or truncated"
             )
         self._nseg = nseg
+        self.bad_segments = 0
+        self._bad_lock = threading.Lock()
         page.init_decode()  # tifffile's decoder closure is not thread-safe on first access
         self._decode = page.decode
         self._kwargs: dict[str, Any] = {}
@@ -164,12 +192,39 @@ class TiffLevel(LevelArray):
         seg, _, _ = self._decode(data, index, **self._kwargs)
         return seg
 
+    def _read_rows(self, y0: int, h: int, x0: int, w: int) -> np.ndarray:
+        """Rows ``y0:y0+h``, columns ``x0:x0+w`` of an uncompressed contiguous image."""
+        px = self._rowbytes // self.shape[1]
+        start = self._base + y0 * self._rowbytes + x0 * px
+        if w == self.shape[1]:
+            n = h * self._rowbytes
+            data: bytes | bytearray = self._read(start, n)
+            if len(data) < n:
+                raise OSError(f"only {len(data)} of {n} bytes present (file truncated)")
+        else:
+            n = w * px
+            data = bytearray(h * n)
+            for i in range(h):
+                row = self._read(start + i * self._rowbytes, n)
+                if len(row) < n:
+                    raise OSError(f"row {y0 + i}: only {len(row)} of {n} bytes present (file truncated)")
+                data[i * n : (i + 1) * n] = row
+        return np.frombuffer(data, dtype=self._rowdtype).reshape(h, w, self._spp)
+
     def _decode_segment(self, sy: int, sx: int) -> npt.NDArray[np.uint8]:
         sh, sw = self.seg_shape
         h = min(sh, self.shape[0] - sy * sh)
         w = min(sw, self.shape[1] - sx * sw)
-        index = sy * self.grid[1] + sx
+        index = 0 if self.contiguous else sy * self.grid[1] + sx
         try:
+            if self.contiguous:
+                raw = self._read_rows(sy * sh, h, sx * sw, w)
+                if not raw.dtype.isnative:
+                    raw = raw.astype(raw.dtype.newbyteorder("="))
+                if self.labels:
+                    return np.ascontiguousarray(raw[..., 0], dtype=self.dtype)
+                return to_rgb8(raw, maxvalue=self._maxvalue, miniswhite=self._miniswhite,
+                               colormap=self._colormap)
             if self.planar_separate:
                 planes = []
                 for s in range(self.page.samplesperpixel):
@@ -194,14 +249,26 @@ class TiffLevel(LevelArray):
         except SlideOpenError:
             raise
         except Exception as err:  # a corrupt tile must not take the slide down
-            kind = "tile" if self.tiled else "strip"
-            warnings.warn(
-                f"{self.name}: {kind} (row {sy}, column {sx}) at byte "
-                f"{int(self.offsets[index])} could not be decoded ({err}); "
-                f"shown as {'0' if self.labels else 'white'}",
-                stacklevel=2,
-            )
+            self._report(sy, sx, index, err)
             return filler(self, h, w)
+
+    def _report(self, sy: int, sx: int, index: int, err: Exception) -> None:
+        # Name each bad tile, but only the first MAX_REPORTS per level: a truncated gigapixel
+        # file would otherwise flood napari with one notification per tile.
+        with self._bad_lock:
+            self.bad_segments += 1
+            n = self.bad_segments
+        if n > MAX_REPORTS:
+            return
+        kind = "tile" if self.tiled else "strip"
+        more = (f"; further bad {kind}s of this level are not reported"
+                if n == MAX_REPORTS else "")
+        warnings.warn(
+            f"{self.name}: {kind} (row {sy}, column {sx}) at byte "
+            f"{int(self.offsets[index]) if len(self.offsets) > index else '?'} could not be "
+            f"decoded ({err}); shown as {'0' if self.labels else 'white'}{more}",
+            stacklevel=4,
+        )
 
 
 def grid_of(page: Any) -> tuple[int, int]:

@@ -41,9 +41,13 @@ Streaming inference (the intended use)::
 
 Chunks are written atomically by zarr's local store and empty chunks are written too
 (``write_empty_chunks``), so :meth:`~OmeZarrStore.written_chunks` is a reliable resume map:
-a chunk is there only when the producer finished writing it. Several processes (dask
-workers) may write disjoint level-0 chunks of one store; build the pyramid once at the end
-(or per region with regions aligned to ``chunks * 2**(n_levels-1)`` so levels don't race).
+a chunk is there only when the producer finished writing it. Write blocks aligned to
+``store.chunks``: a block covering part of a chunk creates that chunk, which then reads as
+done. Several processes (dask workers) may write disjoint level-0 chunks of one store, each
+after ``open_ome_zarr(out, mode="r+")``; build the pyramid once at the end (or per region
+with regions aligned to ``chunks * 2**(n_levels-1)`` so that levels don't race).
+A finished store converts to OME-TIFF with
+``write_ome_tiff(tif, open_ome_zarr(out).as_dask()[0], mpp=..., kind=...)``.
 """
 
 from __future__ import annotations
@@ -97,16 +101,24 @@ def downsample2(block: np.ndarray, kind: str) -> np.ndarray:
     pad = [(0, 0)] * (block.ndim - 2) + [(0, h % 2), (0, w % 2)]
     if h % 2 or w % 2:
         block = np.pad(block, pad, mode="edge")
-    lead = block.shape[:-2]
-    b = block.reshape(*lead, block.shape[-2] // 2, 2, block.shape[-1] // 2, 2)
+    # four strided adds: several times faster than a reduction over a reshaped 5-D view
+    q = (block[..., ::2, ::2], block[..., 1::2, ::2], block[..., ::2, 1::2], block[..., 1::2, 1::2])
     if np.issubdtype(block.dtype, np.integer) or block.dtype == bool:
         # narrowest exact accumulator: 4 x uint8 fits uint16 (a quarter of int64's memory)
-        acc = {1: np.uint16, 2: np.uint32}.get(block.dtype.itemsize, np.int64)
+        acc: type = {1: np.uint16, 2: np.uint32}.get(block.dtype.itemsize, np.int64)
         if block.dtype.kind == "i" or block.dtype == bool:
             acc = np.int64 if block.dtype.itemsize > 2 else np.int32
-        s = b.sum(axis=(-3, -1), dtype=acc)
-        return ((s + 2) // 4).astype(block.dtype)
-    return b.astype(np.float32).mean(axis=(-3, -1)).astype(block.dtype)
+        s: np.ndarray = q[0].astype(acc)
+        for part in q[1:]:
+            s += part
+        s += 2
+        s //= 4
+        return s.astype(block.dtype)
+    f = q[0].astype(np.float32)
+    for part in q[1:]:
+        f += part
+    f *= 0.25
+    return f.astype(block.dtype)
 
 
 def downsample2_dask(arr: da.Array, kind: str) -> da.Array:
@@ -240,10 +252,14 @@ class OmeZarrStore:
         self.multiscales: dict[str, Any] = ms[0]
         # write_empty_chunks is a runtime setting, lost on reopening: every chunk the producer
         # writes must exist on disk, or written_chunks() could not drive a resume
-        self.levels = [
-            group[d["path"]].with_config({"write_empty_chunks": True})
-            for d in self.multiscales["datasets"]
-        ]
+        try:
+            self.levels = [
+                group[d["path"]].with_config({"write_empty_chunks": True})
+                for d in self.multiscales["datasets"]
+            ]
+        except (KeyError, TypeError) as exc:
+            msg = f"{path}: NGFF multiscales lists a dataset that is missing or invalid ({exc})"
+            raise DataError(msg) from None
         mine = attrs.get(_ATTR, {})
         axes = [a["name"] if isinstance(a, dict) else a for a in self.multiscales.get("axes", [])]
         self.channels: int | None = (
@@ -416,6 +432,7 @@ def create_ome_zarr(
     overwrite: bool = False,
     resume: bool = False,
     ngff_version: str = "0.4",
+    clevel: int = 5,
 ) -> OmeZarrStore:
     """Create an empty NGFF pyramid (all levels) at ``path``, marked incomplete.
 
@@ -432,6 +449,7 @@ def create_ome_zarr(
     overwrite : delete an existing store first.
     resume : open an existing compatible store instead of failing (its chunks are kept).
     ngff_version : "0.4" (zarr v2) or "0.5" (zarr v3).
+    clevel : blosc-zstd level (1 for scratch data, 5 default).
 
     Raises
     ------
@@ -484,7 +502,7 @@ def create_ome_zarr(
     for k, (h, w) in enumerate(_level_shapes((hw[0], hw[1]), nl)):
         lshape = (channels, h, w) if channels else (h, w)
         lchunks = ((channels,) if channels else ()) + (min(cyx[0], h), min(cyx[1], w))
-        _create_level(group, str(k), lshape, lchunks, dt, kind, fill_value, zf)
+        _create_level(group, str(k), lshape, lchunks, dt, kind, fill_value, zf, clevel)
     ms = _multiscales(nl, channels, _norm_mpp(mpp), kind, nm, ngff_version)
     meta: dict[str, Any] = {"multiscales": [ms]}
     if kind == "labels":
@@ -518,6 +536,7 @@ def _create_level(
     kind: str,
     fill_value: float,
     zarr_format: int,
+    clevel: int = 5,
 ) -> Any:
     shuffle_bits = kind == "labels" or dtype.itemsize == 1
     if zarr_format == 2:
@@ -525,7 +544,7 @@ def _create_level(
 
         comp: Any = numcodecs.Blosc(
             cname="zstd",
-            clevel=5,
+            clevel=clevel,
             shuffle=numcodecs.Blosc.BITSHUFFLE if shuffle_bits else numcodecs.Blosc.SHUFFLE,
         )
         extra: dict[str, Any] = {"chunk_key_encoding": {"name": "v2", "separator": "/"}}
@@ -533,7 +552,7 @@ def _create_level(
         from zarr.codecs import BloscCodec
 
         comp = BloscCodec(
-            cname="zstd", clevel=5, shuffle="bitshuffle" if shuffle_bits else "shuffle"
+            cname="zstd", clevel=clevel, shuffle="bitshuffle" if shuffle_bits else "shuffle"
         )
         dims = ("c", "y", "x") if len(shape) == 3 else ("y", "x")
         extra = {"dimension_names": dims}

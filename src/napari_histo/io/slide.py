@@ -13,7 +13,15 @@ pyramids), OME-TIFF, OME-Zarr (NGFF 0.4 and 0.5 directories) and plain PNG/JPEG/
 - A file without a pyramid (or whose pyramid stops above 1024 px) gets computed levels: 2x2
   block means of the level above, on access (``metadata.level_native`` tells which).
 - ``read_region`` decodes only the tiles it needs, in parallel, through a small LRU of decoded
-  tiles; a corrupt tile is reported with ``warnings.warn`` and shown white.
+  tiles; a corrupt tile is reported with ``warnings.warn`` (the first 20 per level, named by
+  row/column/byte offset) and shown white (0 in masks).
+- Bad input raises one clear error: ``SlideOpenError`` (missing, empty, truncated header,
+  header claiming more tiles than stored), ``UnsupportedSlideError`` (unknown content). A
+  file whose data is cut short opens with a warning; missing tiles show white.
+- Uncompressed strip images are read in virtual strips/blocks (one ``pread`` per row range),
+  so a huge single-strip TIFF opens and pans without loading it. Note that the coarsest
+  *computed* level of a huge image without a pyramid still costs one pass over level 0 the
+  first time it is shown.
 """
 
 from __future__ import annotations

@@ -215,6 +215,7 @@ def _lower_levels(
         chunks=tile,
         kind=kind,
         n_levels=nl - 1,
+        clevel=1,  # scratch data: speed over size
     )
     built = {"done": False}
 

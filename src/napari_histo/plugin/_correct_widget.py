@@ -39,6 +39,9 @@ if TYPE_CHECKING:
 __all__ = ["CorrectWidget", "EditSession"]
 
 AUTOSAVE_MS = 300
+# corrected tumour in cyan: distinct from the prediction's green and the truth's red
+CORRECTION_COLORS: dict[int | None, tuple[float, float, float, float]] = {
+    None: (1.0, 0.85, 0.0, 1.0), 0: (0.0, 0.0, 0.0, 0.0), 1: (0.1, 0.8, 1.0, 1.0)}
 
 
 class EditSession:
@@ -57,6 +60,7 @@ class EditSession:
         self.prediction = prediction
         self.image_layer = image_layer
         self.saves = 0
+        self._saved = original.copy()  # what the store holds for this window
 
     @property
     def edited(self) -> np.ndarray:
@@ -64,9 +68,21 @@ class EditSession:
         return np.asarray(self.layer.data) != self.original
 
     def save(self) -> None:
-        """Write the window's labels through to the store (level 0 + pyramid)."""
+        """Write what changed since the last save through to the store (level 0 + pyramid).
+
+        Only the bounding box of the changed pixels is written, so a brush stroke costs a few
+        chunks whatever the window size.
+        """
+        data = np.asarray(self.layer.data, dtype=np.uint8)
+        changed = data != self._saved
+        if not changed.any():
+            return
+        rows = np.flatnonzero(changed.any(axis=1))
+        cols = np.flatnonzero(changed.any(axis=0))
+        r0, r1, c0, c1 = int(rows[0]), int(rows[-1]) + 1, int(cols[0]), int(cols[-1]) + 1
         y0, x0, _, _ = self.box
-        self.store.write_region(y0, x0, np.asarray(self.layer.data, dtype=np.uint8))
+        self.store.write_region(y0 + r0, x0 + c0, data[r0:r1, c0:c1])
+        self._saved[r0:r1, c0:c1] = data[r0:r1, c0:c1]
         self.saves += 1
 
 
@@ -97,6 +113,7 @@ class CorrectWidget(Container):
             self._finetune_button, self._stop_button, self._progress_bar, self._status_label,
             self.curves.widget,
         ])
+        self.native.setMaximumWidth(460)  # keep the canvas wide
         self.session: EditSession | None = None
         self.handle: TaskHandle | None = None
         self.result: Any = None
@@ -167,10 +184,11 @@ class CorrectWidget(Container):
         store = self._open_store(pred)
         scale = tuple(float(s) for s in pred.scale[-2:])
         translate = tuple(float(t) + o * s for t, o, s in
-                          zip(pred.translate[-2:], (y0, x0), scale))
+                          zip(pred.translate[-2:], (y0, x0), scale, strict=False))
         layer = self._viewer.add_labels(
             original.copy(), name=rl.unique_name(self._viewer, f"{pred.name} corrections"),
-            scale=scale, translate=translate, opacity=0.7, units=tuple(pred.units)[-2:],
+            scale=scale, translate=translate, opacity=0.45, units=tuple(pred.units)[-2:],
+            colormap=dict(CORRECTION_COLORS),
             metadata={"napari_histo": {"kind": "corrections", "prediction": pred.name,
                                        "box": list(box), "store": str(store.path)}})
         layer.mode = "paint"

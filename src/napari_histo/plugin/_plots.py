@@ -14,6 +14,7 @@ from typing import Any
 import numpy as np
 from matplotlib.backends.backend_qtagg import FigureCanvasQTAgg
 from matplotlib.figure import Figure
+from matplotlib.ticker import MaxNLocator
 from qtpy.QtWidgets import QSizePolicy
 
 __all__ = ["ConfusionPlot", "CurvePlot", "RocPlot", "plot_widget"]
@@ -87,7 +88,7 @@ class CurvePlot:
             ax.grid(True, alpha=0.3)
             ax.set_xlabel("epoch")
         self.ax_loss.set_title("loss", fontsize=9)
-        for key, style in zip(self.LOSS_KEYS, ("-o", "--s")):
+        for key, style in zip(self.LOSS_KEYS, ("-o", "--s"), strict=False):
             ys = self.series(key)
             if any(np.isfinite(ys)):
                 self.ax_loss.plot(epochs, ys, style, ms=3, label=key.split("_")[0])
@@ -100,6 +101,7 @@ class CurvePlot:
                     self.ax_metric.plot(epochs, ys, style, ms=3, label=split)
             self.ax_metric.set_ylim(-0.02, 1.02)
         for ax in (self.ax_loss, self.ax_metric):
+            ax.xaxis.set_major_locator(MaxNLocator(integer=True))
             if ax.get_legend_handles_labels()[0]:
                 ax.legend(fontsize=7, loc="best")
             ax.tick_params(labelsize=7)

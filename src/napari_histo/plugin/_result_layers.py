@@ -26,6 +26,7 @@ __all__ = [
 ]
 
 HEATMAP_COLORMAP = "inferno"
+CONTOUR_MAX_PX = 1536 * 1536
 # Predicted foreground in bright green so it reads against the red ground truth.
 PRED_COLORS: dict[int | None, tuple[float, float, float, float]] = {
     None: (1.0, 0.85, 0.0, 1.0),
@@ -62,10 +63,10 @@ def placement_on(
     """
     s0 = [float(v) for v in image_layer.scale[-2:]]
     t0 = [float(v) for v in image_layer.translate[-2:]]
-    scale = tuple(s * float(d) for s, d in zip(s0, downsample))
+    scale = tuple(s * float(d) for s, d in zip(s0, downsample, strict=False))
     translate = tuple(
         t + (float(o) + (float(d) - 1.0) / 2.0) * s
-        for t, s, o, d in zip(t0, s0, offset_px, downsample)
+        for t, s, o, d in zip(t0, s0, offset_px, downsample, strict=False)
     )
     return (scale[0], scale[1]), (translate[0], translate[1])
 
@@ -120,11 +121,23 @@ class PredictionLayers:
         """True when the data is a pyramid (list of levels)."""
         return isinstance(self.probability, list)
 
-    def paste(self, box: Sequence[int], tile: np.ndarray) -> None:
-        """Write a finished tile (foreground probability) at ``(y0, x0, y1, x1)`` and redraw."""
+    def paste(self, box: Sequence[int], tile: np.ndarray, *, redraw: bool = True) -> None:
+        """Write a finished tile (foreground probability) at ``(y0, x0, y1, x1)``.
+
+        ``redraw=False`` only updates the arrays; call :meth:`redraw` later (coalescing many
+        tiles into one texture upload keeps the GUI responsive).
+        """
         y0, x0, y1, x1 = (int(v) for v in box)
         self.probability[y0:y1, x0:x1] = tile[: y1 - y0, : x1 - x0]
-        self.refresh(box)
+        self.labels.data[y0:y1, x0:x1] = _threshold(self.probability[y0:y1, x0:x1],
+                                                    self.threshold)
+        if redraw:
+            self.redraw()
+
+    def redraw(self) -> None:
+        """Ask napari to re-slice both layers (after in-place changes)."""
+        self.heatmap.refresh()
+        self.labels.refresh()
 
     def refresh(self, box: Sequence[int] | None = None) -> None:
         """Redraw after the probability changed (only ``box`` when given, numpy data)."""
@@ -233,7 +246,10 @@ def add_prediction_layers(
         metadata={"napari_histo": {**histo, "role": "labels"}},
         **common,
     )
-    labels.contour = 2
+    if not multiscale and int(np.prod(np.shape(prob)[-2:])) <= CONTOUR_MAX_PX:
+        # outlines read best over tissue; napari recomputes them on every redraw, so large
+        # (overview / streamed) maps stay filled
+        labels.contour = 2
     viewer.add_layer(heat)
     viewer.add_layer(labels)
     return PredictionLayers(heat, labels, prob, threshold)
@@ -259,6 +275,13 @@ def _clip_box(box: Sequence[float], shape: Sequence[int]) -> tuple[int, int, int
     return y0, x0, y1, x1
 
 
+def camera_of(viewer: Any) -> Any:
+    """The viewer's camera (``viewer.scene.camera`` since napari 0.9, ``viewer.camera`` before)."""
+    scene = getattr(viewer, "scene", None)
+    cam = getattr(scene, "camera", None)
+    return cam if cam is not None else viewer.camera
+
+
 def visible_box(viewer: Any, image_layer: Any) -> tuple[int, int, int, int] | None:
     """The part of ``image_layer`` on screen, as a level-0 pixel box (y0, x0, y1, x1).
 
@@ -266,8 +289,9 @@ def visible_box(viewer: Any, image_layer: Any) -> tuple[int, int, int, int] | No
     the layer is entirely off screen.
     """
     h, w = (float(s) for s in viewer.canvas.size)
-    center = np.asarray(viewer.camera.center, dtype=float)[-2:]
-    zoom = float(viewer.camera.zoom)
+    camera = camera_of(viewer)
+    center = np.asarray(camera.center, dtype=float)[-2:]
+    zoom = float(camera.zoom)
     half = np.array([h, w]) / (2.0 * zoom)
     corners_world = [center - half, center + half]
     ndim = image_layer.ndim

@@ -47,7 +47,8 @@ __all__ = [
 ]
 
 TARGETS = ("current view", "shapes region", "whole slide")
-LIVE_MAX_SIDE = 4096
+LIVE_MAX_SIDE = 2048
+REDRAW_S = 0.25
 _RECENT_FILE = "recent_checkpoints.json"
 _MAX_RECENT = 8
 
@@ -265,11 +266,18 @@ class SegmentWidget(Container):
             self._opacity_slider, self._run_button, self._cancel_button, self._progress_bar,
             self._status_label,
         ])
+        self.native.setMaximumWidth(460)  # keep the canvas wide
         self.handle: TaskHandle | None = None
         self.result: rl.PredictionLayers | None = None
         self.timings: dict[str, float] = {}
         self._live: rl.PredictionLayers | None = None
         self._live_factor = 1
+        from qtpy.QtCore import QTimer
+
+        self._last_redraw = 0.0
+        self._redraw_timer = QTimer()
+        self._redraw_timer.setSingleShot(True)
+        self._redraw_timer.timeout.connect(self._redraw_now)
         self._pending_layers: dict[str, Any] = {}
         self._run_button.changed.connect(self._on_run)
         self._cancel_button.changed.connect(self.cancel)
@@ -306,6 +314,9 @@ class SegmentWidget(Container):
         self._ckpt_edit.value = str(path)
         remember_checkpoint(path)
         self._recent_combo.reset_choices()
+        resolved = str(Path(path).resolve())
+        if resolved in [v for _, v in self._recent_choices()]:
+            self._recent_combo.value = resolved
 
     def cancel(self, *_: Any) -> None:
         """Stop the running prediction after its current tile batch."""
@@ -419,6 +430,7 @@ class SegmentWidget(Container):
     def _start(self, req: SegmentRequest, image_layer: Any, placement: dict[str, Any]) -> None:
         self._live = None
         self._live_factor = 1
+        self._last_redraw = 0.0
         self._pending_layers = {"image_layer": image_layer, "placement": placement, "req": req}
         self.timings = {"start": time.perf_counter()}
         self._run_button.enabled = False
@@ -445,8 +457,9 @@ class SegmentWidget(Container):
                 y0, x0, y1, x1 = ev.box
                 oy, ox = -(-y0 // f), -(-x0 // f)  # first kept output row/col (ceil)
                 tile = ev.data[oy * f - y0::f, ox * f - x0::f]
-                self._live.paste((oy, ox, oy + tile.shape[0], ox + tile.shape[1]), tile)
-                self.timings.setdefault("first_tile", time.perf_counter())
+                self._live.paste((oy, ox, oy + tile.shape[0], ox + tile.shape[1]), tile,
+                                 redraw=False)
+                self._request_redraw()
             done, total = ev.done, ev.total
         elif isinstance(ev, Progress):
             done, total = ev.done, ev.total
@@ -456,6 +469,25 @@ class SegmentWidget(Container):
             self._progress_bar.max = int(total)
             self._progress_bar.value = min(int(done), int(total))
             self._status_label.value = f"{done}/{total} tiles"
+
+    def _request_redraw(self) -> None:
+        """Redraw now if the last redraw is old enough, else once the interval has passed.
+
+        Every redraw re-uploads the layers' textures; coalescing tiles to at most one redraw
+        per ``REDRAW_S`` keeps the event loop free while a whole slide streams in.
+        """
+        now = time.perf_counter()
+        if now - self._last_redraw >= REDRAW_S:
+            self._redraw_now()
+        elif not self._redraw_timer.isActive():
+            self._redraw_timer.start(int(1000 * (REDRAW_S - (now - self._last_redraw))) + 1)
+
+    def _redraw_now(self) -> None:
+        if self._live is None:
+            return
+        self._live.redraw()
+        self._last_redraw = time.perf_counter()
+        self.timings.setdefault("first_tile", self._last_redraw)
 
     def _make_live_layers(self, ev: StoreReady) -> None:
         """Layers over the store's extent, filled tile by tile; big stores get an overview.
@@ -489,6 +521,9 @@ class SegmentWidget(Container):
                 "store": out.path, "complete": out.complete,
                 "region": list(info["placement"]["region"]),
                 "downsample_px": list(out.downsample), "origin_px": list(out.offset_px)}
+        if self._live is not None:
+            self._redraw_timer.stop()
+            self._redraw_now()
         if self._live is not None and self._live_factor == 1:
             # every tile is already on screen at full resolution
             for layer in (self._live.heatmap, self._live.labels):

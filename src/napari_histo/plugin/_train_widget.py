@@ -41,6 +41,7 @@ __all__ = ["TrainWidget", "layer_pair_samples", "preview_job"]
 
 SEG_MODELS = ("unet-tiny", "unet-small", "unet")
 CLS_MODELS = ("cnn-small", "resnet18", "resnet50", "inception_v3")
+MAX_WIDTH = 460  # px: keeps the canvas wide when the dock opens
 
 
 def layer_pair_samples(image_layer: Any, labels_layer: Any, *,
@@ -125,7 +126,7 @@ class TrainWidget(Container):
                                      value=2e-3)
         self._batch_spin = SpinBox(label="batch size", min=1, max=512, value=8)
         self._patch_spin = SpinBox(label="patch size", min=16, max=2048, step=16, value=256)
-        self._steps_spin = SpinBox(label="steps/epoch (0=auto)", min=0, max=100000, value=0)
+        self._steps_spin = SpinBox(label="steps/epoch", min=0, max=100000, value=0)
         self._device_combo = ComboBox(label="device", choices=("auto", "cpu", "cuda"),
                                       value="auto")
         self._augment_check = CheckBox(label="augmentation", value=True)
@@ -146,15 +147,26 @@ class TrainWidget(Container):
         self._progress_bar = ProgressBar(label="progress", min=0, max=1, value=0)
         self._status_label = Label(label="", value="")
         self.curves = CurvePlot()
+        # rarely changed options live in a collapsible section so the dock stays compact
+        self._advanced_check = CheckBox(label="more options", value=False)
+        self._advanced = Container(labels=True, widgets=[
+            self._shapes_combo, self._add_pair_button, self._pairs_label, self._folder_edit,
+            self._task_combo, self._lr_spin, self._patch_spin, self._steps_spin,
+            self._augment_check, self._stain_combo, self._stain_ref_edit, self._val_spin,
+            self._group_edit, self._init_edit, self._out_edit, self._preview_check])
+        self._advanced.visible = False
+        self._advanced.margins = (0, 0, 0, 0)
+        self._advanced_check.changed.connect(self._toggle_advanced)
+        self._buttons = Container(layout="horizontal", labels=False, widgets=[
+            self._start_button, self._stop_button, self._resume_button])
+        self._buttons.margins = (0, 0, 0, 0)
         self.extend([
-            self._image_combo, self._labels_combo, self._shapes_combo, self._add_pair_button,
-            self._pairs_label, self._folder_edit, self._task_combo, self._model_combo,
-            self._epochs_spin, self._lr_spin, self._batch_spin, self._patch_spin,
-            self._steps_spin, self._device_combo, self._augment_check, self._stain_combo,
-            self._stain_ref_edit, self._val_spin, self._group_edit, self._init_edit, self._out_edit,
-            self._preview_check, self._start_button, self._stop_button, self._resume_button,
-            self._use_button, self._progress_bar, self._status_label, self.curves.widget,
+            self._image_combo, self._labels_combo, self._model_combo, self._epochs_spin,
+            self._batch_spin, self._device_combo, self._advanced_check, self._advanced,
+            self._buttons, self._use_button, self._progress_bar, self._status_label,
+            self.curves.widget,
         ])
+        self.native.setMaximumWidth(MAX_WIDTH)
         self._pairs: list[tuple[Any, Any, Any]] = []
         self.handle: TaskHandle | None = None
         self._preview_handle: TaskHandle | None = None
@@ -194,6 +206,9 @@ class TrainWidget(Container):
             self.reset_choices()
         except RuntimeError:
             pass
+
+    def _toggle_advanced(self, show: bool) -> None:
+        self._advanced.visible = bool(show)
 
     def _on_task(self, task: str) -> None:
         models = SEG_MODELS if task == "segment" else CLS_MODELS

@@ -59,6 +59,7 @@ class _ClosingGeneratorWorker(_SuperGeneratorWorker):
 
     def work(self) -> Any:
         gen = self._gen
+        _lower_thread_priority()
         try:
             while True:
                 if self.abort_requested:
@@ -76,6 +77,22 @@ class _ClosingGeneratorWorker(_SuperGeneratorWorker):
                 handle = self._napari_histo_handle
                 if handle is not None:
                     handle._mark_done()
+
+
+WORKER_NICE = 10
+
+
+def _lower_thread_priority() -> None:
+    """Give this worker thread (and the torch threads it starts) a lower CPU priority.
+
+    Linux schedules threads individually and threads inherit their creator's nice value, so
+    the GUI thread wins the CPU when a heavy task runs on a small machine; elsewhere this is
+    a no-op. Raising one's own niceness needs no privileges.
+    """
+    try:
+        os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), WORKER_NICE)
+    except (AttributeError, OSError):
+        pass
 
 
 class _CloseWatcher(QObject):

@@ -32,13 +32,13 @@ class DemoSession:
 def run_demo(viewer: Any, *, epochs: int = 6, steps_per_epoch: int = 24,
              model_dir: str | Path | None = None, segment: bool = True) -> DemoSession:
     """Populate ``viewer`` with the demo: sample slide + mask, widgets, model, segmentation."""
-    from napari_histo.engine.demo import ensure_demo_model
+    from napari_histo.engine.demo import DEMO_MODEL_NAME, ensure_demo_model
     from napari_histo.plugin._correct_widget import CorrectWidget
     from napari_histo.plugin._evaluate_widget import EvaluateWidget
     from napari_histo.plugin._sample_data import sample_slide_path
     from napari_histo.plugin._segment_widget import SegmentWidget, user_dir
     from napari_histo.plugin._train_widget import TrainWidget
-    from napari_histo.plugin._workers import start_task
+    from napari_histo.plugin._workers import preload_torch_training, start_task
 
     session = DemoSession()
     slide = sample_slide_path()
@@ -79,6 +79,8 @@ def run_demo(viewer: Any, *, epochs: int = 6, steps_per_epoch: int = 24,
             seg._status_label.value = f"training the demo model: epoch {e.epoch}/{epochs}"
 
     folder = Path(model_dir) if model_dir is not None else user_dir() / "demo-model"
+    if not (folder / DEMO_MODEL_NAME).is_file():
+        preload_torch_training()  # training imports must not happen first in the worker
     session.model_task = start_task(ensure_demo_model, slide, mask, folder, epochs=epochs,
                                     steps_per_epoch=steps_per_epoch, on_event=_progress,
                                     on_returned=_model_ready, desc="demo model", watch=seg)
@@ -88,6 +90,8 @@ def run_demo(viewer: Any, *, epochs: int = 6, steps_per_epoch: int = 24,
 def _zoom_on_tumour(viewer: Any, session: DemoSession) -> None:
     """Centre the camera on the largest tumour area of the mask (in world units)."""
     import numpy as np
+
+    from napari_histo.plugin._result_layers import camera_of
 
     image = session.image_layer
     truth = session.truth_layer
@@ -105,9 +109,9 @@ def _zoom_on_tumour(viewer: Any, session: DemoSession) -> None:
         level_scale = level_scale * np.asarray(truth.downsample_factors[-1][-2:], dtype=float)
     cy, cx = np.median(ys), np.median(xs)
     center = np.asarray(truth.translate[-2:], dtype=float) + np.array([cy, cx]) * level_scale
-    viewer.camera.center = tuple(center)
+    camera_of(viewer).center = tuple(center)
     span = 600.0 * float(image.scale[-1]) * 4  # about 1200 um across at 0.5 um/px
-    viewer.camera.zoom = max(viewer.canvas.size) / span
+    camera_of(viewer).zoom = max(viewer.canvas.size) / span
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -128,7 +128,9 @@ def test_resume_after_interruption_is_byte_identical(seg_model, syn_slide: Path,
                 break
     gen.close()
     assert not is_complete(out)
-    n_done = len(list((out / ".done").iterdir()))
+    from napari_histo.engine.inference.writer import done_dir
+
+    n_done = len(list(done_dir(out).iterdir()))
     assert 3 <= n_done < 6
     with pytest.raises(OutputExistsError):
         run_task(predict_slide(syn_slide, seg_model, cfg, out_path=out))
@@ -141,6 +143,7 @@ def test_resume_after_interruption_is_byte_identical(seg_model, syn_slide: Path,
     for k in a:
         np.testing.assert_array_equal(a[k], b[k])
     assert _chunk_bytes(ref) == _chunk_bytes(out)
+    assert not done_dir(out).exists()  # markers go once the store is complete
     # resuming a complete run does nothing
     again = run_task(predict_slide(syn_slide, seg_model, cfg.replace(resume=True), out_path=out))
     assert again.complete
@@ -159,7 +162,9 @@ def test_cancel_stops_between_batches(seg_model, syn_slide: Path, tmp_path: Path
     gen.close()
     assert not is_complete(out)
     assert threading.active_count() <= before
-    done = len(list((out / ".done").iterdir()))
+    from napari_histo.engine.inference.writer import done_dir
+
+    done = len(list(done_dir(out).iterdir()))
     assert done < 6  # 2 x 3 blocks in all
 
 

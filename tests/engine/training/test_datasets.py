@@ -175,3 +175,11 @@ def test_slide_patches_follow_centre_rule(shared_data: Path, tmp_path: Path) -> 
     assert x.shape == (2, 64, 64, 3) and x.dtype.is_floating_point is False
     assert y.tolist() == [0, 1]
     ds.close()
+
+
+def test_kather_eight_class_folders(shared_data: Path, tmp_path: Path) -> None:
+    data = build_data(TrainConfig(task="classify", data=(str(shared_data / "kather_crc_2016_samples"),),
+                                  out_dir=str(tmp_path / "r"), patch_size=64, val_fraction=0.25))
+    assert data.num_classes == 8 and data.class_names[0] == "01_TUMOR"
+    assert len(data.train) + len(data.val) == 16
+    assert not set(data.train_groups) & set(data.val_groups)

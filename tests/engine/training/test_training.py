@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from napari_histo.core.errors import CheckpointError, OutputExistsError
-from napari_histo.core.progress import EpochEnd, Progress, run_task
+from napari_histo.core.progress import EpochEnd, Message, Progress, run_task
 from napari_histo.engine.checkpoints import load_checkpoint
 from napari_histo.engine.training import ArraySample, TrainConfig, TrainingError, train
 
@@ -109,13 +109,20 @@ def test_painted_arrays_with_ignore_and_weights(tmp_path: Path) -> None:
     res = run_task(train(cfg, arrays=[ArraySample(img, lab, w, group="layer")]))
     assert res.best_checkpoint is not None and res.best_checkpoint.is_file()
     assert np.isfinite(res.history[0]["train_loss"])
+    # fine-tune on the corrections from that checkpoint (the GUI's loop)
+    events: list[object] = []
+    ft = cfg.replace(out_dir=str(tmp_path / "ft"), init_checkpoint=str(res.best_checkpoint),
+                     model="unet-small")  # architecture comes from the base checkpoint
+    res2 = run_task(train(ft, arrays=[ArraySample(img, lab, w, group="layer")]), events.append)
+    assert any(isinstance(e, Message) and "initialised" in e.text for e in events)
+    assert load_checkpoint(res2.best_checkpoint).spec["name"] == "unet-tiny"
 
 
 def test_camelyon_patches_train_by_source_slide(camelyon: Path, tmp_path: Path) -> None:
     cfg = TrainConfig(task="classify", data=(str(camelyon),), out_dir=str(tmp_path / "cam"),
                       model="cnn-small", model_kwargs={"base": 8}, mpp=0.96, data_mpp=0.243,
                       patch_size=56, batch_size=8, epochs=2, steps_per_epoch=3,
-                      val_groups=("tumor_064",), threads=1)
+                      val_groups=("tumor_064",), threads=1, num_workers=1)
     res = run_task(train(cfg))
     ck = load_checkpoint(res.last_checkpoint)
     assert ck.class_names == ["normal", "tumor"]

@@ -34,8 +34,12 @@ def he_image() -> np.ndarray:
     return synthetic_he((700, 900), seed=3)[0]
 
 
-def write_huge_header_tiff(path: Path, side: int = 1_000_000) -> Path:
-    """A classic TIFF whose header claims ``side`` x ``side`` RGB px with a single stored tile."""
+def write_huge_header_tiff(path: Path, side: int = 1_000_000, *, strips: bool = False) -> Path:
+    """A classic TIFF whose header claims ``side`` x ``side`` RGB px with 196 kB of data.
+
+    Tiled: one tile offset for 15 million tiles. Stripped: one uncompressed strip whose byte
+    count claims the whole (3 TB) image, which a lazy reader can open without allocating.
+    """
     tile = 256
     data = bytes(tile * tile * 3)
     entries = [  # (tag, type, count, value) ; type 3 SHORT, 4 LONG
@@ -43,6 +47,9 @@ def write_huge_header_tiff(path: Path, side: int = 1_000_000) -> Path:
         (262, 3, 1, 2), (277, 3, 1, 3), (284, 3, 1, 1), (322, 3, 1, tile), (323, 3, 1, tile),
         (324, 4, 1, None), (325, 4, 1, len(data)),
     ]
+    if strips:  # StripOffsets, RowsPerStrip, StripByteCounts (clamped to 32 bits)
+        entries = entries[:7] + [(273, 4, 1, None), (278, 4, 1, side),
+                                 (279, 4, 1, min(side * side * 3, 2**32 - 1))]
     ifd_offset = 8
     ifd_size = 2 + 12 * len(entries) + 4
     bps_offset = ifd_offset + ifd_size
@@ -52,7 +59,7 @@ def write_huge_header_tiff(path: Path, side: int = 1_000_000) -> Path:
     for tag, typ, count, value in entries:
         if tag == 258:
             out += struct.pack("<HHII", tag, typ, count, bps_offset)
-        elif tag == 324:
+        elif tag in (273, 324):
             out += struct.pack("<HHII", tag, typ, count, data_offset)
         elif typ == 3:
             out += struct.pack("<HHIHH", tag, typ, count, value, 0)
@@ -100,6 +107,7 @@ def bad_corpus(
     c["png_named_svs"] = tmp_path / "actually_png.svs"
     Image.fromarray(he_image).save(c["png_named_svs"], format="PNG")
     c["huge_header"] = write_huge_header_tiff(tmp_path / "huge_header.tif")
+    c["huge_header_strips"] = write_huge_header_tiff(tmp_path / "huge_strips.tif", strips=True)
     gray16 = (np.linspace(0, 65535, 300 * 400).reshape(300, 400)).astype(np.uint16)
     c["gray16_tiff"] = tmp_path / "gray16.tif"
     tifffile.imwrite(c["gray16_tiff"], gray16, tile=(128, 128))

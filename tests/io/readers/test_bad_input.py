@@ -79,3 +79,21 @@ def test_closed_slide_raises(synthetic_slide: tuple[Path, Path]) -> None:
     s.close()  # idempotent
     with pytest.raises(SlideOpenError, match="closed"):
         s.read_region((0, 0), 0, (10, 10))
+
+
+def test_huge_stripped_header_opens_lazily(bad_corpus: dict[str, Path]) -> None:
+    import tracemalloc
+
+    tracemalloc.start()
+    with pytest.warns(UserWarning, match="truncated"):
+        s = open_slide(bad_corpus["huge_header_strips"])
+    peak = tracemalloc.get_traced_memory()[1]
+    tracemalloc.stop()
+    assert peak < 50 * 2**20  # nothing proportional to 10^12 px was allocated
+    assert s.shape == (1_000_000, 1_000_000)
+    assert max(s.metadata.level_shapes[-1]) <= 1024  # computed levels, lazily
+    assert s.level_arrays[0].seg_shape == (256, 1024)  # wide rows: only needed columns read
+    with pytest.warns(UserWarning, match="could not be decoded"):
+        far = s.read_region((900_000, 900_000), 0, (8, 8))
+    assert (far == 255).all()
+    s.close()

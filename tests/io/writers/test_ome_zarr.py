@@ -187,9 +187,12 @@ def test_streaming_store_matches_one_shot(tmp_path: Path, heatmap: np.ndarray) -
         np.testing.assert_array_equal(store.read(k), ref.read(k))
 
 
-def test_streaming_resume(tmp_path: Path, labels: np.ndarray) -> None:
+@pytest.mark.parametrize("ngff", ["0.4", "0.5"])
+def test_streaming_resume(tmp_path: Path, labels: np.ndarray, ngff: str) -> None:
     path = tmp_path / "run.ome.zarr"
-    store = create_ome_zarr(path, labels.shape, np.uint8, chunks=128, kind="labels")
+    store = create_ome_zarr(
+        path, labels.shape, np.uint8, chunks=128, kind="labels", ngff_version=ngff
+    )
     zeros = np.zeros((128, 128), np.uint8)
     store.write_block(0, 0, zeros)  # an all-background chunk still counts as written
     store.write_block(128, 256, labels[128:256, 256:384])
@@ -215,9 +218,13 @@ def test_streaming_resume(tmp_path: Path, labels: np.ndarray) -> None:
     assert not fresh.written_chunks().any() and not fresh.is_complete
 
 
-def test_streaming_rgb_channels(tmp_path: Path, rgb: np.ndarray) -> None:
+@pytest.mark.parametrize("ngff", ["0.4", "0.5"])
+def test_streaming_rgb_channels(tmp_path: Path, rgb: np.ndarray, ngff: str) -> None:
     img = rgb[:300, :500]
-    store = create_ome_zarr(tmp_path / "c.ome.zarr", img.shape, np.uint8, chunks=128, kind="image")
+    store = create_ome_zarr(
+        tmp_path / "c.ome.zarr", img.shape, np.uint8, chunks=128, kind="image", ngff_version=ngff
+    )
+    assert not store.written_chunks().any()
     for y in range(0, 300, 128):
         for x in range(0, 500, 128):
             store.write_block(y, x, img[y : y + 128, x : x + 128])
@@ -248,4 +255,7 @@ def test_open_errors(tmp_path: Path) -> None:
     g = zarr.open_group(str(tmp_path / "nomulti.zarr"), mode="w", zarr_format=2)
     g.attrs["foo"] = 1
     with pytest.raises(DataError, match="multiscales"):
+        open_ome_zarr(tmp_path / "nomulti.zarr")
+    g.attrs["multiscales"] = [{"axes": ["y", "x"], "datasets": [{"path": "0"}]}]
+    with pytest.raises(DataError, match="missing"):
         open_ome_zarr(tmp_path / "nomulti.zarr")

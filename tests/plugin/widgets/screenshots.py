@@ -101,16 +101,38 @@ def segment_and_correct(out: Path, model: str, quick: bool) -> None:
     corr.set_checkpoint(model)
     sess = corr.edit_visible_region()
     lab = sess.layer
-    h0, w0 = lab.data.shape
-    lab.brush_size = max(8, min(h0, w0) // 12)
-    for k in range(12):  # a stroke of "tumour" across the window
-        lab.paint((h0 // 3 + k * h0 // 40, w0 // 4 + k * w0 // 24), 1)
+    # the user erases false positives: predicted tumour where the ground truth has none
+    from napari_histo.engine.corrections import resample_nearest
+
+    tdata = truth.data[0] if truth.multiscale else truth.data
+    t_win = resample_nearest(tdata, truth.scale[-2:], truth.translate[-2:], lab.data.shape,
+                             lab.scale[-2:], lab.translate[-2:])
+    fp = np.argwhere((np.asarray(lab.data) == 1) & (t_win == 0))
+    rng = np.random.default_rng(0)
+    lab.brush_size = 15
+    for y, x in fp[rng.choice(len(fp), size=min(60, len(fp)), replace=False)]:
+        lab.paint((int(y), int(x)), 0)
+    lab.selected_label = 0
     corr._epochs_spin.value = 2 if quick else 4
     corr._steps_spin.value = 2 if quick else 8
+    before = ev.result["metrics"]["dice"]
     ft = corr.fine_tune()
     _wait(lambda: ft.done and corr._finetune_button.enabled
           and corr.rerun_task is not None and corr.rerun_task.done and seg._run_button.enabled)
+    ev.reset_choices()
+    ev._pred_combo.value = seg.result.heatmap
+    ev.result = None
+    ev.evaluate()
+    _wait(lambda: ev.result is not None)
+    after = ev.result["metrics"]["dice"]
+    print(f"Dice in view before corrections {before:.3f}, after fine-tuning {after:.3f}")
+    corr._status_label.value = f"Dice in view: {before:.3f} before, {after:.3f} after fine-tuning"
     seg.result.heatmap.visible = False
+    for lyr in viewer.layers:  # the first prediction is superseded by the fine-tuned one
+        if lyr.name.startswith(f"{image.name} prediction") and "[" not in lyr.name \
+                and "corrections" not in lyr.name:
+            lyr.visible = False
+    corr.native.parent().raise_() if corr.native.parent() is not None else None
     _shot(viewer, out / "widget_correct.png")
     viewer.close()
 

@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 
 from napari_histo.plugin._correct_widget import CorrectWidget
+from napari_histo.plugin._result_layers import camera_of
 from napari_histo.plugin._segment_widget import SegmentWidget
 
 
@@ -19,8 +20,8 @@ def test_paint_autosave_and_finetune(make_napari_viewer, qtbot, cmu_svs, tiny_ch
     viewer.window.add_dock_widget(seg)
     seg._image_combo.value = image
     seg.set_checkpoint(tiny_checkpoint)
-    viewer.camera.center = (700.0, 550.0)
-    viewer.camera.zoom = max(viewer.canvas.size) / 200.0
+    camera_of(viewer).center = (700.0, 550.0)
+    camera_of(viewer).zoom = max(viewer.canvas.size) / 200.0
     h = seg.run("current view")
     qtbot.waitUntil(lambda: h.done and seg._run_button.enabled, timeout=60000)
     pred = seg.result.labels

@@ -7,6 +7,7 @@ from pathlib import Path
 import numpy as np
 
 from napari_histo.plugin._heatmap_widget import HeatmapWidget
+from napari_histo.plugin._result_layers import camera_of
 from napari_histo.plugin._stain_widget import StainWidget
 from napari_histo.plugin._train_widget import TrainWidget
 
@@ -21,8 +22,8 @@ def test_patch_heatmap_of_svs_view(make_napari_viewer, qtbot, cmu_svs, classifie
     w.set_checkpoint(classifier_checkpoint)
     w._stride_spin.value = 32
     w._tissue_check.value = False
-    viewer.camera.center = (700.0, 550.0)
-    viewer.camera.zoom = max(viewer.canvas.size) / 300.0
+    camera_of(viewer).center = (700.0, 550.0)
+    camera_of(viewer).zoom = max(viewer.canvas.size) / 300.0
     h = w.run("current view")
     qtbot.waitUntil(lambda: h.done and w._run_button.enabled, timeout=60000)
     assert h.error is None, h.error

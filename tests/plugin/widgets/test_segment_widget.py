@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from napari_histo.plugin._result_layers import camera_of
 from napari_histo.plugin._segment_widget import SegmentWidget
 
 
@@ -60,8 +61,8 @@ def test_segment_zoomed_view_of_svs(make_napari_viewer, qtbot, cmu_svs, tiny_che
     w._image_combo.value = image
     w.set_checkpoint(tiny_checkpoint)
     # zoom on a ~300 um wide window in the middle of the slide
-    viewer.camera.center = (700.0, 550.0)
-    viewer.camera.zoom = max(viewer.canvas.size) / 300.0
+    camera_of(viewer).center = (700.0, 550.0)
+    camera_of(viewer).zoom = max(viewer.canvas.size) / 300.0
     _segment(qtbot, w)
     res = w.result
     box = res.heatmap.metadata["napari_histo"]["region"]
@@ -119,3 +120,20 @@ def test_bad_checkpoint_is_one_message(make_napari_viewer, qtbot, glas_pair, tmp
 
     assert isinstance(h.error, CheckpointError)
     qtbot.waitUntil(lambda: w._run_button.enabled, timeout=5000)
+
+
+def test_remove_widget_mid_run_stops_task(make_napari_viewer, qtbot, cmu_svs, tiny_checkpoint):
+    from napari_histo.plugin._workers import active_handles
+
+    viewer = make_napari_viewer()
+    image = _open(viewer, cmu_svs)
+    w = SegmentWidget(viewer)
+    dock = viewer.window.add_dock_widget(w)
+    w._image_combo.value = image
+    w.set_checkpoint(tiny_checkpoint)
+    h = w.run("whole slide")
+    qtbot.waitUntil(lambda: w._progress_bar.value > 0 or h.done, timeout=30000)
+    viewer.window.remove_dock_widget(dock)
+    qtbot.waitUntil(lambda: h.done, timeout=30000)
+    assert h.cancelled or h.result is not None
+    assert not active_handles()

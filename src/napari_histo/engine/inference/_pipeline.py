@@ -23,6 +23,7 @@ import numpy as np
 from napari_histo.core.errors import CorruptDataError
 from napari_histo.core.progress import Event, Message, Progress
 from napari_histo.engine.inference._plan import Plan
+from napari_histo.engine.inference.writer import release_memory
 
 __all__ = ["RunStats", "run_blocks"]
 
@@ -119,7 +120,8 @@ def run_blocks(plan: Plan, source: Any, runner: Any, sink: Any, jobs: list[_Job]
     bs = runner.batch_size
     pool = ThreadPoolExecutor(max_workers=readers, thread_name_prefix="histo-read")
     writer = ThreadPoolExecutor(max_workers=2, thread_name_prefix="histo-write")
-    prefetch = max(2, 2 * readers, -(-2 * bs // max(1, len(jobs[0].offsets))) if jobs else 2)
+    # blocks read ahead: enough for two batches and one per reader, no more (flat memory)
+    prefetch = max(2, readers, -(-2 * bs // max(1, len(jobs[0].offsets))) if jobs else 2)
     reads: deque[tuple[_Job, Future[Any]]] = deque()
     writes: deque[tuple[_Job, Future[Any]]] = deque()
     buf: deque[tuple[_Job, int, np.ndarray]] = deque()
@@ -143,12 +145,17 @@ def run_blocks(plan: Plan, source: Any, runner: Any, sink: Any, jobs: list[_Job]
                 return
             reads.append((job, pool.submit(read, job)))
 
+    written = [0]
+
     def drain_writes(keep: int) -> list[Event]:
         """Collect finished writes; block until at most ``keep`` are pending."""
         events: list[Event] = []
         while writes and (len(writes) > keep or writes[0][1].done()):
             job, fut = writes.popleft()
             fut.result()
+            written[0] += 1
+            if written[0] % 1 == 0:
+                release_memory()
             y0, x0, y1, x1 = plan.block_box(job.block)
             events.append(Progress(done, total, "tile",
                                    {"y0": y0, "x0": x0, "y1": y1, "x1": x1}))
@@ -197,7 +204,7 @@ def run_blocks(plan: Plan, source: Any, runner: Any, sink: Any, jobs: list[_Job]
                 if job.remaining == 0:
                     writes.append((job, writer.submit(finish, job)))
             yield Progress(done, total, desc)
-            for ev in drain_writes(2 * max(readers, 2)):
+            for ev in drain_writes(4):
                 yield ev
         for ev in drain_writes(0):
             yield ev

@@ -39,6 +39,9 @@ from napari_histo.engine.tiling import order_blocks
 __all__ = ["PredictionResult", "predict_array", "predict_heatmap", "predict_slide"]
 
 Box = tuple[int, int, int, int]
+#: longest side of the thumbnail the tissue mask is computed on (>= 1024: a mask pixel is
+#: at most ~1/100 of the slide, far finer than a tile; bounded, so memory stays flat)
+TISSUE_MAX_SIDE = 1024
 
 
 @dataclass
@@ -308,8 +311,11 @@ def prepare_slide_run(slide: Any, loaded: Any, cfg: InferenceConfig, *, region: 
     if cfg.tissue_only:
         from napari_histo.engine.tissue import tissue_map
 
-        tmap = tissue_map(slide)
+        tmap = tissue_map(slide, max_side=TISSUE_MAX_SIDE)
         frac = tmap.fraction_total
+        from napari_histo.engine.inference.writer import release_memory
+
+        release_memory()  # the thumbnail's temporaries
 
         def skip(core: Box) -> bool:
             return tmap.fraction(src.to_level0(core)) <= 0.0

@@ -49,7 +49,10 @@ class DataBundle:
         return len(self.class_names)
 
 
-def _stain_params(cfg: TrainConfig, first_image: np.ndarray | None) -> dict[str, Any] | None:
+def _stain_params(cfg: TrainConfig, first_image: np.ndarray | None,
+                  given: dict[str, Any] | None = None) -> dict[str, Any] | None:
+    if given:
+        return given
     if not cfg.stain_norm:
         return None
     from napari_histo.engine.stain import fit_stain
@@ -68,14 +71,15 @@ def segmentation_samples(cfg: TrainConfig, arrays: list[ArraySample] | None = No
         if p.is_dir() and not any(p.iterdir()):
             raise DataError(f"data folder {p} is empty")
         samples += load_pairs(find_segmentation_pairs(p, cfg.group_by), cfg.scale)
-    for a in arrays or []:
-        samples.append(a.rescaled(cfg.scale))
+    for a in arrays or []:  # copies: stain normalisation must not touch the caller's arrays
+        samples.append(ArraySample(a.image, a.labels, a.weights, a.group, a.name).rescaled(cfg.scale))
     if not samples:
         raise DataError("no training data: give a data folder (images/ + labels/) or arrays")
     return samples
 
 
-def build_segmentation(cfg: TrainConfig, arrays: list[ArraySample] | None = None) -> DataBundle:
+def build_segmentation(cfg: TrainConfig, arrays: list[ArraySample] | None = None,
+                       stain: dict[str, Any] | None = None) -> DataBundle:
     """Load, split by group, stain-normalise; return the bundle."""
     samples = segmentation_samples(cfg, arrays)
     max_label = max(int(s.labels[s.labels != IGNORE_INDEX].max(initial=0)) for s in samples)
@@ -95,7 +99,7 @@ def build_segmentation(cfg: TrainConfig, arrays: list[ArraySample] | None = None
         warnings.warn(str(w.message), stacklevel=2)
     train_s = [samples[i] for i in tr]
     val_s = [samples[i] for i in va]
-    stain = _stain_params(cfg, train_s[0].image if train_s else None)
+    stain = _stain_params(cfg, train_s[0].image if train_s else None, stain)
     if stain:
         from napari_histo.engine.stain import normalize_image
 
@@ -129,7 +133,7 @@ def _slide_sources(data: tuple[str, ...]) -> list[tuple[str, tuple[str, str] | N
     return out
 
 
-def build_classification(cfg: TrainConfig) -> DataBundle:
+def build_classification(cfg: TrainConfig, stain: dict[str, Any] | None = None) -> DataBundle:
     """Patches from class folders, CSV indexes or PCam HDF5; split by group."""
     if not cfg.data:
         raise DataError("no training data: give class folders, a CSV path,label[,group] or PCam h5")
@@ -177,10 +181,9 @@ def build_classification(cfg: TrainConfig) -> DataBundle:
     tr, va = split_by_group(full.groups, val_fraction=cfg.val_fraction, seed=cfg.seed,
                             val_groups=cfg.val_groups or None, labels=labels)
     train, val = full.subset(tr), full.subset(va)
-    stain = None
-    if cfg.stain_norm:
-        first = train.get_batch([0], None)[0][0].numpy() if len(train) else None
-        stain = _stain_params(cfg, first)
+    if cfg.stain_norm or stain:
+        first = train.get_batch([0], None)[0][0].numpy() if len(train) and not stain else None
+        stain = _stain_params(cfg, first, stain)
         if isinstance(train, PatchDataset):
             from napari_histo.engine.stain import normalize_image
 
@@ -197,10 +200,11 @@ def build_classification(cfg: TrainConfig) -> DataBundle:
                       sorted(set(val.groups)), counts)
 
 
-def build_data(cfg: TrainConfig, arrays: list[ArraySample] | None = None) -> DataBundle:
-    """Datasets for ``cfg.task``."""
+def build_data(cfg: TrainConfig, arrays: list[ArraySample] | None = None,
+               stain: dict[str, Any] | None = None) -> DataBundle:
+    """Datasets for ``cfg.task``; ``stain`` = already fitted parameters to apply (fine-tuning)."""
     if cfg.task == "segment":
-        return build_segmentation(cfg, arrays)
+        return build_segmentation(cfg, arrays, stain)
     if arrays:
         raise ConfigError("arrays (painted labels) are for segmentation training")
-    return build_classification(cfg)
+    return build_classification(cfg, stain)

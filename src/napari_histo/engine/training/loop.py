@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import math
 import time
-import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -28,7 +27,13 @@ from napari_histo.engine.training import reports
 from napari_histo.engine.training.config import TrainConfig
 from napari_histo.engine.training.data import DataBundle, build_data
 from napari_histo.engine.training.losses import SegClsLoss
-from napari_histo.engine.training.pipeline import BatchMaker, Prefetcher, epoch_indices
+from napari_histo.engine.training.pipeline import (
+    BatchMaker,
+    EpochBatches,
+    Prefetcher,
+    epoch_indices,
+    worker_loader,
+)
 from napari_histo.engine.training.schedule import ProgressLR
 from napari_histo.engine.training.validate import validate_classification, validate_segmentation
 from napari_histo.engine.transforms import AugmentConfig
@@ -57,10 +62,6 @@ class TrainResult:
         return (best[-1] if best else self.history[-1])
 
 
-def _seed32(*parts: int) -> int:
-    return zlib.crc32(np.asarray(parts, dtype=np.int64).tobytes())
-
-
 def _build_optimizer(cfg: TrainConfig, model: torch.nn.Module) -> torch.optim.Optimizer:
     params = [p for p in model.parameters() if p.requires_grad]
     if cfg.optimizer == "sgd":
@@ -71,27 +72,31 @@ def _build_optimizer(cfg: TrainConfig, model: torch.nn.Module) -> torch.optim.Op
     return torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
 
 
-def _monitor_value(metrics: dict[str, Any], name: str) -> float:
-    """Higher is better; losses are negated; NaN falls back to -val_loss."""
-    v = metrics.get(name)
-    if v is not None and math.isfinite(float(v)):
-        return -float(v) if name.endswith("loss") else float(v)
-    for alt in ("val_loss", "train_loss"):
-        if metrics.get(alt) is not None and math.isfinite(float(metrics[alt])):
-            return -float(metrics[alt]) - 1e6  # never beats a real metric value
-    return -math.inf
+def _monitor_value(metrics: dict[str, Any], name: str) -> tuple[float, float]:
+    """(primary, tie-break): higher is better. Losses are negated; ties on the primary metric
+    (AUC often saturates on small validation sets) go to the lower validation loss; a NaN
+    primary falls back below any real value."""
+    def finite(key: str) -> float | None:
+        v = metrics.get(key)
+        return float(v) if v is not None and math.isfinite(float(v)) else None
+
+    loss = finite("val_loss") if finite("val_loss") is not None else finite("train_loss")
+    tie = -loss if loss is not None else -math.inf
+    v = finite(name)
+    if v is not None:
+        return (-v if name.endswith("loss") else v, tie)
+    return (-math.inf, tie)
 
 
-def _init_weights(model: torch.nn.Module, path: str) -> str:
-    ckpt = read_checkpoint(path)
+def _init_weights(model: torch.nn.Module, ckpt: dict[str, Any], name: str) -> str:
     own = model.state_dict()
     state = ckpt["state_dict"]
     keep = {k: v for k, v in state.items() if k in own and own[k].shape == v.shape}
     if not keep:
-        raise CheckpointError(f"{Path(path).name} shares no weights with this model; "
+        raise CheckpointError(f"{name} shares no weights with this model; "
                               "pick a checkpoint of the same architecture")
     model.load_state_dict(keep, strict=False)
-    return f"initialised {len(keep)}/{len(own)} tensors from {Path(path).name}"
+    return f"initialised {len(keep)}/{len(own)} tensors from {name}"
 
 
 def train(cfg: TrainConfig, *, arrays: list[ArraySample] | None = None) -> Task[TrainResult]:
@@ -117,7 +122,19 @@ def train(cfg: TrainConfig, *, arrays: list[ArraySample] | None = None) -> Task[
         # on a shared CPU, fewer intra-op threads avoid OpenMP spin-wait collapse
         torch.set_num_threads(cfg.threads)
     yield Message(f"loading data on {device.type}")
-    data: DataBundle = build_data(cfg, arrays)
+    init = read_checkpoint(cfg.init_checkpoint) if (cfg.init_checkpoint and not cfg.resume) else None
+    init_pre = dict(init["preprocessing"]) if init is not None else {}
+    if init is not None and init["task"] != cfg.task:
+        from napari_histo.core.errors import ConfigError
+
+        raise ConfigError(f"{Path(cfg.init_checkpoint).name} is a {init['task']} model; "
+                          f"cannot fine-tune it for {cfg.task}")
+    # fine-tuning keeps the base model's stain normalisation unless another is asked for
+    data: DataBundle = build_data(cfg, arrays, stain=None if cfg.stain_norm else init_pre.get("stain"))
+    if init is not None:
+        for key in ("mpp", "mean", "std"):
+            if data.preprocessing.get(key) is None and init_pre.get(key) is not None:
+                data.preprocessing[key] = init_pre[key]
     if len(data.train) == 0:
         from napari_histo.core.errors import DataError
 
@@ -125,10 +142,13 @@ def train(cfg: TrainConfig, *, arrays: list[ArraySample] | None = None) -> Task[
     run_dir.mkdir(parents=True, exist_ok=True)
     cfg.to_yaml(run_dir / "config.yaml")
     n_cls = data.num_classes
-    spec = make_spec(cfg.model, in_channels=3, num_classes=n_cls, **cfg.model_kwargs)
+    if init is not None:  # same architecture as the base model, head sized for these classes
+        spec = {**dict(init["spec"]), "num_classes": n_cls}
+    else:
+        spec = make_spec(cfg.model, in_channels=3, num_classes=n_cls, **cfg.model_kwargs)
     model = build_model(spec)
-    if cfg.init_checkpoint and not cfg.resume:
-        yield Message(_init_weights(model, cfg.init_checkpoint))
+    if init is not None:
+        yield Message(_init_weights(model, init, Path(cfg.init_checkpoint).name))
     cuda = device.type == "cuda"
     use_cl = cuda and cfg.channels_last
     model.to(device)
@@ -156,7 +176,8 @@ def train(cfg: TrainConfig, *, arrays: list[ArraySample] | None = None) -> Task[
 
     history: list[dict[str, Any]] = []
     start_epoch, step, elapsed0 = 1, 0, 0.0
-    best_score, since_best = -math.inf, 0
+    best_score: tuple[float, float] = (-math.inf, -math.inf)
+    since_best = 0
     if cfg.resume:
         ck = read_checkpoint(last_path)
         ex = ck.get("extra") or {}
@@ -171,7 +192,8 @@ def train(cfg: TrainConfig, *, arrays: list[ArraySample] | None = None) -> Task[
         step = int(ex.get("step", 0))
         elapsed0 = float(ex.get("elapsed_s", 0.0))
         history = list(ex.get("history", []))
-        best_score = float(ex.get("best_score", -math.inf))
+        bs = ex.get("best_score", [-math.inf, -math.inf])
+        best_score = (float(bs[0]), float(bs[1])) if isinstance(bs, (list, tuple)) else (float(bs), -math.inf)
         since_best = int(ex.get("since_best", 0))
         if "torch_rng" in ex:
             torch.set_rng_state(ex["torch_rng"])
@@ -187,12 +209,17 @@ def train(cfg: TrainConfig, *, arrays: list[ArraySample] | None = None) -> Task[
     stopped = "epochs"
     val_seconds = 0.0
     prefetch: Prefetcher | None = None
-    preview_idx = list(range(min(8, len(data.val)))) if cfg.task == "classify" else []
+    preview_idx: list[int] = []
+    if cfg.task == "classify" and len(data.val):  # a fixed mix of classes, up to 8 patches
+        vl = np.asarray(data.val.labels)
+        per = max(1, 8 // len(np.unique(vl)))
+        for c in np.unique(vl):
+            preview_idx += np.flatnonzero(vl == c)[:per].tolist()
 
     def ckpt_extra(epoch: int) -> dict[str, Any]:
         return {"optimizer": opt.state_dict(), "scheduler": sched.state_dict(), "epoch": epoch,
                 "step": step, "elapsed_s": time.perf_counter() - t0, "history": history,
-                "best_score": best_score, "since_best": since_best,
+                "best_score": list(best_score), "since_best": since_best,
                 "torch_rng": torch.get_rng_state(), "config": cfg.to_dict(),
                 "train_groups": data.train_groups, "val_groups": data.val_groups}
 
@@ -202,7 +229,9 @@ def train(cfg: TrainConfig, *, arrays: list[ArraySample] | None = None) -> Task[
                                extra=ckpt_extra(epoch) if resume_state else
                                {"epoch": epoch, "config": cfg.to_dict(), "val_groups": data.val_groups})
 
-    yield Message(f"{len(data.train)} training / {len(data.val)} validation items; groups "
+    n_train = (f"{len(data.train.samples)} training images ({len(data.train)} crops per epoch)"
+               if cfg.task == "segment" else f"{len(data.train)} training patches")
+    yield Message(f"{n_train} / {len(data.val)} validation items; validation groups "
                   f"val={data.val_groups[:10]}; model {cfg.model} ({sum(p.numel() for p in model.parameters()):,} "
                   "parameters)")
     finished = False
@@ -212,16 +241,16 @@ def train(cfg: TrainConfig, *, arrays: list[ArraySample] | None = None) -> Task[
             batches = epoch_indices(len(data.train), cfg.batch_size, rng, labels=train_labels,
                                     balance=balance, steps=cfg.steps_per_epoch)
 
-            def make(item: tuple[list[int], int], _epoch: int = epoch) -> dict[str, torch.Tensor]:
-                idx, b = item
-                g = torch.Generator().manual_seed(_seed32(cfg.seed, _epoch, b))
-                return maker(idx, np.random.default_rng((cfg.seed, _epoch, b)), g)
-
             model.train()
             acc = MetricAccumulator(n_cls)
-            prefetch = Prefetcher([(b, i) for i, b in enumerate(batches)], make)
+            epoch_batches = EpochBatches(batches, maker, cfg.seed, epoch)
+            if cfg.num_workers > 0:
+                loader: Any = worker_loader(epoch_batches, cfg.num_workers)
+            else:
+                prefetch = Prefetcher(range(len(batches)), epoch_batches.__getitem__)
+                loader = prefetch
             out_of_time = False
-            for i, batch in enumerate(prefetch):
+            for i, batch in enumerate(loader):
                 x = batch["x"].to(device, non_blocking=True)
                 if use_cl:
                     x = x.contiguous(memory_format=torch.channels_last)
@@ -250,14 +279,19 @@ def train(cfg: TrainConfig, *, arrays: list[ArraySample] | None = None) -> Task[
                 if limit_s:
                     frac = max(frac, elapsed / max(1.0, limit_s - val_seconds - 5))
                 lr = sched.set_progress(frac)
-                acc.update(logits.detach(), y, lv, n=x.shape[0], with_roc=False)
+                if cfg.task == "classify":  # cheap for (N, C) logits: train ROC too
+                    acc.update(torch.softmax(logits.detach().float(), 1), y, lv, n=x.shape[0])
+                else:
+                    acc.update(logits.detach(), y, lv, n=x.shape[0], with_roc=False)
                 yield Progress(i + 1, len(batches), "train",
                                {"epoch": float(epoch), "loss": lv, "lr": lr})
                 if limit_s and elapsed + val_seconds + 5 >= limit_s:
                     out_of_time = True
                     break
-            prefetch.close()
-            prefetch = None
+            if prefetch is not None:
+                prefetch.close()
+                prefetch = None
+            del loader
             metrics: dict[str, Any] = {"epoch": epoch}
             metrics.update(acc.result("train"))
             vt = time.perf_counter()

@@ -93,6 +93,38 @@ def epoch_indices(n: int, batch_size: int, rng: np.random.Generator, *,
     return batches
 
 
+class EpochBatches(torch.utils.data.Dataset):  # type: ignore[type-arg]
+    """One epoch's batches as a picklable dataset, for DataLoader worker processes.
+
+    Batch ``b`` is made with RNGs seeded by (seed, epoch, b), so workers give exactly what
+    the in-process prefetch thread would.
+    """
+
+    def __init__(self, batches: Sequence[Sequence[int]], maker: BatchMaker, seed: int,
+                 epoch: int) -> None:
+        self.batches = [list(b) for b in batches]
+        self.maker = maker
+        self.seed = seed
+        self.epoch = epoch
+
+    def __len__(self) -> int:
+        return len(self.batches)
+
+    def __getitem__(self, b: int) -> Batch:
+        import zlib
+
+        key = np.asarray((self.seed, self.epoch, b), dtype=np.int64).tobytes()
+        g = torch.Generator().manual_seed(zlib.crc32(key))
+        return self.maker(self.batches[b], np.random.default_rng((self.seed, self.epoch, b)), g)
+
+
+def worker_loader(batches: EpochBatches, num_workers: int) -> torch.utils.data.DataLoader:  # type: ignore[type-arg]
+    """DataLoader over whole batches in ``num_workers`` processes (for lazily read data)."""
+    return torch.utils.data.DataLoader(batches, batch_size=None, shuffle=False,
+                                       num_workers=num_workers, prefetch_factor=2,
+                                       persistent_workers=False)
+
+
 class Prefetcher:
     """Iterate ``make(item)`` over ``items`` with ``depth`` results prepared in a thread."""
 
