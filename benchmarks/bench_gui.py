@@ -159,6 +159,7 @@ def bench_predict(viewer: Any, slide: Path, ckpt: Path, seconds: float) -> dict[
     pump(lambda: h.done and seg._run_button.enabled, 120)
     # time to first tile of the visible region (zoomed to ~1024 px of level 0)
     firsts, wholes = [], []
+    stages: list[tuple[float, float, float]] = []
     mpp = float(image.scale[-1])
     for k in range(5):
         cy = (0.3 + 0.1 * k) * image.data[0].shape[0] * mpp
@@ -172,7 +173,15 @@ def bench_predict(viewer: Any, slide: Path, ckpt: Path, seconds: float) -> dict[
             firsts.append(t["first_tile"] - t["model_loaded"])
             wholes.append(t["returned"] - t["model_loaded"])
             res["click_to_first_tile_s"] = t["first_tile"] - t["start"]
+            if "store_ready" in t and "layers_ready" in t:
+                stages.append((t["store_ready"] - t["model_loaded"],
+                               t["layers_ready"] - t["store_ready"],
+                               t["first_tile"] - t["layers_ready"]))
     res["first_tile_s"] = statistics.median(firsts) if firsts else float("nan")
+    if stages:  # where the first tile's time goes (medians)
+        res["first_tile_stages_s"] = {
+            name: statistics.median(st[i] for st in stages)
+            for i, name in enumerate(("to_store_ready", "layers_created", "to_first_redraw"))}
     res["whole_view_s"] = statistics.median(wholes) if wholes else float("nan")
     res["view_px"] = seg.result.heatmap.data.shape if seg.result is not None else None
     res["segment"] = seg
@@ -265,6 +274,9 @@ def main(argv: list[str] | None = None) -> int:
           f" whole view {pred['whole_view_s']:.2f} s for {pred['view_px']} px "
           f"(first tile = {pred['first_tile_s'] / pred['whole_view_s']:.2f} of it)")
     print(f"click to first tile (incl. model load + warm-up): {pred.get('click_to_first_tile_s', float('nan')):.3f} s")
+    if "first_tile_stages_s" in pred:
+        print("  first tile, stages (median s): " + ", ".join(
+            f"{k} {v:.3f}" for k, v in pred["first_tile_stages_s"].items()))
     print(f"brush dab (40 px) on a {brush['window_shape']} correction window: "
           f"p50 {brush['dab_p50_ms']:.1f} ms, p95 {brush['dab_p95_ms']:.1f} ms "
           f"(p95/frame {brush['dab_p95_ms'] / FRAME_MS:.2f}); autosave write-through of one "

@@ -215,26 +215,30 @@ class _TileReader:
         if not isinstance(ev, Progress) or not ev.info or self.path is None:
             return []
         info = ev.info
+        if "store" in info:  # announced before the first batch: the GUI builds the layers
+            return self._open() if self._prob is None else []
         if not all(k in info for k in ("y0", "x0", "y1", "x1")):
             return []
-        out: list[Any] = []
-        if self._prob is None:
-            from napari_histo.engine.inference.writer import open_prediction
-
-            prob, _, meta = open_prediction(self.path)
-            self._prob = prob
-            self._scale = 1.0 / 255.0 if str(prob.dtype) == "uint8" else 1.0
-            shape = tuple(int(s) for s in prob.shape[-2:])
-            out.append(StoreReady(self.path, shape,  # type: ignore[arg-type]
-                                  tuple(float(v) for v in meta.get("downsample") or (1, 1)),
-                                  tuple(float(v) for v in meta.get("origin_px") or (0, 0)),
-                                  tuple(meta.get("class_names") or ())))
+        out: list[Any] = self._open() if self._prob is None else []
         box = (int(info["y0"]), int(info["x0"]), int(info["y1"]), int(info["x1"]))
         data = np.asarray(self._prob[..., box[0]:box[2], box[1]:box[3]]).astype(np.float32)
         if self._scale != 1.0:
             data *= self._scale
         out.append(TileReady(box, _foreground_np(data), ev.done, ev.total))
         return out
+
+    def _open(self) -> list[Any]:
+        """Open the store; one :class:`StoreReady` event describing it."""
+        from napari_histo.engine.inference.writer import open_prediction
+
+        prob, _, meta = open_prediction(self.path)
+        self._prob = prob
+        self._scale = 1.0 / 255.0 if str(prob.dtype) == "uint8" else 1.0
+        shape = tuple(int(s) for s in prob.shape[-2:])
+        return [StoreReady(self.path, shape,  # type: ignore[arg-type]
+                           tuple(float(v) for v in meta.get("downsample") or (1, 1)),
+                           tuple(float(v) for v in meta.get("origin_px") or (0, 0)),
+                           tuple(meta.get("class_names") or ()))]
 
 
 # ------------------------------------------------------------------ the widget
@@ -449,7 +453,9 @@ class SegmentWidget(Container):
             self._status_label.value = ev.text
             return
         if isinstance(ev, StoreReady):
+            self.timings.setdefault("store_ready", time.perf_counter())
             self._make_live_layers(ev)
+            self.timings.setdefault("layers_ready", time.perf_counter())
             return
         if isinstance(ev, TileReady):
             if self._live is not None:

@@ -149,6 +149,24 @@ def test_resume_after_interruption_is_byte_identical(seg_model, syn_slide: Path,
     assert again.complete
 
 
+def test_store_announced_first_and_first_block_after_one_batch(seg_model, syn_slide: Path,
+                                                               tmp_path: Path) -> None:
+    """A viewer gets the store before any compute, and the first block after one batch."""
+    out = tmp_path / "first.ome.zarr"
+    cfg = CFG.replace(tissue_only=False, batch_size=2, block_tiles=1)
+    kinds = []
+    for ev in predict_slide(syn_slide, seg_model, cfg, out_path=out):
+        if isinstance(ev, Progress) and ev.info and "store" in ev.info:
+            assert Path(ev.info["store"]) == out and out.is_dir()
+            kinds.append("store")
+        elif isinstance(ev, Progress) and ev.info and "y0" in ev.info:
+            kinds.append("block")
+        elif isinstance(ev, Progress):
+            kinds.append("batch")
+    assert kinds[0] == "store"
+    assert kinds[1:3] == ["batch", "block"]  # reported right after its batch, not later
+
+
 def test_cancel_stops_between_batches(seg_model, syn_slide: Path, tmp_path: Path) -> None:
     before = threading.active_count()
     out = tmp_path / "c.ome.zarr"

@@ -49,8 +49,19 @@ def _viewer() -> Any:
 def _shot(viewer: Any, path: Path) -> Path:
     _wait(lambda: True)
     viewer.window.screenshot(str(path), canvas_only=False)
+    _shrink_png(path)
     print(path, flush=True)
     return path
+
+
+def _shrink_png(path: Path) -> None:
+    """Re-save as a 256-colour PNG: a third of the size, no visible change in a screenshot."""
+    from PIL import Image
+
+    with Image.open(path) as im:
+        q = im.convert("RGB").quantize(colors=256, method=Image.Quantize.MEDIANCUT,
+                                       dither=Image.Dither.NONE)
+    q.save(path, optimize=True)
 
 
 def _sample(viewer: Any) -> tuple[Any, Any]:

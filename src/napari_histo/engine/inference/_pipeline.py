@@ -154,8 +154,7 @@ def run_blocks(plan: Plan, source: Any, runner: Any, sink: Any, jobs: list[_Job]
             job, fut = writes.popleft()
             fut.result()
             written[0] += 1
-            if written[0] % 1 == 0:
-                release_memory()
+            release_memory()
             y0, x0, y1, x1 = plan.block_box(job.block)
             events.append(Progress(done, total, "tile",
                                    {"y0": y0, "x0": x0, "y1": y1, "x1": x1}))
@@ -204,7 +203,9 @@ def run_blocks(plan: Plan, source: Any, runner: Any, sink: Any, jobs: list[_Job]
                 if job.remaining == 0:
                     writes.append((job, writer.submit(finish, job)))
             yield Progress(done, total, desc)
-            for ev in drain_writes(4):
+            # the first block is reported as soon as it is written (the GUI's first tile on
+            # screen); later ones as their writes finish, up to 4 in flight
+            for ev in drain_writes(0 if written[0] == 0 else 4):
                 yield ev
         for ev in drain_writes(0):
             yield ev

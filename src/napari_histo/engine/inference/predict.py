@@ -17,7 +17,7 @@ import numpy as np
 import numpy.typing as npt
 
 from napari_histo.core.errors import ConfigError
-from napari_histo.core.progress import Message, Task
+from napari_histo.core.progress import Message, Progress, Task
 from napari_histo.engine.inference._model import Runner, as_loaded
 from napari_histo.engine.inference._pipeline import RunStats, plan_jobs, run_blocks
 from napari_histo.engine.inference._plan import HeatmapPlan, Plan, SegmentPlan
@@ -259,6 +259,10 @@ def predict_slide(source: Any, model: Any, cfg: InferenceConfig | None = None, *
         order = _order(plan, order_near, ctx["to_out"])
         stats = RunStats()
         jobs = plan_jobs(plan, order, ctx["skip"], done, stats)
+        if path is not None:
+            # the store exists: a viewer can lay out its layers while the first batch runs
+            yield Progress(stats.skipped_tiles + stats.resumed_tiles, stats.total_tiles,
+                           "predict", {"store": str(path)})
         yield from run_blocks(plan, src, runner, sink, jobs, stats, readers=cfg.readers)
         if isinstance(sink, ZarrSink):
             sink.finish(skipped_tiles=stats.skipped_tiles, total_tiles=stats.total_tiles,
