@@ -157,6 +157,15 @@ def agreement(nh_store: Path, tia_store: Path) -> dict[str, Any]:
             "std_p_nh": float(p_nh.std()), "std_p_tia": float(p_tia.std())}
 
 
+def agreement_line(a: dict[str, Any]) -> str:
+    """One printed line of :func:`agreement`."""
+    return (f"agreement over {a['common'][0]} x {a['common'][1]} px: mean |dp| "
+            f"{a['mean_abs_diff']:.4f}, p99 {a['p99_abs_diff']:.4f}, max {a['max_abs_diff']:.4f}, "
+            f"r {a['pearson_r']:.4f}, labels equal {a['label_agreement']:.4f}; p spread (std) "
+            f"{a['std_p_nh']:.4f} / {a['std_p_tia']:.4f} (tile grids are offset by 16 px and "
+            "blends differ: sin^2 window vs plain mean)")
+
+
 def summary(runs: list[dict[str, Any]]) -> dict[str, Any]:
     """Runs, mean and best seconds and tiles/s of one engine."""
     s = [r["s"] for r in runs]
@@ -186,7 +195,8 @@ def main() -> None:
         make_slide(slide, 10000, tile_library())
     print(f"slide {slide} | {MPP} um/px, tile {TILE}, overlap {OVERLAP}, batch {BATCH}, cpu, "
           f"torch {torch.__version__} {torch.get_num_threads()} threads, "
-          f"tiatoolbox {tiatoolbox.__version__}", flush=True)
+          f"tiatoolbox {tiatoolbox.__version__} ({args.tia_workers} DataLoader workers; "
+          "napari-histo 4 reader threads)", flush=True)
     lm = seg_model("cpu")
     seg, io = tia_engine(lm, args.tia_workers)
     nh_out, tia_dir = work / "peer_napari_histo.ome.zarr", work / "peer_tiatoolbox"
@@ -212,11 +222,7 @@ def main() -> None:
           f"(= TIAToolbox s / napari-histo s), {best_ratio:.2f}x on best runs")
     try:
         agree: dict[str, Any] = agreement(nh_out, Path(tia_runs[-1]["out"]))
-        print(f"agreement over {agree['common'][0]} x {agree['common'][1]} px: mean |dp| "
-              f"{agree['mean_abs_diff']:.4f}, p99 {agree['p99_abs_diff']:.4f}, max "
-              f"{agree['max_abs_diff']:.4f}, r {agree['pearson_r']:.4f}, labels equal {agree['label_agreement']:.4f}; "
-              f"p spread (std) {agree['std_p_nh']:.4f} / {agree['std_p_tia']:.4f} "
-              "(tile grids differ by 16 px and blends differ: sin^2 window vs mean)")
+        print(agreement_line(agree))
     except Exception as e:  # layouts may differ between versions: report, don't fail
         agree = {"error": f"{type(e).__name__}: {e}"}
         print(f"agreement not computed: {agree['error']}")
@@ -225,8 +231,7 @@ def main() -> None:
               "cpu_count": os.cpu_count(), "torch": torch.__version__,
               "tiatoolbox": tiatoolbox.__version__, "tia_workers": args.tia_workers,
               "napari_histo": nh, "tiatoolbox_run": tia, "ratio_tiles_per_s": ratio,
-              "ratio_best_tiles_per_s": best_ratio,
-              "agreement": agree}
+              "ratio_best_tiles_per_s": best_ratio, "agreement": agree}
     (work / "bench_infer_peer.json").write_text(json.dumps(report, indent=2))
     print(json.dumps(report, indent=2))
     print(f"report: {work / 'bench_infer_peer.json'}")

@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 import pickle
 import tempfile
+import threading
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -29,7 +30,8 @@ DEFAULT_MEAN = (0.5, 0.5, 0.5)
 DEFAULT_STD = (0.25, 0.25, 0.25)
 
 __all__ = ["FORMAT_VERSION", "LoadedModel", "save_checkpoint", "load_checkpoint",
-           "read_checkpoint", "default_preprocessing", "preprocess_batch"]
+           "load_checkpoint_cached", "cached_model", "read_checkpoint", "default_preprocessing",
+           "preprocess_batch"]
 
 
 def default_preprocessing(**kw: Any) -> dict[str, Any]:
@@ -207,3 +209,46 @@ def load_checkpoint(path: str | os.PathLike[str], device: str | torch.device = "
                        class_names=list(ckpt["class_names"]), spec=dict(ckpt["spec"]),
                        preprocessing=pre, metrics=dict(ckpt.get("metrics") or {}),
                        path=Path(path), extra=dict(ckpt.get("extra") or {}))
+
+
+_CACHE_LOCK = threading.Lock()
+_CACHE: dict[tuple[str, int, int, str], LoadedModel] = {}
+
+
+def _cache_key(path: str | os.PathLike[str], device: str | torch.device) -> tuple[str, int, int, str]:
+    from napari_histo.engine.devices import resolve_device
+
+    p = Path(path).resolve()
+    st = p.stat()
+    return (str(p), st.st_size, st.st_mtime_ns, str(resolve_device(device)))
+
+
+def cached_model(path: str | os.PathLike[str], device: str | torch.device = "cpu",
+                 ) -> LoadedModel | None:
+    """The model :func:`load_checkpoint_cached` holds for this file and device, or None."""
+    try:
+        key = _cache_key(path, device)
+    except OSError:
+        return None
+    with _CACHE_LOCK:
+        return _CACHE.get(key)
+
+
+def load_checkpoint_cached(path: str | os.PathLike[str], device: str | torch.device = "cpu",
+                           ) -> LoadedModel:
+    """:func:`load_checkpoint` that keeps the last model loaded.
+
+    Segmenting again after a pan must not reload the weights (seconds for a ResNet-50). The
+    key is the file's resolved path, size and modification time and the device, so a
+    rewritten checkpoint is reloaded; one model is kept, so memory stays bounded.
+    """
+    key = _cache_key(path, device)
+    with _CACHE_LOCK:
+        hit = _CACHE.get(key)
+    if hit is not None:
+        return hit
+    loaded = load_checkpoint(path, device=device)
+    with _CACHE_LOCK:
+        _CACHE.clear()
+        _CACHE[key] = loaded
+    return loaded

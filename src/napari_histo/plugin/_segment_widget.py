@@ -143,6 +143,12 @@ class StoreReady:
     class_names: tuple[str, ...] = ()
 
 
+def _geometry(ev: StoreReady) -> tuple[tuple[int, ...], tuple[float, ...], tuple[float, ...]]:
+    """A store's placement, normalised so an early layout and the store compare equal."""
+    return (tuple(int(v) for v in ev.shape), tuple(round(float(v), 9) for v in ev.downsample),
+            tuple(round(float(v), 6) for v in ev.origin_px))
+
+
 def segment_job(req: SegmentRequest) -> Any:
     """Load the model, predict, and yield finished tiles; return a :class:`SegmentOutcome`.
 
@@ -151,10 +157,10 @@ def segment_job(req: SegmentRequest) -> Any:
     from the engine's output store in this (worker) thread so the GUI thread only pastes.
     """
     from napari_histo.engine import inference as inf
-    from napari_histo.engine.checkpoints import load_checkpoint
+    from napari_histo.engine.checkpoints import load_checkpoint_cached
 
     t0 = time.perf_counter()
-    model = load_checkpoint(req.checkpoint, device=req.device)
+    model = load_checkpoint_cached(req.checkpoint, device=req.device)
     _warm_up(model)
     load_s = time.perf_counter() - t0
     yield Message(f"model loaded in {load_s:.2f} s", level="info")
@@ -275,6 +281,7 @@ class SegmentWidget(Container):
         self.result: rl.PredictionLayers | None = None
         self.timings: dict[str, float] = {}
         self._live: rl.PredictionLayers | None = None
+        self._live_geometry: tuple[Any, ...] | None = None
         self._live_factor = 1
         from qtpy.QtCore import QTimer
 
@@ -433,6 +440,7 @@ class SegmentWidget(Container):
     # ---------------------------------------------------------------- running
     def _start(self, req: SegmentRequest, image_layer: Any, placement: dict[str, Any]) -> None:
         self._live = None
+        self._live_geometry = None
         self._live_factor = 1
         self._last_redraw = 0.0
         self._pending_layers = {"image_layer": image_layer, "placement": placement, "req": req}
@@ -445,6 +453,29 @@ class SegmentWidget(Container):
         self.handle = start_task(segment_job, req, on_event=self._on_event,
                                  on_returned=self._on_returned, on_finished=self._on_finished,
                                  desc=f"segment {image_layer.name}", watch=self)
+        self._lay_out_early(req)
+
+    def _lay_out_early(self, req: SegmentRequest) -> None:
+        """Create the live layers now, while the worker starts, when the model is known.
+
+        napari takes ~0.2-0.4 s to add two layers; done here it overlaps the model's first
+        batch instead of following it. Needs the model already loaded once (its resolution
+        fixes the output geometry); otherwise the layers follow the store as before.
+        """
+        from napari_histo.core.errors import HistoError
+        from napari_histo.engine.checkpoints import cached_model
+        from napari_histo.engine.inference import output_geometry
+
+        if req.source is None or req.out_path is None:
+            return
+        model = cached_model(req.checkpoint, req.device)
+        if model is None:
+            return
+        try:
+            shape, down, origin = output_geometry(req.source, model, req.cfg, region=req.region)
+        except (HistoError, OSError, ValueError):
+            return  # the run itself reports what is wrong
+        self._on_event(StoreReady(req.out_path, shape, down, origin, tuple(model.class_names)))
 
     def _on_event(self, ev: Any) -> None:
         if isinstance(ev, Message):
@@ -453,8 +484,17 @@ class SegmentWidget(Container):
             self._status_label.value = ev.text
             return
         if isinstance(ev, StoreReady):
+            geometry = _geometry(ev)
+            if self._live is not None and geometry == self._live_geometry:
+                return  # laid out early, and the store agrees
+            if self._live is not None:  # laid out early with another geometry: redo
+                for layer in (self._live.heatmap, self._live.labels):
+                    if layer in self._viewer.layers:
+                        self._viewer.layers.remove(layer)
+                self._live = None
             self.timings.setdefault("store_ready", time.perf_counter())
             self._make_live_layers(ev)
+            self._live_geometry = geometry
             self.timings.setdefault("layers_ready", time.perf_counter())
             return
         if isinstance(ev, TileReady):

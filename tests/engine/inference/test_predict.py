@@ -167,6 +167,20 @@ def test_store_announced_first_and_first_block_after_one_batch(seg_model, syn_sl
     assert kinds[1:3] == ["batch", "block"]  # reported right after its batch, not later
 
 
+def test_output_geometry_matches_the_store(seg_model, syn_slide: Path, tmp_path: Path) -> None:
+    from napari_histo.engine.inference import output_geometry
+    from napari_histo.engine.inference.writer import read_meta
+
+    region = (40, 64, 300, 420)
+    cfg = CFG.replace(tissue_only=False)
+    shape, down, origin = output_geometry(syn_slide, seg_model, cfg, region=region)
+    out = tmp_path / "geo.ome.zarr"
+    res = run_task(predict_slide(syn_slide, seg_model, cfg, region=region, out_path=out))
+    meta = read_meta(out)
+    assert shape == tuple(res.probabilities.shape[-2:])
+    assert list(down) == meta["downsample"] and list(origin) == meta["origin_px"]
+
+
 def test_cancel_stops_between_batches(seg_model, syn_slide: Path, tmp_path: Path) -> None:
     before = threading.active_count()
     out = tmp_path / "c.ome.zarr"

@@ -74,6 +74,29 @@ def test_segment_zoomed_view_of_svs(make_napari_viewer, qtbot, cmu_svs, tiny_che
     assert "first_tile" in w.timings
 
 
+def test_second_run_lays_out_layers_before_the_model_loads(make_napari_viewer, qtbot, cmu_svs,
+                                                           tiny_checkpoint, no_threads_left):
+    """Once the model is known, the result layers are created while the worker starts."""
+    viewer = make_napari_viewer()
+    image = _open(viewer, cmu_svs)
+    w = SegmentWidget(viewer)
+    viewer.window.add_dock_widget(w)
+    w._image_combo.value = image
+    w.set_checkpoint(tiny_checkpoint)
+    camera_of(viewer).center = (700.0, 550.0)
+    camera_of(viewer).zoom = max(viewer.canvas.size) / 300.0
+    _segment(qtbot, w)
+    first = w.result
+    n_layers = len(viewer.layers)
+    _segment(qtbot, w)
+    t = w.timings
+    assert t["layers_ready"] < t["model_loaded"] < t["first_tile"]
+    assert len(viewer.layers) == n_layers + 2  # the early layers were kept, not redone
+    np.testing.assert_allclose(np.asarray(w.result.heatmap.data), np.asarray(first.heatmap.data),
+                               atol=1e-3)
+    assert tuple(w.result.heatmap.translate) == tuple(first.heatmap.translate)
+
+
 def test_cancel_mid_run(make_napari_viewer, qtbot, cmu_svs, tiny_checkpoint, no_threads_left):
     viewer = make_napari_viewer()
     image = _open(viewer, cmu_svs)

@@ -1,6 +1,6 @@
 """Tiled, blended, tissue-masked, streamed inference over slides, regions and arrays.
 
-Public API: :func:`predict_array`, :func:`predict_slide`, :func:`predict_heatmap`,
+Public API: :func:`predict_array`, :func:`predict_slide`, :func:`output_geometry`, :func:`predict_heatmap`,
 :class:`InferenceConfig`, :class:`PredictionResult`, :func:`result_from_store`,
 :func:`is_complete`. Nothing here imports napari or Qt.
 """
@@ -8,6 +8,7 @@ Public API: :func:`predict_array`, :func:`predict_slide`, :func:`predict_heatmap
 from napari_histo.engine.inference.config import InferenceConfig
 from napari_histo.engine.inference.predict import (
     PredictionResult,
+    output_geometry,
     predict_array,
     predict_heatmap,
     predict_slide,
@@ -20,6 +21,7 @@ __all__ = [
     "PredictionResult",
     "is_complete",
     "open_prediction",
+    "output_geometry",
     "predict_array",
     "predict_heatmap",
     "predict_slide",

@@ -36,7 +36,8 @@ from napari_histo.engine.inference.writer import (
 )
 from napari_histo.engine.tiling import order_blocks
 
-__all__ = ["PredictionResult", "predict_array", "predict_heatmap", "predict_slide"]
+__all__ = ["PredictionResult", "output_geometry", "predict_array", "predict_heatmap",
+           "predict_slide"]
 
 Box = tuple[int, int, int, int]
 #: longest side of the thumbnail the tissue mask is computed on (>= 1024: a mask pixel is
@@ -283,6 +284,27 @@ def predict_slide(source: Any, model: Any, cfg: InferenceConfig | None = None, *
             failed_boxes=stats.failed_boxes, task=loaded.task,
             class_names=list(loaded.class_names), downsample=ctx["downsample"],
             origin_px=origin0, source=str(getattr(slide, "path", "")), stats=stats)
+    finally:
+        if own:
+            slide.close()
+
+
+def output_geometry(source: Any, model: Any, cfg: InferenceConfig | None = None, *,
+                    region: Any = None, region_units: str = "px",
+                    ) -> tuple[tuple[int, int], tuple[float, float], tuple[float, float]]:
+    """What :func:`predict_slide` will write: output shape (px), downsample (level-0 px per
+    output px) and origin (level-0 px), computed without tissue detection or a model call.
+
+    Cheap (it opens the slide and plans the tiles), so a viewer can lay out its result
+    layers while the run starts instead of after its first batch.
+    """
+    cfg = (cfg or InferenceConfig()).replace(tissue_only=False)
+    loaded = as_loaded(model, cfg.device)
+    slide, own = _open(source)
+    try:
+        ctx = prepare_slide_run(slide, loaded, cfg, region=region, region_units=region_units)
+        shape = tuple(int(v) for v in ctx["plan"].out_shape[-2:])
+        return (shape[0], shape[1]), ctx["downsample"], ctx["origin0"]
     finally:
         if own:
             slide.close()
