@@ -52,17 +52,22 @@ def test_segment_view_of_glas(make_napari_viewer, qtbot, glas_pair, tiny_checkpo
     assert w.result.heatmap.name != res.heatmap.name
 
 
-def test_segment_zoomed_view_of_svs(make_napari_viewer, qtbot, cmu_svs, tiny_checkpoint,
-                                    no_threads_left):
+def _zoomed_svs(make_napari_viewer, cmu_svs, checkpoint):
+    """A viewer on the CMU-1 SVS zoomed on a ~300 um window, with a Segment widget."""
     viewer = make_napari_viewer()
     image = _open(viewer, cmu_svs)
     w = SegmentWidget(viewer)
     viewer.window.add_dock_widget(w)
     w._image_combo.value = image
-    w.set_checkpoint(tiny_checkpoint)
-    # zoom on a ~300 um wide window in the middle of the slide
+    w.set_checkpoint(checkpoint)
     camera_of(viewer).center = (700.0, 550.0)
     camera_of(viewer).zoom = max(viewer.canvas.size) / 300.0
+    return viewer, image, w
+
+
+def test_segment_zoomed_view_of_svs(make_napari_viewer, qtbot, cmu_svs, tiny_checkpoint,
+                                    no_threads_left):
+    viewer, image, w = _zoomed_svs(make_napari_viewer, cmu_svs, tiny_checkpoint)
     _segment(qtbot, w)
     res = w.result
     box = res.heatmap.metadata["napari_histo"]["region"]
@@ -77,14 +82,7 @@ def test_segment_zoomed_view_of_svs(make_napari_viewer, qtbot, cmu_svs, tiny_che
 def test_second_run_lays_out_layers_before_the_model_loads(make_napari_viewer, qtbot, cmu_svs,
                                                            tiny_checkpoint, no_threads_left):
     """Once the model is known, the result layers are created while the worker starts."""
-    viewer = make_napari_viewer()
-    image = _open(viewer, cmu_svs)
-    w = SegmentWidget(viewer)
-    viewer.window.add_dock_widget(w)
-    w._image_combo.value = image
-    w.set_checkpoint(tiny_checkpoint)
-    camera_of(viewer).center = (700.0, 550.0)
-    camera_of(viewer).zoom = max(viewer.canvas.size) / 300.0
+    viewer, _, w = _zoomed_svs(make_napari_viewer, cmu_svs, tiny_checkpoint)
     _segment(qtbot, w)
     first = w.result
     n_layers = len(viewer.layers)
