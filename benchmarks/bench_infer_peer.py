@@ -183,8 +183,8 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=os.cpu_count() or 1)
     ap.add_argument("--tia-workers", type=int, default=0, help="TIAToolbox DataLoader workers")
     args = ap.parse_args()
-    import torch
     import tiatoolbox
+    import torch
 
     torch.set_num_threads(args.threads)
     work = Path(args.workdir)

@@ -273,7 +273,7 @@ def main(argv: list[str] | None = None) -> int:
         per_round = max(1, args.reads // rounds)
         elapsed: dict[tuple[str, int], float] = {}
         for threads in (1, ncpu):
-            for rnd in range(rounds):
+            for _rnd in range(rounds):
                 for name, read in readers.items():
                     if name == "napari-histo" and threads == 1:
                         # single-threaded means no parallel tile decode inside a read either

@@ -148,7 +148,7 @@ class LevelArray(ABC):
             tiles = [self.segment(*ids[0])]
         else:
             tiles = parallel_map(lambda i: self.segment(*i), ids)
-        for (sy, sx), tile in zip(ids, tiles):
+        for (sy, sx), tile in zip(ids, tiles, strict=False):
             ty0, tx0 = sy * sh, sx * sw
             ay0, ay1 = max(y0, ty0), min(y1, ty0 + tile.shape[0])
             ax0, ax1 = max(x0, tx0), min(x1, tx0 + tile.shape[1])

@@ -176,7 +176,7 @@ def open_ome_zarr(
         scales.append(scale)
     yi, xi = axes.index("Y"), axes.index("X")
     downs: list[tuple[float, float]] = []
-    for lvl, sc in zip(levels, scales):
+    for lvl, sc in zip(levels, scales, strict=False):
         if sc is not None and scales[0] is not None and scales[0][yi] and scales[0][xi]:
             downs.append((sc[yi] / scales[0][yi], sc[xi] / scales[0][xi]))
         else:

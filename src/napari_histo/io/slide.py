@@ -331,7 +331,7 @@ def assemble(
     if parts.get("postprocess") is not None:
         for a in native:
             a.postprocess = parts["postprocess"]
-    for k in range(len(native), len(arrays)):
+    for _k in range(len(native), len(arrays)):
         py, px = downs_yx[-1]
         downs_yx.append((py * 2.0, px * 2.0))
     for i, arr in enumerate(arrays):

@@ -73,7 +73,7 @@ def test_png_0_255_becomes_0_1_and_classes_kept(tmp_path: Path) -> None:
     with open_mask(tiff255) as m:
         assert m.binary_255
         assert set(np.unique(np.asarray(m.levels[0])).tolist()) == {0, 1}
-        assert all(not nat or lv.dtype == np.uint8 for lv, nat in zip(m.levels, m.metadata.level_native))
+        assert all(not nat or lv.dtype == np.uint8 for lv, nat in zip(m.levels, m.metadata.level_native, strict=False))
         assert m.levels[-1].ndim == 2  # computed levels stay labels (nearest sampling)
         assert set(np.unique(np.asarray(m.levels[-1])).tolist()) <= {0, 1}
 

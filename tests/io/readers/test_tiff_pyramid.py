@@ -83,7 +83,7 @@ def test_thread_safe_reads(synthetic_slide: tuple[Path, Path]) -> None:
     with open_slide(path, cache_bytes=0) as s:
         with ThreadPoolExecutor(8) as ex:
             out = list(ex.map(lambda yx: s.read_region(yx, 0, (100, 120)), locs))
-        for (y, x), r in zip(locs, out):
+        for (y, x), r in zip(locs, out, strict=False):
             h, w = min(100, 1024 - y), min(120, 1536 - x)
             np.testing.assert_array_equal(r[:h, :w], ref[y : y + h, x : x + w])
         # dask threaded compute of a large slice (many tiles decoded in parallel)
