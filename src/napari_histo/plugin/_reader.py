@@ -227,12 +227,16 @@ def _read_ngff_non_rgb(path: Path) -> list[LayerDataTuple] | None:
     if store.kind != "labels" and is_rgb8:
         return None
     scale, units = layer_placement(store.mpp)
+    prediction = _prediction_meta(path)
     name = _slide_stem(path)
+    if prediction is not None:  # a napari-histo prediction: named as the widgets name them
+        name = f"{prediction.get('slide_name') or name} prediction heatmap"
     histo = {"kind": store.kind, "source": str(path), "mpp": list(store.mpp) if store.mpp else None}
     kwargs: dict[str, Any] = {
         "name": name,
         "multiscale": len(levels) > 1,
         "scale": scale,
+        "translate": _ngff_translation(store.multiscales),
         "units": units,
         "axis_labels": ("y", "x"),
         "metadata": {"source": str(path), "path": str(path), "napari_histo": histo},
@@ -243,7 +247,9 @@ def _read_ngff_non_rgb(path: Path) -> list[LayerDataTuple] | None:
 
         kwargs.update(opacity=0.5, colormap=dict(GROUND_TRUTH_COLORS))
         return [(data, kwargs, "labels")]
-    if np.issubdtype(dtype, np.floating):
+    if prediction is not None and prediction.get("prob_dtype") == "uint8":
+        kwargs.update(contrast_limits=(0.0, 255.0), colormap="inferno", opacity=0.5)
+    elif np.issubdtype(dtype, np.floating):
         # probabilities: fixed limits so napari never scans level 0
         kwargs.update(contrast_limits=(0.0, 1.0), colormap="inferno", opacity=0.6)
     elif np.issubdtype(dtype, np.integer):
@@ -252,7 +258,57 @@ def _read_ngff_non_rgb(path: Path) -> list[LayerDataTuple] | None:
     if store.channels and not is_rgb8:
         kwargs["channel_axis"] = 2
         kwargs.pop("axis_labels")
-    return [(data, kwargs, "image")]
+    return [(data, kwargs, "image"), *_ngff_label_layers(path, name, prediction is not None)]
+
+
+def _prediction_meta(path: Path) -> dict[str, Any] | None:
+    """napari-histo's metadata when ``path`` is one of its prediction stores.
+
+    Read from ``.zattrs`` here rather than through the engine, which would import torch just
+    to open a file.
+    """
+    import json
+
+    try:
+        meta = json.loads((path / ".zattrs").read_text()).get("napari_histo")
+    except (OSError, ValueError, AttributeError):
+        return None
+    return meta if isinstance(meta, dict) and "task" in meta else None
+
+
+def _ngff_translation(multiscales: dict[str, Any]) -> tuple[float, float]:
+    """The (y, x) translation of level 0, in the store's units (0 when there is none)."""
+    for t in multiscales["datasets"][0].get("coordinateTransformations", []):
+        if t.get("type") == "translation" and len(t.get("translation", [])) >= 2:
+            return (float(t["translation"][-2]), float(t["translation"][-1]))
+    return (0.0, 0.0)
+
+
+def _ngff_label_layers(path: Path, image_name: str, prediction: bool) -> list[LayerDataTuple]:
+    """The NGFF image-labels of an image store (``labels/<name>``) as Labels layers."""
+    import json
+
+    try:
+        listed = json.loads((path / "labels" / ".zattrs").read_text()).get("labels", [])
+    except (OSError, ValueError):
+        try:
+            attrs = json.loads((path / "labels" / "zarr.json").read_text())["attributes"]
+            listed = (attrs.get("ome") or attrs).get("labels", [])
+        except (OSError, ValueError, KeyError):
+            return []
+    out: list[LayerDataTuple] = []
+    for label in listed:
+        layers = _read_ngff_non_rgb(path / "labels" / str(label)) or []
+        for data, kwargs, kind in layers:
+            if kind != "labels":
+                continue
+            if prediction:
+                from napari_histo.plugin._result_layers import PRED_COLORS
+
+                kwargs.update(name=image_name.replace(" heatmap", " labels"),
+                              colormap=dict(PRED_COLORS), opacity=0.7)
+            out.append((data, kwargs, kind))
+    return out
 
 
 def _ground_truth_layer(slide: Any, path: Path) -> LayerDataTuple | None:

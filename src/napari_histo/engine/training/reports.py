@@ -141,7 +141,7 @@ def plot_seg_preview(path: Path, image: np.ndarray, truth: np.ndarray, prob: np.
     axes[1].imshow(t, cmap="viridis", vmin=0, vmax=max(1, int(t.max() if t.count() else 1)))
     axes[1].set_title("ground truth")
     im = axes[2].imshow(prob, cmap="magma", vmin=0, vmax=1)
-    axes[2].set_title(f"epoch {epoch}" + (f", Dice {dice:.3f}" if dice is not None else ""), fontsize=10)
+    axes[2].set_title(f"epoch {epoch}" + (f", val Dice {dice:.3f}" if dice is not None else ""), fontsize=10)
     fig.colorbar(im, ax=axes[2], fraction=0.046)
     for a in axes:
         a.axis("off")
