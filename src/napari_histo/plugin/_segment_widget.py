@@ -311,7 +311,8 @@ class SegmentWidget(Container):
         return rl.layers_of(self._viewer, "shapes")
 
     def _recent_choices(self, *_: Any) -> list[tuple[str, str]]:
-        return [(Path(p).name, p) for p in recent_checkpoints()]
+        # "run-folder/best.pt": every run writes a best.pt, and a combo needs distinct labels
+        return [(f"{Path(p).parent.name}/{Path(p).name}", p) for p in recent_checkpoints()]
 
     def _reset(self, *_: Any) -> None:
         try:
@@ -327,7 +328,10 @@ class SegmentWidget(Container):
         self._recent_combo.reset_choices()
         resolved = str(Path(path).resolve())
         if resolved in [v for _, v in self._recent_choices()]:
-            self._recent_combo.value = resolved
+            try:
+                self._recent_combo.value = resolved
+            except ValueError:  # not offered (yet): the file field already holds it
+                pass
 
     def cancel(self, *_: Any) -> None:
         """Stop the running prediction after its current tile batch."""

@@ -6,6 +6,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 
 from napari_histo.core.errors import CheckpointError, OutputExistsError
 from napari_histo.core.progress import EpochEnd, Message, Progress, run_task
@@ -116,6 +117,16 @@ def test_painted_arrays_with_ignore_and_weights(tmp_path: Path) -> None:
     res2 = run_task(train(ft, arrays=[ArraySample(img, lab, w, group="layer")]), events.append)
     assert any(isinstance(e, Message) and "initialised" in e.text for e in events)
     assert load_checkpoint(res2.best_checkpoint).spec["name"] == "unet-tiny"
+    # the GUI fine-tunes with frozen batch-norm statistics: a few one-sided patches must not
+    # overwrite what the base model learned (its running means/vars stay as they were)
+    frozen = run_task(train(ft.replace(out_dir=str(tmp_path / "frozen"), freeze_norm=True),
+                            arrays=[ArraySample(img, lab, w, group="layer")]))
+    base = load_checkpoint(res.best_checkpoint).model.state_dict()
+    for name, value in load_checkpoint(frozen.best_checkpoint).model.state_dict().items():
+        if name.endswith(("running_mean", "running_var")):
+            assert torch.equal(value, base[name]), name
+    moved = load_checkpoint(res2.best_checkpoint).model.state_dict()
+    assert any(not torch.equal(moved[n], base[n]) for n in base if n.endswith("running_mean"))
 
 
 def test_camelyon_patches_train_by_source_slide(camelyon: Path, tmp_path: Path) -> None:

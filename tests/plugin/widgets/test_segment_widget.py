@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 
@@ -158,3 +160,20 @@ def test_remove_widget_mid_run_stops_task(make_napari_viewer, qtbot, cmu_svs, ti
     qtbot.waitUntil(lambda: h.done, timeout=30000)
     assert h.cancelled or h.result is not None
     assert not active_handles()
+
+
+def test_recent_checkpoints_named_best_pt_stay_distinct(make_napari_viewer, tiny_checkpoint,
+                                                        tmp_path):
+    """Every run folder holds a best.pt: the recent list must offer each, newest selected."""
+    import shutil
+
+    viewer = make_napari_viewer()
+    w = SegmentWidget(viewer)
+    paths = []
+    for run in ("run-a", "run-b"):
+        (tmp_path / run).mkdir()
+        paths.append(shutil.copy(tiny_checkpoint, tmp_path / run / "best.pt"))
+        w.set_checkpoint(paths[-1])
+    offered = [v for _, v in w._recent_choices()]
+    assert all(str(Path(p).resolve()) in offered for p in paths)
+    assert w._recent_combo.value == str(Path(paths[-1]).resolve())

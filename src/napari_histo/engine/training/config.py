@@ -50,6 +50,8 @@ class TrainConfig:
     stain_norm: str | None = None
     stain_reference: str | None = None
     init_checkpoint: str | None = None
+    #: keep batch-norm statistics fixed (fine-tuning on a few, biased patches)
+    freeze_norm: bool = False
     early_stopping_patience: int | None = 15
     monitor: str = "auto"
     loss: str = "auto"

@@ -99,6 +99,18 @@ def _init_weights(model: torch.nn.Module, ckpt: dict[str, Any], name: str) -> st
     return f"initialised {len(keep)}/{len(own)} tensors from {name}"
 
 
+def freeze_norm_statistics(model: torch.nn.Module) -> None:
+    """Put the batch-norm layers in eval mode (their affine weights still train).
+
+    Fine-tuning on a few patches around a user's edits, in batches of 4 that are mostly one
+    class, would otherwise replace the running statistics learned on the whole training set
+    with those of the edits, and the model gets worse everywhere else.
+    """
+    for m in model.modules():
+        if isinstance(m, torch.nn.modules.batchnorm._BatchNorm):
+            m.eval()
+
+
 def train(cfg: TrainConfig, *, arrays: list[ArraySample] | None = None) -> Task[TrainResult]:
     """Train a model as described by ``cfg``; yields progress events, returns a TrainResult.
 
@@ -242,6 +254,8 @@ def train(cfg: TrainConfig, *, arrays: list[ArraySample] | None = None) -> Task[
                                     balance=balance, steps=cfg.steps_per_epoch)
 
             model.train()
+            if cfg.freeze_norm:
+                freeze_norm_statistics(model)
             acc = MetricAccumulator(n_cls)
             epoch_batches = EpochBatches(batches, maker, cfg.seed, epoch)
             if cfg.num_workers > 0:
