@@ -1,8 +1,8 @@
 """Tiled, blended, tissue-masked, streamed inference over slides, regions and arrays.
 
-Public API: :func:`predict_array`, :func:`predict_slide`, :func:`output_geometry`, :func:`predict_heatmap`,
-:class:`InferenceConfig`, :class:`PredictionResult`, :func:`result_from_store`,
-:func:`is_complete`. Nothing here imports napari or Qt.
+Public API: :func:`predict_array`, :func:`predict_slide`, :func:`predict_heatmap`,
+:func:`output_geometry`, :class:`InferenceConfig`, :class:`PredictionResult`,
+:func:`result_from_store`, :func:`is_complete`. Nothing here imports napari or Qt.
 """
 
 from napari_histo.engine.inference.config import InferenceConfig
