@@ -281,3 +281,24 @@ def test_real_svs_files(seg_model, shared_data: Path) -> None:
                                  CFG.replace(level=1, tile=256, overlap=32),
                                  region=(0, 0, 3567, 1400)))
     assert res.probabilities.shape == (1783, 700) and res.skipped_tiles > 0
+
+
+def test_slide_edges_are_mirrored_not_white(tmp_path: Path, shared_data: Path) -> None:
+    """A plain image (GlaS) is tissue to its border: the halo beyond it mirrors the image,
+    as the array path and the training crops do, instead of a white frame."""
+    from PIL import Image
+
+    from napari_histo.engine.inference._source import SlideSource, resolve_resolution
+    from napari_histo.io.slide import open_slide
+
+    png = shared_data / "glas_gland_segmentation" / "images" / "testA_44.png"
+    img = np.asarray(Image.open(png).convert("RGB"))
+    with open_slide(png) as slide:
+        res = resolve_resolution(slide, mpp=None, level=None, slide_mpp=None, model_mpp=None)
+        src = SlideSource(slide, res, (0.0, 0.0))
+        h, w = src.shape
+        out = src.read((-16, -16, h + 16, w + 16))
+        # far off the slide (a region near its edge): white glass as before
+        off = src.read((h + 100, w + 100, h + 164, w + 164))
+    np.testing.assert_array_equal(out, np.pad(img, ((16, 16), (16, 16), (0, 0)), mode="reflect"))
+    assert (off == 255).all()
