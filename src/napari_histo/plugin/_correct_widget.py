@@ -113,7 +113,7 @@ class CorrectWidget(Container):
             self._finetune_button, self._stop_button, self._progress_bar, self._status_label,
             self.curves.widget,
         ])
-        self.native.setMaximumWidth(460)  # keep the canvas wide
+        self.native.setMaximumWidth(rl.DOCK_MAX_WIDTH)
         self.session: EditSession | None = None
         self.handle: TaskHandle | None = None
         self.result: Any = None

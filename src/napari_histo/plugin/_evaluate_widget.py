@@ -109,7 +109,7 @@ class EvaluateWidget(Container):
                      self._evaluate_button, self._metrics_label, self.roc.widget,
                      self.confusion.widget, self._pred_dir_edit, self._truth_dir_edit,
                      self._folders_button])
-        self.native.setMaximumWidth(460)  # keep the canvas wide
+        self.native.setMaximumWidth(rl.DOCK_MAX_WIDTH)
         self.handle: TaskHandle | None = None
         self.result: dict[str, Any] | None = None
         self._evaluate_button.changed.connect(lambda *_: self.evaluate())

@@ -26,6 +26,8 @@ __all__ = [
 ]
 
 HEATMAP_COLORMAP = "inferno"
+#: px; dock widgets stay at most this wide so the canvas keeps most of the window
+DOCK_MAX_WIDTH = 460
 CONTOUR_MAX_PX = 1536 * 1536
 # Predicted foreground in bright green so it reads against the red ground truth.
 PRED_COLORS: dict[int | None, tuple[float, float, float, float]] = {

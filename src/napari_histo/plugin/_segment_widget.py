@@ -276,7 +276,7 @@ class SegmentWidget(Container):
             self._opacity_slider, self._run_button, self._cancel_button, self._progress_bar,
             self._status_label,
         ])
-        self.native.setMaximumWidth(460)  # keep the canvas wide
+        self.native.setMaximumWidth(rl.DOCK_MAX_WIDTH)
         self.handle: TaskHandle | None = None
         self.result: rl.PredictionLayers | None = None
         self.timings: dict[str, float] = {}
@@ -492,10 +492,7 @@ class SegmentWidget(Container):
             if self._live is not None and geometry == self._live_geometry:
                 return  # laid out early, and the store agrees
             if self._live is not None:  # laid out early with another geometry: redo
-                for layer in (self._live.heatmap, self._live.labels):
-                    if layer in self._viewer.layers:
-                        self._viewer.layers.remove(layer)
-                self._live = None
+                self._drop_live_layers()
             self.timings.setdefault("store_ready", time.perf_counter())
             self._make_live_layers(ev)
             self._live_geometry = geometry
@@ -581,10 +578,7 @@ class SegmentWidget(Container):
             self.result = self._live
             return
         if self._live is not None:  # replace the overview by the full pyramid
-            for layer in (self._live.heatmap, self._live.labels):
-                if layer in self._viewer.layers:
-                    self._viewer.layers.remove(layer)
-            self._live = None
+            self._drop_live_layers()
         prob = _display_probability(out)
         self.result = rl.add_prediction_layers(
             self._viewer, image_layer, prob, downsample=out.downsample,
@@ -592,6 +586,14 @@ class SegmentWidget(Container):
             opacity=float(self._opacity_slider.value), class_names=out.class_names,
             metadata=meta)
         self._live = self.result
+
+    def _drop_live_layers(self) -> None:
+        """Remove this run's live layers (ours, never the user's) from the viewer."""
+        if self._live is not None:
+            for layer in (self._live.heatmap, self._live.labels):
+                if layer in self._viewer.layers:
+                    self._viewer.layers.remove(layer)
+        self._live = None
 
     def _on_finished(self) -> None:
         self._run_button.enabled = True

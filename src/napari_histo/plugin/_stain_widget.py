@@ -74,7 +74,7 @@ class StainWidget(Container):
         self._status_label = Label(label="", value="")
         self.extend([self._image_combo, self._ref_combo, self._shapes_combo, self._method_combo,
                      self._fit_button, self._use_button, self._status_label])
-        self.native.setMaximumWidth(460)  # keep the canvas wide
+        self.native.setMaximumWidth(rl.DOCK_MAX_WIDTH)
         self.handle: TaskHandle | None = None
         self.params: dict[str, Any] | None = None
         self.layer: Any = None

@@ -41,7 +41,6 @@ __all__ = ["TrainWidget", "layer_pair_samples", "preview_job"]
 
 SEG_MODELS = ("unet-tiny", "unet-small", "unet")
 CLS_MODELS = ("cnn-small", "resnet18", "resnet50", "inception_v3")
-MAX_WIDTH = 460  # px: keeps the canvas wide when the dock opens
 
 
 def layer_pair_samples(image_layer: Any, labels_layer: Any, *,
@@ -166,7 +165,7 @@ class TrainWidget(Container):
             self._buttons, self._use_button, self._progress_bar, self._status_label,
             self.curves.widget,
         ])
-        self.native.setMaximumWidth(MAX_WIDTH)
+        self.native.setMaximumWidth(rl.DOCK_MAX_WIDTH)
         self._pairs: list[tuple[Any, Any, Any]] = []
         self.handle: TaskHandle | None = None
         self._preview_handle: TaskHandle | None = None

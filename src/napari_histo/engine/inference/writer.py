@@ -28,6 +28,7 @@ import numpy as np
 import numpy.typing as npt
 
 from napari_histo.core.errors import ConfigError, OutputExistsError
+from napari_histo.io.ome_zarr import downsample2
 
 __all__ = ["MemorySink", "ZarrSink", "build_pyramid", "encode", "is_complete",
            "open_prediction", "read_meta"]
@@ -228,23 +229,6 @@ class ZarrSink:
         shutil.rmtree(done_dir(self.path), ignore_errors=True)
 
 
-def _down_mean(a: npt.NDArray[Any]) -> npt.NDArray[Any]:
-    """2x2 mean over the last two axes (edge-padded to even), same dtype."""
-    h, w = a.shape[-2:]
-    if h % 2 or w % 2:
-        pad = [(0, 0)] * (a.ndim - 2) + [(0, h % 2), (0, w % 2)]
-        a = np.pad(a, pad, mode="edge")
-    f = a.astype(np.float32)
-    m = 0.25 * (f[..., ::2, ::2] + f[..., 1::2, ::2] + f[..., ::2, 1::2] + f[..., 1::2, 1::2])
-    if a.dtype == np.uint8:
-        return np.round(m).astype(np.uint8)
-    return m.astype(a.dtype)
-
-
-def _down_nearest(a: npt.NDArray[Any]) -> npt.NDArray[Any]:
-    return a[..., ::2, ::2]
-
-
 def _build_levels(group: Any, reduce: Any, min_side: int) -> int:
     """Add levels 1.. to a multiscale group chunk by chunk; return the level count."""
     k = 0
@@ -274,13 +258,13 @@ def _build_levels(group: Any, reduce: Any, min_side: int) -> int:
 
 def build_pyramid(group: Any, min_side: int = 256) -> None:
     """Downsampled levels for the probabilities (mean) and labels (nearest), flat memory."""
-    n = _build_levels(group, _down_mean, min_side)
+    n = _build_levels(group, lambda b: downsample2(b, "image"), min_side)
     ms = group.attrs["multiscales"]
     scale0 = ms[0]["datasets"][0]["coordinateTransformations"]
     ms[0]["datasets"] = [_level_ds(scale0, k) for k in range(n)]
     group.attrs["multiscales"] = ms
     lab = group["labels/prediction"]
-    n = _build_levels(lab, _down_nearest, min_side)
+    n = _build_levels(lab, lambda b: downsample2(b, "labels"), min_side)
     ms = lab.attrs["multiscales"]
     scale0 = ms[0]["datasets"][0]["coordinateTransformations"]
     ms[0]["datasets"] = [_level_ds(scale0, k) for k in range(n)]
