@@ -59,3 +59,26 @@ def default_num_workers() -> int:
 
     n = os.cpu_count() or 1
     return 0 if n <= 4 else min(8, n // 2)
+
+
+def avoid_triton_llvm_clash() -> None:
+    """Keep torch from importing triton when Mesa's LLVM (software OpenGL) is loaded.
+
+    torch's optimizers import ``torch._dynamo``, which imports triton if installed; triton
+    bundles its own LLVM and segfaults on import once Mesa's ``libLLVM`` (llvmpipe, e.g. under
+    Xvfb or on machines without a GPU driver) is in the process. triton only serves
+    ``torch.compile`` on GPUs, which napari-histo never uses, so it is marked unavailable.
+    Called before every optimizer is built (``training.loop``), whoever trains: the GUI, the
+    CLI, or a script that has a napari viewer open.
+    """
+    import sys
+
+    if "triton" in sys.modules:
+        return
+    try:
+        with open("/proc/self/maps", encoding="utf-8", errors="replace") as fh:
+            llvm = "libLLVM" in fh.read()
+    except OSError:  # not Linux: no Mesa llvmpipe clash known
+        return
+    if llvm:
+        sys.modules["triton"] = None  # type: ignore[assignment]

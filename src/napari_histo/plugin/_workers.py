@@ -380,31 +380,12 @@ def preload_torch_training() -> None:
     global _TORCH_PRELOADED
     if _TORCH_PRELOADED:
         return
-    _avoid_triton_llvm_clash()
+    from napari_histo.engine.devices import avoid_triton_llvm_clash
+
+    avoid_triton_llvm_clash()
     import torch
 
     param = torch.nn.Parameter(torch.zeros(1))
     torch.optim.AdamW([param], lr=1e-3)
     torch.optim.SGD([param], lr=1e-3)
     _TORCH_PRELOADED = True
-
-
-def _avoid_triton_llvm_clash() -> None:
-    """Keep torch from importing triton when Mesa's LLVM (software OpenGL) is loaded.
-
-    torch's optimizers import ``torch._dynamo``, which imports triton if installed; triton
-    bundles its own LLVM and segfaults on import once Mesa's ``libLLVM`` (llvmpipe, e.g. under
-    Xvfb or on machines without a GPU driver) is in the process. triton only serves
-    ``torch.compile`` on GPUs, which the widgets never use, so it is marked unavailable.
-    """
-    import sys
-
-    if "triton" in sys.modules:
-        return
-    try:
-        with open("/proc/self/maps", encoding="utf-8", errors="replace") as fh:
-            llvm = "libLLVM" in fh.read()
-    except OSError:  # not Linux: no Mesa llvmpipe clash known
-        return
-    if llvm:
-        sys.modules["triton"] = None  # type: ignore[assignment]

@@ -20,7 +20,7 @@ from napari_histo.core.errors import CheckpointError, HistoError, OutputExistsEr
 from napari_histo.core.progress import EpochEnd, Message, Progress, Task
 from napari_histo.engine.checkpoints import read_checkpoint, save_checkpoint
 from napari_histo.engine.datasets import ArraySample
-from napari_histo.engine.devices import resolve_device, seed_everything
+from napari_histo.engine.devices import avoid_triton_llvm_clash, resolve_device, seed_everything
 from napari_histo.engine.metrics import MetricAccumulator
 from napari_histo.engine.models import build_model, make_spec
 from napari_histo.engine.training import reports
@@ -63,6 +63,7 @@ class TrainResult:
 
 
 def _build_optimizer(cfg: TrainConfig, model: torch.nn.Module) -> torch.optim.Optimizer:
+    avoid_triton_llvm_clash()
     params = [p for p in model.parameters() if p.requires_grad]
     if cfg.optimizer == "sgd":
         return torch.optim.SGD(params, lr=cfg.lr, momentum=0.9, nesterov=True,
