@@ -27,6 +27,7 @@ class DemoSession:
         self.segment_task: Any = None
         self.image_layer: Any = None
         self.truth_layer: Any = None
+        self.segment_dock: Any = None
 
 
 def run_demo(viewer: Any, *, epochs: int = 6, steps_per_epoch: int = 24,
@@ -57,6 +58,7 @@ def run_demo(viewer: Any, *, epochs: int = 6, steps_per_epoch: int = 24,
         dock = viewer.window.add_dock_widget(w, name=name, area="right", tabify=True)
         del dock
     first.raise_()
+    session.segment_dock = first
     seg._image_combo.value = session.image_layer
     _zoom_on_tumour(viewer, session)
     seg._status_label.value = "getting the demo model (trained offline on first use)..."
@@ -122,9 +124,25 @@ def main(argv: Sequence[str] | None = None) -> int:
     import napari
 
     viewer = napari.Viewer(title="napari-histo demo")
-    run_demo(viewer, epochs=args.epochs)
+    _fit_window(viewer)
+    session = run_demo(viewer, epochs=args.epochs)
+    from qtpy.QtCore import QTimer
+
+    QTimer.singleShot(0, session.segment_dock.raise_)  # once the tabs exist: show Segment
     napari.run()
     return 0
+
+
+def _fit_window(viewer: Any) -> None:
+    """Make the window 90 % of the screen: napari's default leaves the canvas a narrow strip
+    beside four docked widgets."""
+    from qtpy.QtWidgets import QApplication
+
+    screen = QApplication.primaryScreen()
+    if screen is None:
+        return
+    geo = screen.availableGeometry()
+    viewer.window.resize(int(geo.width() * 0.9), int(geo.height() * 0.9))
 
 
 if __name__ == "__main__":  # pragma: no cover
