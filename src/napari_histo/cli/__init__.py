@@ -2,25 +2,55 @@
 
 Each subcommand lives in its own module exposing ``register(subparsers)``; the module is
 imported only to build the parser, and heavy imports (torch, dask) happen inside the command
-so ``napari-histo --help`` stays fast. A HistoError becomes one line on stderr and exit 2.
+so ``napari-histo --help`` stays fast.
+
+Whatever goes wrong ends as one readable line on stderr (``--verbose`` shows the traceback):
+
+======  ==================================================================================
+exit    meaning
+======  ==================================================================================
+0       done (warnings, if any, are one ``napari-histo: warning:`` line each)
+2       bad input, bad option, a file that cannot be read or written, disk full, not
+        enough memory; the line says which file and what to do
+130     interrupted (Ctrl-C)
+141     the reader of our output went away (``| head``): quiet, like any Unix tool
+======  ==================================================================================
+
+An error napari-histo did not foresee is still one line and exit 2, worded "unexpected
+error": it is a bug to report (the hostile-input suite fails on it).
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import importlib
+import logging
+import os
 import sys
-from collections.abc import Sequence
+import warnings
+from collections.abc import Iterator, Sequence
+from typing import Any, NoReturn
 
 from napari_histo import __version__
-from napari_histo.core.errors import HistoError
+from napari_histo.core.errors import describe_failure, one_line
 
 SUBCOMMANDS = ("info", "train", "evaluate", "predict", "demo")
+EXIT_ERROR = 2
+EXIT_INTERRUPTED = 130
+EXIT_BROKEN_PIPE = 141
+
+
+class OneLineParser(argparse.ArgumentParser):
+    """argparse whose usage errors are one line (not usage + error), exit code 2."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(EXIT_ERROR, f"{self.prog}: error: {message} (see --help)\n")
 
 
 def build_parser() -> argparse.ArgumentParser:
     """Build the top-level parser with every subcommand registered."""
-    parser = argparse.ArgumentParser(
+    parser = OneLineParser(
         prog="napari-histo",
         description="Whole-slide pathology: read slides, train and run segmentation models.",
     )
@@ -34,20 +64,73 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _format_warning(message: Any, category: type[Warning], filename: str, lineno: int,
+                    line: str | None = None) -> str:
+    return f"napari-histo: warning: {one_line(str(message))}\n"
+
+
+@contextlib.contextmanager
+def _quiet_libraries(verbose: bool) -> Iterator[None]:
+    """Warnings as one line each; library log chatter (tifffile, dask) only with --verbose.
+
+    Restores both on exit, so ``main()`` called in-process (tests, scripts) leaves no trace.
+    """
+    if verbose:
+        yield
+        return
+    saved_format = warnings.formatwarning
+    loggers = [logging.getLogger(n) for n in ("tifffile", "distributed", "bokeh", "numcodecs",
+                                               "zarr", "PIL")]
+    levels = [lg.level for lg in loggers]
+    warnings.formatwarning = _format_warning  # type: ignore[assignment]
+    for lg in loggers:
+        lg.setLevel(logging.CRITICAL)
+    try:
+        yield
+    finally:
+        warnings.formatwarning = saved_format
+        for lg, level in zip(loggers, levels, strict=True):
+            lg.setLevel(level)
+
+
+def _silence_stdout() -> None:
+    """After a broken pipe, point stdout at /dev/null so the exit flush cannot fail again."""
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+    except (OSError, ValueError, AttributeError):
+        pass
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the CLI; return the process exit code."""
     parser = build_parser()
     args = parser.parse_args(argv)
+    with _quiet_libraries(args.verbose):
+        return _run(args)
+
+
+def _run(args: argparse.Namespace) -> int:
+    prefix = f"napari-histo {args.command}: error:"
     try:
-        return int(args.func(args) or 0)
-    except HistoError as err:
-        if args.verbose:
-            raise
-        print(f"napari-histo {args.command}: error: {err}", file=sys.stderr)
-        return 2
+        code = int(args.func(args) or 0)
+        sys.stdout.flush()  # a closed pipe shows here, not at interpreter exit
+        return code
+    except BrokenPipeError:
+        _silence_stdout()
+        return EXIT_BROKEN_PIPE
     except KeyboardInterrupt:
         print(f"napari-histo {args.command}: interrupted", file=sys.stderr)
-        return 130
+        return EXIT_INTERRUPTED
+    except Exception as err:  # one line, never a traceback (--verbose shows it)
+        if args.verbose:
+            raise
+        message, _foreseen = describe_failure(err)
+    try:
+        print(f"{prefix} {one_line(message)}", file=sys.stderr)
+    except OSError:
+        pass
+    return EXIT_ERROR
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -13,14 +13,15 @@ import json
 import math
 from pathlib import Path
 
-from napari_histo.core.errors import ConfigError
+from napari_histo.core.errors import ConfigError, DataError
 
 
 def _expand(values: list[str]) -> list[Path]:
     out: list[Path] = []
     for v in values:
         p = Path(v)
-        if p.is_dir() and not (p / ".zattrs").exists():  # a folder of predictions/masks
+        if p.is_dir() and not ((p / ".zattrs").exists() or (p / "zarr.json").exists()):
+            # a folder of predictions/masks
             kids = sorted(q for q in p.iterdir() if not q.name.startswith("."))
             out.extend(kids)
         else:
@@ -52,11 +53,37 @@ def _pair(preds: list[Path], truths: list[Path]) -> list[tuple[Path, Path]]:
     return pairs
 
 
+#: probability images ``evaluate --pred`` reads besides prediction stores
+IMAGE_SUFFIXES = (".png", ".tif", ".tiff", ".jpg", ".jpeg")
+
+
+def _check_pred(p: Path) -> None:
+    """One-line errors for a --pred that is not a finished prediction store or image."""
+    from napari_histo.engine.inference.writer import read_meta
+
+    if p.is_dir():
+        meta = read_meta(p)
+        if meta is None:
+            raise ConfigError(f"{p} is not a napari-histo prediction store (no prediction "
+                              "metadata); give a store written by napari-histo predict")
+        if not meta.get("complete"):
+            raise DataError(f"{p} is an unfinished prediction; finish it with "
+                            "napari-histo predict ... --resume first")
+    elif not p.exists():
+        raise ConfigError(f"prediction not found: {p}")
+    elif not p.name.lower().endswith(IMAGE_SUFFIXES):
+        raise ConfigError(f"{p} is neither a prediction store nor a probability image "
+                          f"({', '.join(IMAGE_SUFFIXES)})")
+
+
 def run_prediction_evaluation(args: argparse.Namespace) -> int:
     """Evaluate --pred against --truth; print a table (or JSON)."""
     from napari_histo.engine.evaluation import evaluate_slides
 
-    pairs = _pair(_expand(args.pred), _expand(args.truth))
+    preds = _expand(args.pred)
+    for p in preds:
+        _check_pred(p)
+    pairs = _pair(preds, _expand(args.truth))
     report = evaluate_slides([p for p, _ in pairs], [t for _, t in pairs], out_dir=args.out,
                              threshold=getattr(args, "threshold", None))
     if args.json:

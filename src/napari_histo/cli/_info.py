@@ -1,5 +1,9 @@
 """``napari-histo info SLIDE [--json]``: format, levels, mpp, vendor and associated images.
 
+Given a prediction store written by ``napari-histo predict`` it prints the run instead:
+complete or unfinished (with the blocks written so far), slide, checkpoint, output size and
+the tiles that could not be read.
+
 Widths and heights are printed explicitly (``width x height``) because pathology tools
 disagree on the order; JSON levels carry ``width``, ``height``, ``downsample``, ``mpp`` and
 ``native`` (False for levels napari-histo computes because the file has no such level).
@@ -22,6 +26,67 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     p.add_argument("slide", help="slide or image file (SVS, NDPI, TIFF, OME-TIFF, OME-Zarr, PNG...)")
     p.add_argument("--json", action="store_true", help="print JSON instead of a table")
     p.set_defaults(func=run)
+
+
+def prediction_info(path: str) -> dict[str, Any] | None:
+    """What a napari-histo prediction store holds, or None when ``path`` is not one.
+
+    Read from the store's JSON (no torch, no zarr import): completion, blocks written by an
+    unfinished run, the slide and checkpoint it was made from, and its failures.
+    """
+    from pathlib import Path
+
+    p = Path(path)
+    try:
+        meta = json.loads((p / ".zattrs").read_text()).get("napari_histo")
+    except (OSError, ValueError, AttributeError):
+        return None
+    if not isinstance(meta, dict) or not meta or "kind" in meta:  # io.ome_zarr stores: kind
+        return None
+    fp = meta.get("fingerprint") or {}
+    shape = list(fp.get("out_shape") or [])
+    info: dict[str, Any] = {
+        "path": str(p), "kind": "prediction", "complete": bool(meta.get("complete")),
+        "task": meta.get("task"), "class_names": meta.get("class_names"),
+        "slide": meta.get("source"), "checkpoint": meta.get("checkpoint"),
+        "checkpoint_sha256": meta.get("checkpoint_sha256"), "shape": shape,
+        "mpp": meta.get("mpp"), "prob_dtype": meta.get("prob_dtype"),
+        "threshold": meta.get("threshold"), "total_tiles": meta.get("total_tiles"),
+        "skipped_tiles": meta.get("skipped_tiles"),
+        "failed_tiles": int(meta.get("failed_tiles") or 0),
+        "failed_boxes": meta.get("failed_boxes") or [],
+    }
+    from napari_histo.io.prediction_status import block_progress
+
+    done, info["blocks_total"] = block_progress(p, meta)
+    if not info["complete"]:
+        info["blocks_done"] = done
+    return info
+
+
+def _prediction_table(info: dict[str, Any]) -> str:
+    if info["complete"]:
+        state = "complete"
+    else:
+        of = f" of {info['blocks_total']}" if info.get("blocks_total") else ""
+        state = (f"UNFINISHED ({info['blocks_done']}{of} blocks written); finish it with "
+                 "napari-histo predict ... --resume")
+    shape = info["shape"]
+    size = f"{shape[-1]} x {shape[-2]} px (width x height)" if len(shape) >= 2 else "unknown"
+    sha = info.get("checkpoint_sha256")
+    lines = [
+        f"path:            {info['path']}",
+        "format:          napari-histo prediction (OME-Zarr)",
+        f"state:           {state}",
+        f"task:            {info['task']}  (classes: {', '.join(info['class_names'] or [])})",
+        f"slide:           {info['slide'] or 'unknown'}",
+        f"checkpoint:      {info['checkpoint'] or 'in-memory model'}"
+        + (f"  (sha256 {sha[:12]})" if sha else ""),
+        f"size:            {size}",
+        f"tiles:           {info['total_tiles'] or 0} in all, {info['skipped_tiles'] or 0} "
+        f"background, {info['failed_tiles']} unreadable",
+    ]
+    return "\n".join(lines)
 
 
 def slide_info(path: str) -> dict[str, Any]:
@@ -93,7 +158,11 @@ def _table(info: dict[str, Any]) -> str:
 
 
 def run(args: argparse.Namespace) -> int:
-    """Print the slide's metadata."""
+    """Print the slide's metadata (or the prediction store's state)."""
+    pred = prediction_info(args.slide)
+    if pred is not None:
+        print(json.dumps(pred, indent=2, default=str) if args.json else _prediction_table(pred))
+        return 0
     info = slide_info(args.slide)
     if args.json:
         print(json.dumps(info, indent=2, default=str))

@@ -10,6 +10,7 @@ spreads slides and tile blocks over a dask cluster.
 from __future__ import annotations
 
 import argparse
+import math
 import sys
 from pathlib import Path
 from typing import Any
@@ -64,7 +65,24 @@ def _region(text: str | None) -> tuple[Any, str]:
         raise ConfigError(f"--region must be y0,x0,y1,x1, got {text!r}") from None
     if len(vals) != 4:
         raise ConfigError(f"--region must be y0,x0,y1,x1, got {text!r}")
+    if not all(math.isfinite(v) for v in vals):
+        raise ConfigError(f"--region must be 4 finite numbers (no nan/inf), got {text!r}")
+    if vals[2] <= vals[0] or vals[3] <= vals[1]:
+        raise ConfigError(f"--region must have y1 > y0 and x1 > x0, got {text!r}")
     return tuple(vals), units
+
+
+def _near(text: str | None) -> tuple[float, ...] | None:
+    """``--near y,x`` (or a y0,x0,y1,x1 box): finite level-0 pixel coordinates."""
+    if not text:
+        return None
+    try:
+        vals = tuple(float(v) for v in text.split(","))
+    except ValueError:
+        raise ConfigError(f"--near must be y,x in level-0 px, got {text!r}") from None
+    if len(vals) not in (2, 4) or not all(math.isfinite(v) for v in vals):
+        raise ConfigError(f"--near must be 2 (y,x) or 4 finite numbers, got {text!r}")
+    return vals
 
 
 def _outputs(inputs: list[Path], out: Path) -> list[Path]:
@@ -87,10 +105,46 @@ def _outputs(inputs: list[Path], out: Path) -> list[Path]:
     return names
 
 
+class LazyBar:
+    """A tqdm bar opened at the first progress event, so an early error stays one line.
+
+    Informational messages go to stdout (stderr is kept for warnings and the error line).
+    """
+
+    def __init__(self, desc: str, quiet: bool) -> None:
+        self.desc = desc
+        self.quiet = quiet
+        self.bar: Any = None
+
+    def show(self, done: int, total: int | None) -> None:
+        if self.quiet:
+            return
+        if self.bar is None:
+            from tqdm import tqdm
+
+            self.bar = tqdm(desc=self.desc, unit="tile", file=sys.stderr, dynamic_ncols=True)
+        self.bar.total = total
+        self.bar.n = done
+        self.bar.refresh()
+
+    def say(self, text: str, level: str) -> None:
+        line = text if level == "info" else f"napari-histo: {level}: {text}"
+        stream = sys.stdout if level == "info" else sys.stderr
+        if self.bar is not None:
+            self.bar.write(line, file=stream)
+        else:
+            print(line, file=stream, flush=True)
+
+    def __enter__(self) -> LazyBar:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self.bar is not None:
+            self.bar.close()
+
+
 def run(args: argparse.Namespace) -> int:
     """Predict every input; one readable line per failed slide, exit 2 if any failed."""
-    from tqdm import tqdm
-
     from napari_histo.core.progress import Message, Progress, run_task
     from napari_histo.engine.inference import InferenceConfig, predict_slide
 
@@ -112,25 +166,22 @@ def run(args: argparse.Namespace) -> int:
         resume=args.resume, overwrite=args.overwrite, scheduler=args.scheduler,
         readers=args.readers, amp=args.amp)
     region, units = _region(args.region)
-    near = tuple(float(v) for v in args.near.split(",")) if args.near else None
+    near = _near(args.near)
     outs = _outputs(inputs, Path(args.out))
     quiet = args.quiet
 
-    def render(bar: Any) -> Any:
+    def render(bar: LazyBar) -> Any:
         def on_event(ev: Any) -> None:
             if isinstance(ev, Progress) and ev.desc != "tile":
-                bar.total = ev.total
-                bar.n = ev.done
-                bar.refresh()
+                bar.show(ev.done, ev.total)
             elif isinstance(ev, Message):
-                bar.write(f"{ev.level}: {ev.text}" if ev.level != "info" else ev.text,
-                          file=sys.stderr)
+                bar.say(ev.text, ev.level)
         return on_event
 
     if cfg.scheduler:
         from napari_histo.engine.distributed import predict_distributed
 
-        with tqdm(desc="predict", unit="tile", disable=quiet) as bar:
+        with LazyBar("predict", quiet) as bar:
             results = run_task(predict_distributed(inputs, model, cfg, outs, region=region,
                                                    region_units=units), render(bar))
         failed = sum(r is None for r in results)
@@ -142,7 +193,7 @@ def run(args: argparse.Namespace) -> int:
     failed = 0
     for src, out in zip(inputs, outs, strict=False):
         try:
-            with tqdm(desc=src.name, unit="tile", disable=quiet) as bar:
+            with LazyBar(src.name, quiet) as bar:
                 res = run_task(predict_slide(src, model, cfg, region=region, region_units=units,
                                              order_near=near, out_path=out), render(bar))
             print(f"{out}: {res.total_tiles} tiles, {res.skipped_tiles} background, "

@@ -93,7 +93,12 @@ def build_config(args: argparse.Namespace) -> Any:
         if "=" not in item:
             raise ConfigError(f"--set expects KEY=VALUE, got {item!r}")
         k, v = item.split("=", 1)
-        base[k.strip().replace("-", "_")] = yaml.safe_load(v)
+        try:
+            base[k.strip().replace("-", "_")] = yaml.safe_load(v)
+        except yaml.YAMLError as err:
+            problem = getattr(err, "problem", None) or "not a plain YAML value"
+            raise ConfigError(f"--set {k.strip()}: {problem} (only plain YAML values: "
+                              "numbers, text, lists)") from None
     if not base.get("data"):
         raise ConfigError("give --data PATH (or --config with data:)")
     if not base.get("out_dir") or not args.out and not args.config:

@@ -2,16 +2,22 @@
 
 Files are written atomically (temp name + rename) and read with
 ``torch.load(weights_only=True)``, so a checkpoint can never run code: a file carrying a
-pickled code payload is refused with :class:`CheckpointError`. Everything else a run needs
+pickled code payload is refused with :class:`CheckpointError`. Every value a run reads is
+validated at load time (types, finite numbers, ranges, a parameter count that matches the
+stored weights, computed before the network is built), and a checkpoint never makes
+napari-histo read another file (its spec's pretrained-weights options are dropped). Everything else a run needs
 (optimizer, scheduler, RNG for resume) goes in ``extra`` as tensors and plain types.
 """
 
 from __future__ import annotations
 
+import math
+import numbers
 import os
 import pickle
 import tempfile
 import threading
+import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -22,7 +28,27 @@ import torch
 from torch import nn
 
 from napari_histo.core.errors import CheckpointError, ConfigError
-from napari_histo.engine.models import build_model
+from napari_histo.core.limits import (
+    CONTEXT_RANGE,
+    MAX_CHECKPOINT_BYTES,
+    MAX_PARAMS,
+    MPP_RANGE,
+    NUM_CLASSES_RANGE,
+    PATCH_RANGE,
+    STRIDE_RANGE,
+    check_alloc,
+    check_regular_file,
+    human_bytes,
+    integer,
+    number,
+    one_line,
+)
+from napari_histo.engine.models import (
+    EXTERNAL_WEIGHT_KEYS,
+    build_model,
+    count_params,
+    validate_spec,
+)
 
 FORMAT = "napari-histo-checkpoint"
 FORMAT_VERSION = 1
@@ -31,7 +57,7 @@ DEFAULT_STD = (0.25, 0.25, 0.25)
 
 __all__ = ["FORMAT_VERSION", "LoadedModel", "save_checkpoint", "load_checkpoint",
            "load_checkpoint_cached", "cached_model", "read_checkpoint", "default_preprocessing",
-           "preprocess_batch"]
+           "preprocess_batch", "validate_preprocessing"]
 
 
 def default_preprocessing(**kw: Any) -> dict[str, Any]:
@@ -148,25 +174,164 @@ def save_checkpoint(path: str | os.PathLike[str], model: nn.Module, *, spec: dic
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     os.close(fd)
     try:
-        torch.save(payload, tmp)
+        # through a Python file: a full disk then surfaces as OSError(ENOSPC) naming the file
+        # (torch's own path writer reports it as an opaque RuntimeError)
+        with open(tmp, "wb") as fh:
+            torch.save(payload, fh)
+            fh.flush()
+            os.fsync(fh.fileno())
         os.replace(tmp, path)
+    except OSError as err:
+        Path(tmp).unlink(missing_ok=True)
+        raise OSError(err.errno, err.strerror or str(err), str(path)) from err
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
     return path
 
 
-def read_checkpoint(path: str | os.PathLike[str]) -> dict[str, Any]:
-    """Read and validate a checkpoint dict (CPU tensors) without building the model.
+def _check_container(path: Path) -> None:
+    """Refuse a checkpoint whose zip members would unpack beyond the memory budget."""
+    try:
+        if not zipfile.is_zipfile(path):
+            return
+        with zipfile.ZipFile(path) as zf:
+            infos = zf.infolist()
+    except (OSError, zipfile.BadZipFile, ValueError):
+        return  # torch.load reports what is wrong with it
+    if len(infos) > 1_000_000:
+        raise CheckpointError(f"{path.name} holds {len(infos)} entries; not a checkpoint")
+    total = sum(max(0, i.file_size) for i in infos)
+    if total > MAX_CHECKPOINT_BYTES:
+        raise CheckpointError(f"{path.name} unpacks to {human_bytes(total)}, more than the "
+                              f"{human_bytes(MAX_CHECKPOINT_BYTES)} napari-histo loads")
+    check_alloc(total, f"loading {path.name}", error=CheckpointError)
+
+
+def _is_number(v: Any) -> bool:
+    return isinstance(v, numbers.Real) and not isinstance(v, bool)
+
+
+def _floats(v: Any, n: int, label: str, *, positive: bool = False) -> list[float]:
+    if not isinstance(v, (list, tuple)) or len(v) != n or not all(_is_number(x) for x in v):
+        raise CheckpointError(f"{label} must be a list of {n} numbers, got {_short(v)}")
+    out = [float(x) for x in v]
+    if not all(math.isfinite(x) for x in out):
+        raise CheckpointError(f"{label} must be finite numbers, got {_short(v)}")
+    if positive and not all(x > 0 for x in out):
+        raise CheckpointError(f"{label} must be > 0, got {_short(v)}")
+    return out
+
+
+def _short(v: Any) -> str:
+    r = repr(v)
+    return r if len(r) <= 60 else r[:57] + "..."
+
+
+def _check_stain(stain: Any, label: str) -> Any:
+    if stain is None:
+        return None
+    if not isinstance(stain, dict):
+        raise CheckpointError(f"{label} must be a mapping or null, got {_short(stain)}")
+    method = stain.get("method")
+    if method == "macenko":
+        m = stain.get("stain_matrix")
+        if not isinstance(m, (list, tuple)) or len(m) != 3:
+            raise CheckpointError(f"{label} 'stain_matrix' must be 3 rows of 2 numbers")
+        rows = [_floats(r, 2, f"{label} 'stain_matrix' row") for r in m]
+        conc = _floats(stain.get("max_conc"), 2, f"{label} 'max_conc'", positive=True)
+        return {**stain, "stain_matrix": rows, "max_conc": conc}
+    if method == "reinhard":
+        return {**stain, "mean": _floats(stain.get("mean"), 3, f"{label} 'mean'"),
+                "std": _floats(stain.get("std"), 3, f"{label} 'std'", positive=True)}
+    raise CheckpointError(f"{label} 'method' must be 'macenko' or 'reinhard', got {_short(method)}")
+
+
+def validate_preprocessing(pre: Any, where: str = "checkpoint") -> dict[str, Any]:
+    """A checked copy of a checkpoint's preprocessing (defaults filled in).
+
+    ``mpp`` None or a plausible um/px (``MPP_RANGE``); ``patch_size`` 8..4096;
+    ``context_size``/``center_size`` None or 8..4096 / 1..4096; ``mean``/``std`` three
+    finite numbers (std > 0); ``stain`` None or fitted Macenko/Reinhard parameters.
 
     Raises
     ------
     CheckpointError
-        Missing, corrupt, foreign, newer-version or unsafe (pickled code) file.
+        Naming the key that is missing, of the wrong type or out of range.
+    """
+    if not isinstance(pre, dict):
+        raise CheckpointError(f"{where}: 'preprocessing' must be a mapping, got {_short(pre)}")
+    out = default_preprocessing(**{str(k): v for k, v in pre.items()})
+    lab = f"{where}: preprocessing"
+    out["mpp"] = number(f"{lab} 'mpp'", out["mpp"], *MPP_RANGE, allow_none=True,
+                        error=CheckpointError)
+    out["patch_size"] = integer(f"{lab} 'patch_size'", out["patch_size"], *PATCH_RANGE,
+                                error=CheckpointError)
+    out["context_size"] = integer(f"{lab} 'context_size'", out["context_size"], *CONTEXT_RANGE,
+                                  allow_none=True, error=CheckpointError)
+    out["center_size"] = integer(f"{lab} 'center_size'", out["center_size"], *STRIDE_RANGE,
+                                 allow_none=True, error=CheckpointError)
+    for key, positive in (("mean", False), ("std", True)):
+        if out[key] is not None:
+            out[key] = _floats(out[key], 3, f"{lab} '{key}'", positive=positive)
+    out["stain"] = _check_stain(out["stain"], f"{lab} 'stain'")
+    return out
+
+
+def _validate(ckpt: dict[str, Any], name: str) -> dict[str, Any]:
+    """Check every field inference reads; return the checkpoint with a safe spec."""
+    if ckpt["task"] not in ("segment", "classify"):
+        raise CheckpointError(f"{name}: 'task' must be 'segment' or 'classify', "
+                              f"got {_short(ckpt['task'])}")
+    spec = validate_spec(ckpt["spec"], error=CheckpointError, where=f"{name}: spec")
+    # the state dict holds every weight: never let a checkpoint name another file to read
+    spec = {k: v for k, v in spec.items() if k not in EXTERNAL_WEIGHT_KEYS}
+    names = ckpt["class_names"]
+    if (not isinstance(names, (list, tuple)) or not all(isinstance(c, str) for c in names)
+            or len(names) > NUM_CLASSES_RANGE[1]):
+        raise CheckpointError(f"{name}: 'class_names' must be a list of at most "
+                              f"{NUM_CLASSES_RANGE[1]} strings, got {_short(names)}")
+    if names and len(names) != spec["num_classes"]:
+        raise CheckpointError(f"{name}: {len(names)} class names for a model with "
+                              f"{spec['num_classes']} classes")
+    state = ckpt["state_dict"]
+    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
+        raise CheckpointError(f"{name}: 'state_dict' must map names to tensors")
+    for key in ("metrics", "extra"):
+        if ckpt.get(key) is not None and not isinstance(ckpt[key], dict):
+            raise CheckpointError(f"{name}: '{key}' must be a mapping, got {_short(ckpt[key])}")
+    try:
+        n_params = count_params(spec)
+    except ConfigError as err:
+        raise CheckpointError(f"{name}: spec does not build: {one_line(err, 200)}") from None
+    stored = sum(int(v.numel()) for v in state.values())
+    if n_params > MAX_PARAMS or n_params > stored:
+        raise CheckpointError(
+            f"{name}: its spec describes a network of {n_params:,} parameters but the file "
+            f"stores {stored:,} weight values; the spec was edited or the file is corrupt")
+    return {**ckpt, "spec": spec, "class_names": [str(c) for c in names],
+            "preprocessing": validate_preprocessing(ckpt["preprocessing"], name)}
+
+
+def read_checkpoint(path: str | os.PathLike[str]) -> dict[str, Any]:
+    """Read and validate a checkpoint dict (CPU tensors) without building the model.
+
+    Everything a run reads is checked here (see :func:`validate_preprocessing` and
+    :func:`~napari_histo.engine.models.validate_spec`); the returned spec never asks for
+    external (pretrained) weights. Named pipes and devices are refused unopened.
+
+    Raises
+    ------
+    CheckpointError
+        Missing, corrupt, foreign, newer-version, unsafe (pickled code) or inconsistent
+        file, or one that would unpack beyond the memory budget.
     """
     path = Path(path)
-    if not path.is_file():
+    if not path.exists():
         raise CheckpointError(f"checkpoint not found: {path}")
+    check_regular_file(path, what=f"checkpoint {path.name}", error=CheckpointError,
+                       max_bytes=MAX_CHECKPOINT_BYTES)
+    _check_container(path)
     try:
         ckpt = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as err:
@@ -177,8 +342,11 @@ def read_checkpoint(path: str | os.PathLike[str]) -> dict[str, Any]:
             f"{path.name} contains pickled Python code, which napari-histo refuses to load "
             "for safety; save it again with napari-histo (save_checkpoint) from trusted code"
         ) from err
+    except MemoryError:
+        raise CheckpointError(f"{path.name}: not enough memory to load it") from None
     except Exception as err:
-        raise CheckpointError(f"{path.name} is not a readable checkpoint: {err}") from err
+        raise CheckpointError(f"{path.name} is not a readable checkpoint: "
+                              f"{one_line(err, 200)}") from err
     if not isinstance(ckpt, dict) or ckpt.get("format") != FORMAT:
         raise CheckpointError(f"{path.name} is not a napari-histo checkpoint (no '{FORMAT}' tag)")
     version = ckpt.get("format_version")
@@ -189,7 +357,7 @@ def read_checkpoint(path: str | os.PathLike[str]) -> dict[str, Any]:
     for key in ("spec", "state_dict", "task", "class_names", "preprocessing"):
         if key not in ckpt:
             raise CheckpointError(f"{path.name} is incomplete: missing '{key}'")
-    return ckpt
+    return _validate(ckpt, path.name)
 
 
 def load_checkpoint(path: str | os.PathLike[str], device: str | torch.device = "cpu") -> LoadedModel:
@@ -199,12 +367,13 @@ def load_checkpoint(path: str | os.PathLike[str], device: str | torch.device = "
     ckpt = read_checkpoint(path)
     dev = resolve_device(device)
     try:
-        model = build_model(dict(ckpt["spec"]))
+        model = build_model(dict(ckpt["spec"]), external_weights=False)
         model.load_state_dict(ckpt["state_dict"])
-    except (RuntimeError, ConfigError) as err:
-        raise CheckpointError(f"{Path(path).name}: weights do not match the model spec: {err}") from err
+    except (RuntimeError, ValueError, ConfigError) as err:
+        raise CheckpointError(f"{Path(path).name}: weights do not match the model spec: "
+                              f"{one_line(err, 240)}") from err
     model.to(dev).eval()
-    pre = default_preprocessing(**ckpt["preprocessing"])
+    pre = dict(ckpt["preprocessing"])
     return LoadedModel(model=model, device=dev, task=ckpt["task"],
                        class_names=list(ckpt["class_names"]), spec=dict(ckpt["spec"]),
                        preprocessing=pre, metrics=dict(ckpt.get("metrics") or {}),
@@ -242,7 +411,10 @@ def load_checkpoint_cached(path: str | os.PathLike[str], device: str | torch.dev
     key is the file's resolved path, size and modification time and the device, so a
     rewritten checkpoint is reloaded; one model is kept, so memory stays bounded.
     """
-    key = _cache_key(path, device)
+    try:
+        key = _cache_key(path, device)
+    except OSError:
+        return load_checkpoint(path, device=device)  # raises a CheckpointError saying why
     with _CACHE_LOCK:
         hit = _CACHE.get(key)
     if hit is not None:

@@ -4,7 +4,9 @@ The client process plans each slide (resolution, tissue, blocks), creates (or re
 OME-Zarr store, and submits groups of blocks as tasks; every worker loads the checkpoint
 once, reads its blocks and writes them straight into the shared store (one block = one
 chunk, so writers never collide). When all groups of a slide are done the client builds
-the pyramid, sets the completion flag and writes the exports. Because every forward pass is
+the pyramid, sets the completion flag and writes the exports. Only the client holds the
+stores' locks (``.NAME.lock``): workers write blocks of a store their client locked; they
+report the slide tiles they could not decode, which the client counts in the metadata. Because every forward pass is
 padded to the same batch size, the result is identical to a single-process run.
 
 ``scheduler`` is a dask scheduler address (``tcp://host:8786``) or ``local:N`` for a
@@ -81,8 +83,10 @@ def _run_group(source: str, model: Any, cfg_dict: dict[str, Any], region: Any,
     from napari_histo.engine.inference._model import Runner
     from napari_histo.engine.inference._pipeline import RunStats, _Job, run_blocks
     from napari_histo.engine.inference.config import InferenceConfig
+    from napari_histo.engine.inference.failures import segments_to_meta
     from napari_histo.engine.inference.predict import prepare_slide_run
     from napari_histo.engine.inference.writer import ZarrSink
+    from napari_histo.io._cache import locate_failures
     from napari_histo.io.slide import open_slide
 
     cfg = InferenceConfig.from_dict(cfg_dict).replace(tissue_only=False)
@@ -95,10 +99,13 @@ def _run_group(source: str, model: Any, cfg_dict: dict[str, Any], region: Any,
         todo = [_Job(tuple(b), [tuple(o) for o in offs], remaining=len(offs))  # type: ignore[arg-type]
                 for b, offs in jobs]
         stats = RunStats(total_tiles=sum(len(j.offsets) for j in todo))
-        run_task(run_blocks(ctx["plan"], ctx["source"], runner, sink, todo, stats,
-                            readers=cfg.readers))
+        with slide.cache.track_failures() as tracker:
+            run_task(run_blocks(ctx["plan"], ctx["source"], runner, sink, todo, stats,
+                                readers=cfg.readers))
+        segments = segments_to_meta(locate_failures(slide, tracker.keys))
     return {"computed": stats.computed_tiles, "failed": stats.failed_tiles,
-            "failed_boxes": [list(b) for b in stats.failed_boxes],
+            "failed_block_tiles": stats.failed_block_tiles,
+            "failed_boxes": [list(b) for b in stats.failed_boxes], "segments": segments,
             "warnings": stats.read_warnings, "model_s": stats.model_s}
 
 
@@ -111,21 +118,41 @@ def predict_distributed(sources: Sequence[str | Path], model: str | Path | Any,
     Yields Progress (tiles done over all slides) and Messages; returns one
     PredictionResult per slide (None for a slide that failed with a reported error).
     """
+    from napari_histo.engine.inference.writer import StoreLock
+
+    if not cfg.scheduler:
+        raise ConfigError("predict_distributed needs cfg.scheduler (an address or local:N)")
+    if len(sources) != len(out_paths):
+        raise ConfigError("give one output path per input slide")
+    locks: list[StoreLock] = []
+    try:
+        for out in out_paths:  # this (coordinating) process holds every store's lock
+            locks.append(StoreLock(out).acquire())
+        return (yield from _predict_distributed(sources, model, cfg, out_paths, region,
+                                                region_units, blocks_per_task,
+                                                [lk.note for lk in locks if lk.note]))
+    finally:
+        for lock in locks:
+            lock.release()
+
+
+def _predict_distributed(sources: Sequence[str | Path], model: Any, cfg: Any,
+                         out_paths: Sequence[str | Path], region: Any, region_units: str,
+                         blocks_per_task: int, notes: list[str]) -> Task[list[Any]]:
     from napari_histo.engine.inference._model import as_loaded
     from napari_histo.engine.inference._pipeline import RunStats, plan_jobs
+    from napari_histo.engine.inference.failures import segments_from_meta
+    from napari_histo.engine.inference.identity import run_identity
     from napari_histo.engine.inference.predict import (
         _fingerprint,
         create_store,
         prepare_slide_run,
         result_from_store,
     )
-    from napari_histo.engine.inference.writer import ZarrSink, prepare_output
+    from napari_histo.engine.inference.writer import ZarrSink, check_resume, prepare_output
+    from napari_histo.io._cache import locate_failures
     from napari_histo.io.slide import open_slide
 
-    if not cfg.scheduler:
-        raise ConfigError("predict_distributed needs cfg.scheduler (an address or local:N)")
-    if len(sources) != len(out_paths):
-        raise ConfigError("give one output path per input slide")
     if isinstance(model, (str, Path)):
         model = str(Path(model).resolve())
     loaded = as_loaded(model, "cpu")  # planning only (client side)
@@ -136,25 +163,32 @@ def predict_distributed(sources: Sequence[str | Path], model: str | Path | Any,
     total = 0
     for src, out in zip(sources, out_paths, strict=False):
         out = Path(out)
-        with open_slide(src) as slide:
+        with open_slide(src) as slide, slide.cache.track_failures() as tracker:
             ctx = prepare_slide_run(slide, loaded, cfg, region=region, region_units=region_units,
-                                    num_classes=ncls)
-            state = prepare_output(out, resume=cfg.resume, overwrite=cfg.overwrite)
+                                    num_classes=ncls, out_path=out)
+            state = prepare_output(out, resume=cfg.resume, overwrite=cfg.overwrite,
+                                   inputs=[slide.path, loaded.path])
             fp = _fingerprint(ctx["plan"], ctx["res"], ctx["origin0"], loaded, cfg)
+            ident = run_identity(slide, loaded)
             done: set[tuple[int, int]] = set()
+            segments: dict[tuple[int, int, int], Any] = {}
             if state == "new":
-                create_store(out, ctx["plan"], cfg, fp, ctx, slide, loaded)
+                create_store(out, ctx["plan"], cfg, fp, ctx, slide, loaded, ident=ident)
             else:
                 sink = ZarrSink.open(out)
-                if sink.meta.get("fingerprint") != fp:
-                    raise ConfigError(f"{out} was written with other settings; use --overwrite")
+                check_resume(out, sink.meta, fingerprint=fp, **ident)
                 done = sink.done_blocks()
+                segments = segments_from_meta(sink.meta.get("failed_segments"))
+            segments.update(locate_failures(slide, tracker.keys))  # met in tissue detection
             stats = RunStats()
             jobs = [] if state == "done" else plan_jobs(
                 ctx["plan"], list(range(len(ctx["plan"].blocks()))), ctx["skip"], done, stats)
         total += stats.total_tiles
         plans.append({"src": str(Path(src).resolve()), "out": out, "jobs": jobs, "stats": stats,
-                      "state": state, "pending": 0})
+                      "state": state, "pending": 0, "segments": segments,
+                      "geometry": (ctx["origin0"], ctx["downsample"], ctx["plan"].out_shape)})
+    for note in notes:  # stale locks taken over: said once every output is accepted
+        yield Message(note, "warning")
     results: list[Any] = [None] * len(plans)
     done_tiles = sum(p["stats"].skipped_tiles + p["stats"].resumed_tiles for p in plans)
     yield Progress(done_tiles, total, "predict")
@@ -184,10 +218,13 @@ def predict_distributed(sources: Sequence[str | Path], model: str | Path | Any,
                 except HistoError as err:
                     yield Message(f"{Path(p['src']).name}: {err}", "error")
                     p["error"] = True
-                    info = {"failed": n, "failed_boxes": [], "warnings": []}
+                    info = {"failed": n, "failed_block_tiles": n, "failed_boxes": [],
+                            "warnings": []}
                 p["stats"].computed_tiles += info.get("computed", 0)
                 p["stats"].failed_tiles += info["failed"]
+                p["stats"].failed_block_tiles += info.get("failed_block_tiles", 0)
                 p["stats"].failed_boxes.extend(tuple(b) for b in info["failed_boxes"])
+                p["segments"].update(segments_from_meta(info.get("segments")))
                 for w in info["warnings"]:
                     yield Message(w, "warning")
                 done_tiles += n
@@ -203,14 +240,17 @@ def predict_distributed(sources: Sequence[str | Path], model: str | Path | Any,
 
 
 def _finish(p: dict[str, Any], cfg: Any, result_from_store: Any) -> Task[None]:
+    from napari_histo.engine.inference.failures import segments_to_meta, summarise_failures
     from napari_histo.engine.inference.writer import ZarrSink
 
     if p["state"] == "done":
         return
     st = p["stats"]
+    n, boxes, segs = summarise_failures(st, p["segments"], *p["geometry"])
     sink = ZarrSink.open(p["out"])
     sink.finish(skipped_tiles=st.skipped_tiles, total_tiles=st.total_tiles,
-                failed_tiles=st.failed_tiles, failed_boxes=[list(b) for b in st.failed_boxes])
+                failed_tiles=n, failed_boxes=[list(b) for b in boxes],
+                failed_segments=segments_to_meta(segs))
     if set(cfg.formats) - {"zarr"}:
         from napari_histo.engine.inference.export import export_outputs
 

@@ -196,7 +196,8 @@ class _Truth:
         if suffix in (".xml", ".geojson", ".json"):
             from napari_histo.io.annotations import read_annotations
 
-            self.annotations = read_annotations(self.path)
+            # polygons that do not fit the slide are skipped with a warning, not scored
+            self.annotations = read_annotations(self.path, extent=slide_shape)
             return
         from napari_histo.io.masks import open_mask
 
@@ -248,12 +249,22 @@ def _open_pred(pred: Any) -> tuple[Any, dict[str, Any]]:
         if not meta.get("complete"):
             raise DataError(f"{p} is an unfinished prediction; finish it with --resume first")
         return prob, meta
-    if not p.is_file():
+    if not p.exists():
         raise DataError(f"prediction not found: {p}")
     from PIL import Image
 
-    with Image.open(p) as im:
-        arr = np.asarray(im.convert("L"))
+    from napari_histo.core.limits import check_decode, check_regular_file
+
+    check_regular_file(p, what=f"prediction {p}", error=DataError)
+    try:
+        with Image.open(p) as im:
+            check_decode(im.size[1], im.size[0], f"prediction {p.name}", channels=1,
+                         error=DataError, hint="predict into an OME-Zarr store instead")
+            arr = np.asarray(im.convert("L"))
+    except DataError:
+        raise
+    except Exception as err:  # not an image Pillow reads, or a bomb Pillow refuses itself
+        raise DataError(f"cannot read the prediction {p.name}: {type(err).__name__}: {err}") from err
     return arr, {"downsample": [1.0, 1.0], "origin_px": [0.0, 0.0], "mpp": None}
 
 

@@ -76,6 +76,9 @@ def _load_rgb(src: npt.NDArray[np.uint8] | str | Path) -> npt.NDArray[np.uint8]:
     if isinstance(src, (str, Path)):
         from skimage.io import imread
 
+        from napari_histo.core.limits import check_regular_file
+
+        check_regular_file(src, what=f"stain reference {src}", error=DataError)
         try:
             src = imread(str(src))
         except Exception as err:

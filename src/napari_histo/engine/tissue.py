@@ -4,11 +4,16 @@ Used by inference (skip background tiles) and by training (sample patches on tis
 Works on a thumbnail array or on a Slide (a low-resolution level is read, never level 0 of a
 big pyramid). Saturation separates stained tissue from the white/grey glass better than grey
 level; the Otsu threshold is clamped so an all-tissue image is not split into two halves.
+
+A thumbnail tile the reader could not decode comes back white, which would look like glass:
+:func:`tissue_map` counts such tiles (``TissueMap.failed``, through the slide's tile cache)
+and marks their area as tissue, so the region is still predicted rather than silently
+skipped as background.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -138,10 +143,15 @@ def slide_thumbnail(slide: Any, *, max_side: int = 2048) -> tuple[npt.NDArray[np
 
 @dataclass(frozen=True)
 class TissueMap:
-    """A tissue mask with its scale: ``downsample`` level-0 pixels per mask pixel (y, x)."""
+    """A tissue mask with its scale: ``downsample`` level-0 pixels per mask pixel (y, x).
+
+    ``failed``: slide segments ``(level, row, column)`` that could not be decoded while the
+    thumbnail was read, with their level-0 box (None when unknown); their area is tissue.
+    """
 
     mask: npt.NDArray[np.bool_]
     downsample: tuple[float, float]
+    failed: dict[tuple[int, int, int], tuple[float, ...] | None] = field(default_factory=dict)
 
     @property
     def fraction_total(self) -> float:
@@ -168,15 +178,33 @@ class TissueMap:
         return 0 <= iy < h and 0 <= ix < w and bool(self.mask[iy, ix])
 
 
-def tissue_map(slide_or_image: Any, *, max_side: int = 2048, **kwargs: Any) -> TissueMap:
-    """Tissue mask of a Slide (or a level-0 array) with its scale back to level-0 pixels."""
+def tissue_map(slide_or_image: Any, *, max_side: int = 2048, unreadable_is_tissue: bool = True,
+               **kwargs: Any) -> TissueMap:
+    """Tissue mask of a Slide (or a level-0 array) with its scale back to level-0 pixels.
+
+    Thumbnail tiles that could not be decoded are listed in ``TissueMap.failed`` and, with
+    ``unreadable_is_tissue`` (default), their area counts as tissue: inference then still
+    reads and predicts it (and counts it as failed) instead of skipping it as glass.
+    """
     if isinstance(slide_or_image, np.ndarray):
         img = slide_or_image
         step = max(1, int(max(img.shape[:2]) // max_side))
         thumb = img[::step, ::step]
         mask = tissue_mask(thumb, **kwargs)
         return TissueMap(mask, (img.shape[0] / mask.shape[0], img.shape[1] / mask.shape[1]))
-    thumb, _ = slide_thumbnail(slide_or_image, max_side=max_side)
+    from napari_histo.io._cache import FailureTracker, locate_failures
+
+    cache = getattr(slide_or_image, "cache", None)
+    tracker = cache.track_failures() if hasattr(cache, "track_failures") else FailureTracker(None)
+    with tracker:
+        thumb, _ = slide_thumbnail(slide_or_image, max_side=max_side)
     mask = tissue_mask(thumb, **kwargs)
     h0, w0 = slide_or_image.shape
-    return TissueMap(mask, (h0 / mask.shape[0], w0 / mask.shape[1]))
+    ds = (h0 / mask.shape[0], w0 / mask.shape[1])
+    failed = locate_failures(slide_or_image, tracker.keys) if tracker.keys else {}
+    for box in failed.values():  # unreadable is not background: predict it anyway
+        if box is not None and unreadable_is_tissue:
+            y0, x0 = int(box[0] // ds[0]), int(box[1] // ds[1])
+            y1, x1 = int(-(-box[2] // ds[0])), int(-(-box[3] // ds[1]))
+            mask[max(0, y0) : max(0, y1), max(0, x0) : max(0, x1)] = True
+    return TissueMap(mask, ds, failed)

@@ -4,6 +4,11 @@ A small LRU (bounded in bytes) keeps recently decoded tiles so that napari panni
 overlapping region reads do not decode the same JPEG tile twice. The thread pool decodes the
 tiles of a large region read in parallel (imagecodecs releases the GIL while decoding).
 
+The cache also remembers which segments could not be decoded (:meth:`TileCache.record_failure`,
+called by the readers when they substitute a fill tile): a failed tile served later from the
+cache, or decoded again after eviction, still counts as a failure for whoever tracks failures
+(:meth:`TileCache.track_failures`: tissue detection, a prediction run).
+
 Knobs (environment, read only here): ``NAPARI_HISTO_TILE_CACHE_MB`` (default 64, 0 disables
 the cache) and ``NAPARI_HISTO_DECODE_THREADS`` (default: number of CPUs).
 """
@@ -19,7 +24,8 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["TileCache", "decode_pool", "in_decode_pool", "default_cache_bytes"]
+__all__ = ["FailureTracker", "TileCache", "decode_pool", "default_cache_bytes", "in_decode_pool",
+           "locate_failures"]
 
 
 def default_cache_bytes() -> int:
@@ -48,6 +54,9 @@ class TileCache:
         self._lock = threading.Lock()
         self.hits = 0
         self.misses = 0
+        #: segments that could not be decoded (key -> reason), never evicted
+        self._failed: dict[Hashable, str] = {}
+        self._trackers: list[FailureTracker] = []
 
     def get(self, key: Hashable) -> np.ndarray | None:
         """Return the cached tile or None (and count the hit or miss)."""
@@ -58,7 +67,31 @@ class TileCache:
                 return None
             self._data.move_to_end(key)
             self.hits += 1
+            if self._trackers and key in self._failed:  # a cached failure is still a failure
+                for t in self._trackers:
+                    t.keys.setdefault(key, self._failed[key])
             return tile
+
+    def record_failure(self, key: Hashable, reason: str = "") -> None:
+        """Remember that segment ``key`` could not be decoded (its tile is a fill value).
+
+        Called by the readers for every failed decode; active trackers see it at once, and
+        later cache hits of the same key report it again to new trackers.
+        """
+        with self._lock:
+            self._failed[key] = reason
+            for t in self._trackers:
+                t.keys.setdefault(key, reason)
+
+    @property
+    def failures(self) -> dict[Hashable, str]:
+        """Every segment that failed to decode so far (key -> reason)."""
+        with self._lock:
+            return dict(self._failed)
+
+    def track_failures(self) -> FailureTracker:
+        """Context manager collecting the failed segments read (decoded or cached) inside it."""
+        return FailureTracker(self)
 
     def put(self, key: Hashable, tile: np.ndarray) -> None:
         """Store a tile (made read-only so a caller cannot corrupt the cache)."""
@@ -77,7 +110,7 @@ class TileCache:
                 self._nbytes -= evicted.nbytes
 
     def clear(self) -> None:
-        """Drop every tile."""
+        """Drop every tile (failures stay recorded: the file did not get better)."""
         with self._lock:
             self._data.clear()
             self._nbytes = 0
@@ -89,6 +122,66 @@ class TileCache:
 
     def __len__(self) -> int:
         return len(self._data)
+
+
+class FailureTracker:
+    """Failed segments touched while active: ``with cache.track_failures() as t: ...``.
+
+    ``keys`` maps each failed segment key to the reader's reason. Thread-safe: the cache
+    fills it under its lock, from any reader thread.
+    """
+
+    def __init__(self, cache: TileCache | None) -> None:
+        self.cache = cache
+        self.keys: dict[Hashable, str] = {}
+
+    def __enter__(self) -> FailureTracker:
+        if self.cache is not None:
+            with self.cache._lock:
+                self.cache._trackers.append(self)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self.cache is not None:
+            with self.cache._lock:
+                if self in self.cache._trackers:
+                    self.cache._trackers.remove(self)
+
+    def __len__(self) -> int:
+        return len(self.keys)
+
+
+def locate_failures(slide: Any, keys: Any) -> dict[tuple[int, int, int], tuple[float, ...] | None]:
+    """Failed segment keys -> ``(level, row, column)`` and their level-0 box (y0, x0, y1, x1).
+
+    Keys are ``(level key, sy, sx)`` as the readers record them; a key whose level is not one
+    of ``slide.level_arrays`` maps to ``(-1, sy, sx)`` (or ``(-1, -1, n)``) with no box.
+    """
+    arrays = list(getattr(slide, "level_arrays", None) or [])
+    index = {}
+    for i, a in enumerate(arrays):
+        try:
+            index[a.key] = i
+        except TypeError:  # unhashable level key: cannot be matched
+            continue
+    out: dict[tuple[int, int, int], tuple[float, ...] | None] = {}
+    for n, key in enumerate(keys):
+        try:
+            lkey, sy, sx = key
+            i = index.get(lkey, -1)
+        except (TypeError, ValueError):
+            out[(-1, -1, n)] = None
+            continue
+        if i < 0:
+            out[(-1, int(sy), int(sx))] = None
+            continue
+        a = arrays[i]
+        sh, sw = a.seg_shape
+        h, w = a.shape[0], a.shape[1]
+        dy, dx = slide.level_downsample_yx(i)
+        box = (sy * sh * dy, sx * sw * dx, min(h, (sy + 1) * sh) * dy, min(w, (sx + 1) * sw) * dx)
+        out[(i, int(sy), int(sx))] = tuple(float(v) for v in box)
+    return out
 
 
 _POOL: ThreadPoolExecutor | None = None

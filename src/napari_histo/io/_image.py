@@ -15,14 +15,19 @@ RGB policy (applied tile by tile, so it stays lazy; documented in docs and ``ope
 
 from __future__ import annotations
 
+import contextlib
+import struct
 import threading
+import warnings
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import numpy.typing as npt
 
-from napari_histo.core.errors import SlideOpenError
+from napari_histo.core.errors import HistoError, SlideOpenError
+from napari_histo.core.limits import check_decode, check_image_size, one_line
 from napari_histo.io._pyramid import LevelArray
 
 __all__ = ["to_rgb8", "PlainImage", "PlainLevel"]
@@ -111,6 +116,42 @@ def to_rgb8(
 
 PLAIN_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp"}
 
+_HINT = ("PNG/JPEG/BMP have no tiles and must be decoded whole: convert a real image this "
+         "large to a tiled pyramidal TIFF (e.g. vips tiffsave --tile --pyramid)")
+
+
+@contextlib.contextmanager
+def _open_image(path: Path) -> Iterator[Any]:
+    """``PIL.Image.open`` without Pillow's size warning: the size is checked by our budget."""
+    from PIL import Image
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+        with Image.open(path) as im:
+            yield im
+
+
+@contextlib.contextmanager
+def _pil_errors(path: Path, doing: str) -> Iterator[None]:
+    """Turn Pillow's exceptions (bombs, corrupt headers, truncated data) into one line."""
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        yield
+    except HistoError:
+        raise
+    except Image.DecompressionBombError as err:
+        raise SlideOpenError(f"{path.name}: refused, {one_line(err, 160).rstrip('.')}; "
+                             f"{_HINT}") from None
+    except UnidentifiedImageError as err:
+        raise SlideOpenError(f"{path.name}: not a readable image ({one_line(err, 160)})") from None
+    except MemoryError:
+        raise SlideOpenError(f"{path.name}: {doing}: not enough memory to decode it; "
+                             f"{_HINT}") from None
+    except (OSError, ValueError, SyntaxError, EOFError, struct.error, IndexError,
+            KeyError, TypeError, ZeroDivisionError) as err:
+        raise SlideOpenError(f"{path.name}: {doing} ({one_line(err, 200)})") from err
+
 
 class PlainImage:
     """A PNG/JPEG/BMP image decoded once, on first pixel access (these formats have no tiles).
@@ -120,22 +161,20 @@ class PlainImage:
     """
 
     def __init__(self, path: Path) -> None:
-        from PIL import Image, UnidentifiedImageError
-
         self.path = path
-        try:
-            with Image.open(path) as im:
+        with _pil_errors(path, "cannot read image header"):
+            with _open_image(path) as im:
                 self.format = (im.format or "image").lower()
                 self.mode = im.mode
                 w, h = im.size
                 info = dict(im.info)
-        except UnidentifiedImageError as err:
-            raise SlideOpenError(f"{path.name}: not a readable image ({err})") from err
-        except OSError as err:
-            raise SlideOpenError(f"{path.name}: cannot read image header ({err})") from err
         if w <= 0 or h <= 0:
             raise SlideOpenError(f"{path.name}: image has no pixels ({w}x{h})")
-        self.height, self.width = int(h), int(w)
+        self.height, self.width = check_image_size(h, w, path.name, error=SlideOpenError)
+        # these formats have no tiles: the first read decodes the whole image, so a header
+        # claiming more than one in-memory array may hold is refused now, not at that read
+        check_decode(self.height, self.width, path.name, channels=1, error=SlideOpenError,
+                     hint=_HINT)
         self.info: dict[str, Any] = {
             k: v for k, v in info.items() if isinstance(v, (int, float, str, tuple))
         }
@@ -160,23 +199,22 @@ class PlainImage:
                     self._pixels = self._decode()
         return self._pixels
 
+    def _check_memory(self, bytes_per_pixel: int) -> None:
+        check_decode(self.height, self.width, self.path.name, channels=bytes_per_pixel,
+                     error=SlideOpenError, hint=_HINT)
+
     def raw(self) -> np.ndarray:
         """The decoded image without RGB conversion (masks need the raw values)."""
-        from PIL import Image
-
-        try:
-            with Image.open(self.path) as im:
-                if im.mode == "P":
-                    return np.asarray(im)
+        self._check_memory(2 * (len(self.mode) if self.mode.isalpha() else 4))
+        with _pil_errors(self.path, "cannot decode image"):
+            with _open_image(self.path) as im:
                 return np.asarray(im)
-        except (OSError, ValueError, Image.DecompressionBombError) as err:
-            raise SlideOpenError(f"{self.path.name}: cannot decode image ({err})") from err
 
     def _decode(self) -> npt.NDArray[np.uint8]:
-        from PIL import Image
-
-        try:
-            with Image.open(self.path) as im:
+        # decoded pixels, RGB(A) conversion and the final uint8 copy can coexist
+        self._check_memory(12)
+        with _pil_errors(self.path, "cannot decode image"):
+            with _open_image(self.path) as im:
                 if im.mode == "P":
                     im = im.convert("RGBA")
                 if im.mode in ("I;16", "I;16B", "I;16L", "I"):
@@ -189,8 +227,6 @@ class PlainImage:
                 if im.mode in ("CMYK", "YCbCr", "LAB", "HSV", "1"):
                     im = im.convert("RGB")
                 arr = np.asarray(im)
-        except (OSError, ValueError, Image.DecompressionBombError) as err:
-            raise SlideOpenError(f"{self.path.name}: cannot decode image ({err})") from err
         out = to_rgb8(arr)
         out.flags.writeable = False
         return out
@@ -198,6 +234,8 @@ class PlainImage:
 
 class PlainLevel(LevelArray):
     """The single level of a :class:`PlainImage`, sliced from the decoded image."""
+
+    unit = "image"
 
     def __init__(self, image: PlainImage, *, key: Any, labels: bool = False) -> None:
         self.image = image
@@ -207,7 +245,8 @@ class PlainLevel(LevelArray):
         if labels:
             raw = self._label_pixels()
             extra = {"channels": None, "dtype": raw.dtype, "fill": 0}
-        super().__init__(image.height, image.width, (1024, 1024), cache=None, key=key, **extra)
+        super().__init__(image.height, image.width, (1024, 1024), cache=None, key=key,
+                         name=image.path.name, **extra)
 
     def _label_pixels(self) -> np.ndarray:
         if self._labels is None:

@@ -22,6 +22,8 @@ import dask.array as da
 import numpy as np
 import numpy.typing as npt
 
+from napari_histo.core.errors import SlideOpenError
+from napari_histo.core.limits import MAX_ARRAY_BYTES, check_decode, check_image_size
 from napari_histo.io._cache import TileCache, parallel_map
 
 __all__ = ["LevelArray", "DownsampledLevel", "add_computed_levels", "to_dask", "MIN_SIDE"]
@@ -32,7 +34,7 @@ MIN_SIDE = 1024
 _WHITE = np.uint8(255)
 
 #: ``np.asarray(level)`` on anything bigger is refused (a gigapixel level-0 would OOM)
-_MAX_ARRAY_BYTES = 4 * 1024**3
+_MAX_ARRAY_BYTES = MAX_ARRAY_BYTES
 
 
 class LevelArray(ABC):
@@ -54,9 +56,19 @@ class LevelArray(ABC):
         Hashable prefix identifying this level in the cache.
     chunk_shape
         Dask chunk size; defaults to ``seg_shape`` (chunks aligned to the file's tiles).
+    name
+        Level name for error messages.
+
+    Raises
+    ------
+    SlideOpenError
+        A size beyond :data:`~napari_histo.core.limits.MAX_SIDE`, or a decode unit too big
+        to decode at once (checked here, before anything is read).
     """
 
     native = True
+    #: what one decode unit is called in messages
+    unit = "segment"
 
     def __init__(
         self,
@@ -70,7 +82,15 @@ class LevelArray(ABC):
         channels: int | None = 3,
         dtype: Any = np.uint8,
         fill: int = 255,
+        name: str | None = None,
     ) -> None:
+        what = name or getattr(self, "name", None) or "image level"
+        height, width = check_image_size(height, width, what, error=SlideOpenError)
+        if self.native:
+            sh0, sw0 = min(int(seg_shape[0]), height), min(int(seg_shape[1]), width)
+            check_decode(sh0, sw0, f"{what} ({self.unit})", channels=channels or 1,
+                         itemsize=np.dtype(dtype).itemsize, error=SlideOpenError,
+                         hint="the file is corrupt, or re-save it as a tiled TIFF")
         self.channels = channels
         self.dtype = np.dtype(dtype)
         self.fill = fill

@@ -22,6 +22,7 @@ import numpy as np
 import numpy.typing as npt
 
 from napari_histo.core.errors import SlideOpenError
+from napari_histo.core.limits import check_image_size
 from napari_histo.io._cache import TileCache
 from napari_histo.io._image import to_rgb8
 from napari_histo.io._pyramid import LevelArray, filler
@@ -100,8 +101,9 @@ class TiffLevel(LevelArray):
         name: str,
         labels: bool = False,
     ) -> None:
-        h, w = int(page.imagelength), int(page.imagewidth)
+        h, w = check_image_size(page.imagelength, page.imagewidth, name, error=SlideOpenError)
         self.tiled = bool(page.is_tiled)
+        self.unit = "tile" if self.tiled else "strip"
         # Uncompressed contiguous images (tifffile and many tools write them as ONE strip)
         # are read in virtual strips of ~1 MB: any row range is a single pread.
         self.contiguous = (
@@ -140,9 +142,9 @@ class TiffLevel(LevelArray):
                 )
             dt = np.dtype(np.uint8) if dt.kind == "b" else dt
             super().__init__(h, w, seg, cache=cache, key=key, chunk_shape=chunk,
-                             channels=None, dtype=dt, fill=0)
+                             channels=None, dtype=dt, fill=0, name=name)
         else:
-            super().__init__(h, w, seg, cache=cache, key=key, chunk_shape=chunk)
+            super().__init__(h, w, seg, cache=cache, key=key, chunk_shape=chunk, name=name)
         self.name = name
         self._read = read
         self.file_size = file_size
@@ -258,6 +260,8 @@ class TiffLevel(LevelArray):
         with self._bad_lock:
             self.bad_segments += 1
             n = self.bad_segments
+        if self.cache is not None:  # counted even once cached or no longer reported
+            self.cache.record_failure((self.key, sy, sx), str(err))
         if n > MAX_REPORTS:
             return
         kind = "tile" if self.tiled else "strip"

@@ -9,9 +9,12 @@ level 0 is treated as unknown: it is a display default (72/96/300 dpi), not a mi
 
 from __future__ import annotations
 
+import math
 import re
 import xml.etree.ElementTree as ET
 from typing import Any
+
+from napari_histo.core.limits import MPP_RANGE
 
 __all__ = ["tiff_kind", "tiff_metadata", "MAX_MPP"]
 
@@ -132,7 +135,9 @@ def tiff_metadata(tif: Any, page: Any) -> dict[str, Any]:
         mpp, mag, props = _ome(tif.ome_metadata)
     if mpp is None:
         mpp = _resolution_mpp(page)
-    if mpp is not None and (max(mpp) > MAX_MPP or min(mpp) <= 0):
+    if mpp is not None and not all(
+        math.isfinite(v) and MPP_RANGE[0] <= v <= MAX_MPP for v in mpp
+    ):  # NaN, zero, sub-10 nm or display-default resolutions are not a microscope's
         props["napari_histo.ignored_mpp"] = mpp
         mpp = None
     for code, name in ((305, "tiff.Software"), (271, "tiff.Make"), (272, "tiff.Model")):

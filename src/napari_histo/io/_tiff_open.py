@@ -20,7 +20,8 @@ from typing import Any
 
 import numpy as np
 
-from napari_histo.core.errors import SlideOpenError
+from napari_histo.core.errors import HistoError, SlideOpenError
+from napari_histo.core.limits import check_decode, one_line
 from napari_histo.io._cache import TileCache
 from napari_histo.io._image import to_rgb8
 from napari_histo.io._pyramid import LevelArray
@@ -71,18 +72,36 @@ def _zarr_level(
 def open_tiff_slide(
     path: Path, *, cache: TileCache, key: Any, labels: bool = False
 ) -> dict[str, Any]:
-    """Open ``path`` and return the parts :func:`napari_histo.io.slide.open_slide` assembles."""
+    """Open ``path`` and return the parts :func:`napari_histo.io.slide.open_slide` assembles.
+
+    Raises
+    ------
+    SlideOpenError
+        Unreadable structure, or sizes beyond :mod:`napari_histo.core.limits` (refused
+        from the header, before any pixel is decoded).
+    """
     with _quiet_tifffile():
-        return _open_tiff_slide(path, cache=cache, key=key, labels=labels)
+        try:
+            return _open_tiff_slide(path, cache=cache, key=key, labels=labels)
+        except HistoError:
+            raise
+        except (MemoryError, RecursionError) as err:
+            raise SlideOpenError(f"{path.name}: TIFF structure is too large or too deep to "
+                                 f"read ({type(err).__name__}); the file is corrupt") from None
+        except Exception as err:
+            raise SlideOpenError(f"{path.name}: TIFF structure is unreadable "
+                                 f"({type(err).__name__}: {one_line(err, 200)})") from err
 
 
 @contextlib.contextmanager
 def _quiet_tifffile() -> Iterator[None]:
     # tifffile logs recoverable structure problems (e.g. a truncated IFD chain) as warnings
-    # on its logger; we report what matters ourselves, once, through warnings.warn.
+    # on its logger, and a header that contradicts itself (e.g. a size that does not match
+    # its strips) as errors; we report what matters ourselves, once, through warnings.warn
+    # or a SlideOpenError, so a user never sees a second, raw line.
     logger = logging.getLogger("tifffile")
     old = logger.level
-    logger.setLevel(logging.ERROR)
+    logger.setLevel(logging.CRITICAL)
     try:
         yield
     finally:
@@ -153,10 +172,23 @@ def _open_tiff_slide(path: Path, *, cache: TileCache, key: Any, labels: bool) ->
         def associated_reader(name: str) -> np.ndarray:
             series = associated[name]
             try:
+                kf = series.keyframe
+                check_decode(int(kf.imagelength), int(kf.imagewidth),
+                             f"{path.name} associated image {name!r}",
+                             channels=int(kf.samplesperpixel or 1),
+                             itemsize=np.dtype(kf.dtype or np.uint8).itemsize,
+                             error=SlideOpenError)
+            except HistoError:
+                raise
+            except Exception as err:
+                raise SlideOpenError(f"{path.name}: associated image {name!r} has an unreadable "
+                                     f"header ({one_line(err, 200)})") from err
+            try:
                 with lock:
                     arr = series.asarray()
             except Exception as err:
-                raise SlideOpenError(f"{path.name}: associated image {name!r} is unreadable ({err})") from err
+                raise SlideOpenError(f"{path.name}: associated image {name!r} is unreadable "
+                                     f"({one_line(err, 200)})") from err
             arr = np.asarray(arr)
             while arr.ndim > 3 or (arr.ndim == 3 and arr.shape[0] == 1 and arr.shape[-1] > 4):
                 arr = arr[0]

@@ -7,6 +7,7 @@ RGB policy of :mod:`napari_histo.io._image` applies, one zarr chunk at a time.
 
 from __future__ import annotations
 
+import math
 import warnings
 from pathlib import Path
 from typing import Any
@@ -14,7 +15,8 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from napari_histo.core.errors import SlideOpenError
+from napari_histo.core.errors import HistoError, SlideOpenError
+from napari_histo.core.limits import MPP_RANGE, check_decode, check_image_size, one_line
 from napari_histo.io._cache import TileCache
 from napari_histo.io._image import to_rgb8
 from napari_histo.io._pyramid import LevelArray, filler
@@ -40,6 +42,8 @@ class ArrayLevel(LevelArray):
         One letter per dimension; C or S is the channel axis, other letters take index 0.
     """
 
+    unit = "chunk"
+
     def __init__(
         self,
         array: Any,
@@ -57,9 +61,22 @@ class ArrayLevel(LevelArray):
         self.axes = axes
         self.name = name
         yi, xi = axes.index("Y"), axes.index("X")
+        check_image_size(array.shape[yi], array.shape[xi], name, error=SlideOpenError)
         chunks = getattr(array, "chunks", None) or array.shape
         if not isinstance(chunks[0], int):  # dask-style chunks
             chunks = tuple(c[0] for c in chunks)
+        # a chunk is decoded whole, with every plane (T, Z, C) it holds: budget all of it
+        others = 1
+        for i, c in enumerate(chunks[: len(axes)]):
+            if i not in (yi, xi):
+                others *= max(1, min(int(c), int(array.shape[i])))
+                if others > 1024:
+                    raise SlideOpenError(f"{name}: a chunk holds {others}+ planes besides Y/X; "
+                                         "the array is not an image napari-histo reads")
+        check_decode(min(int(chunks[yi]), int(array.shape[yi])),
+                     min(int(chunks[xi]), int(array.shape[xi])), f"{name} (chunk)",
+                     channels=others, itemsize=np.dtype(array.dtype).itemsize,
+                     error=SlideOpenError, hint="the store is corrupt, or re-chunk it")
         self.labels = labels
         extra: dict[str, Any] = {}
         if labels:
@@ -69,7 +86,7 @@ class ArrayLevel(LevelArray):
             extra = {"channels": None, "dtype": np.uint8 if dt.kind == "b" else dt, "fill": 0}
         super().__init__(
             array.shape[yi], array.shape[xi], (chunks[yi], chunks[xi]), cache=cache, key=key,
-            **extra,
+            name=name, **extra,
         )
         self._cax = next((i for i, a in enumerate(axes) if a in "CS"), None)
         nchan = array.shape[self._cax] if self._cax is not None else 1
@@ -108,6 +125,8 @@ class ArrayLevel(LevelArray):
                 raw = raw[..., :1]
             return to_rgb8(raw)
         except Exception as err:  # a corrupt chunk must not take the slide down
+            if self.cache is not None:  # counted even once served from the cache
+                self.cache.record_failure((self.key, sy, sx), str(err))
             warnings.warn(
                 f"{self.name}: chunk (row {sy}, column {sx}) could not be read ({err}); "
                 "shown as white",
@@ -139,7 +158,38 @@ def _open_group(path: Path) -> Any:
 def open_ome_zarr(
     path: Path, *, cache: TileCache | None, key: Any, labels: bool = False
 ) -> tuple[list[ArrayLevel], list[tuple[float, float]], dict[str, Any]]:
-    """Open an OME-Zarr image: (levels, per-level downsample (y, x), metadata dict)."""
+    """Open an OME-Zarr image: (levels, per-level downsample (y, x), metadata dict).
+
+    Raises
+    ------
+    SlideOpenError
+        Not an NGFF image, malformed metadata, or array sizes beyond
+        :mod:`napari_histo.core.limits` (refused from the metadata, nothing is read).
+    """
+    try:
+        return _open_ome_zarr(path, cache=cache, key=key, labels=labels)
+    except HistoError:
+        raise
+    except (MemoryError, RecursionError) as err:
+        raise SlideOpenError(f"{path.name}: OME-Zarr metadata is too large or too deeply "
+                             f"nested ({type(err).__name__})") from None
+    except Exception as err:
+        raise SlideOpenError(f"{path.name}: OME-Zarr metadata is malformed "
+                             f"({type(err).__name__}: {one_line(err, 200)})") from err
+
+
+def _positive(v: Any) -> float | None:
+    """``v`` as a finite float > 0, else None."""
+    try:
+        f = float(v)
+    except (TypeError, ValueError, OverflowError):
+        return None
+    return f if math.isfinite(f) and f > 0 else None
+
+
+def _open_ome_zarr(
+    path: Path, *, cache: TileCache | None, key: Any, labels: bool = False
+) -> tuple[list[ArrayLevel], list[tuple[float, float]], dict[str, Any]]:
     grp = _open_group(path)
     attrs = dict(grp.attrs)
     multiscales, version = ngff_multiscales(attrs)
@@ -149,6 +199,11 @@ def open_ome_zarr(
             "expected an OME-Zarr image (NGFF 0.4 or 0.5)"
         )
     ms = multiscales[0]
+    if not isinstance(ms, dict) or not isinstance(ms.get("datasets"), list) or not ms["datasets"]:
+        raise SlideOpenError(f"{path.name}: NGFF 'multiscales' has no 'datasets' list")
+    if len(ms["datasets"]) > 64:
+        raise SlideOpenError(f"{path.name}: NGFF metadata lists {len(ms['datasets'])} "
+                             "resolution levels (at most 64 are read)")
     raw_axes = ms.get("axes") or ["t", "c", "z", "y", "x"][-len(grp[ms["datasets"][0]["path"]].shape):]
     names, units = [], []
     for ax in raw_axes:
@@ -167,20 +222,28 @@ def open_ome_zarr(
         except KeyError as err:
             raise SlideOpenError(f"{path.name}: dataset {ds['path']!r} is missing") from err
         levels.append(
-            ArrayLevel(arr, axes, cache=cache, key=(key, i), name=f"level {i}", labels=labels)
+            ArrayLevel(arr, axes, cache=cache, key=(key, i), name=f"{path.name} level {i}",
+                       labels=labels)
         )
         scale = None
         for tr in ds.get("coordinateTransformations", []) or []:
-            if tr.get("type") == "scale":
-                scale = [float(v) for v in tr["scale"]]
-        scales.append(scale)
+            if isinstance(tr, dict) and tr.get("type") == "scale":
+                # a scale that is not a positive finite number is treated as unknown
+                sc = [_positive(v) for v in tr.get("scale") or []]
+                scale = sc if len(sc) == len(axes) and all(sc) else None
+        scales.append(scale)  # type: ignore[arg-type]
     yi, xi = axes.index("Y"), axes.index("X")
     downs: list[tuple[float, float]] = []
     for lvl, sc in zip(levels, scales, strict=False):
-        if sc is not None and scales[0] is not None and scales[0][yi] and scales[0][xi]:
-            downs.append((sc[yi] / scales[0][yi], sc[xi] / scales[0][xi]))
+        by_shape = (levels[0].shape[0] / lvl.shape[0], levels[0].shape[1] / lvl.shape[1])
+        if sc is not None and scales[0] is not None:
+            d = (sc[yi] / scales[0][yi], sc[xi] / scales[0][xi])
+            # a scale contradicting the array sizes by more than 2x is not trusted
+            ok = all(math.isfinite(v) and 0.5 <= v / s <= 2.0 for v, s in zip(d, by_shape,
+                                                                              strict=True))
+            downs.append(d if ok else by_shape)
         else:
-            downs.append((levels[0].shape[0] / lvl.shape[0], levels[0].shape[1] / lvl.shape[1]))
+            downs.append(by_shape)
     mpp = None
     if scales[0] is not None:
         uy, ux = units[yi], units[xi]
@@ -188,6 +251,8 @@ def open_ome_zarr(
         fx = _UNIT_UM.get(str(ux).lower()) if ux else 1.0
         if fy and fx and (uy or ux or scales[0][yi] != 1.0):
             mpp = (scales[0][yi] * fy, scales[0][xi] * fx)
+            if not all(MPP_RANGE[0] <= v <= MPP_RANGE[1] for v in mpp):
+                mpp = None  # not a microscope's resolution: unknown rather than absurd
     props = {"ngff.version": version, "ngff.axes": axes, "ngff.name": ms.get("name")}
     arr0 = grp[ms["datasets"][0]["path"]]
     props["zarr.dtype"] = str(arr0.dtype)

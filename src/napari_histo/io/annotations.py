@@ -22,6 +22,7 @@ after all other polygons are filled, exactly as CAMELYON16's evaluation masks we
 
 from __future__ import annotations
 
+import math
 import warnings
 import xml.etree.ElementTree as ET
 from collections.abc import Iterable, Mapping, Sequence
@@ -33,6 +34,7 @@ import numpy as np
 import numpy.typing as npt
 
 from napari_histo.core.errors import DataError
+from napari_histo.core.limits import MAX_ANNOTATION_BYTES, MAX_COORD, check_regular_file, one_line
 
 __all__ = [
     "EXCLUSION_GROUPS",
@@ -40,6 +42,7 @@ __all__ = [
     "Annotation",
     "annotations_to_shapes",
     "default_label",
+    "drop_outside",
     "fill_rings",
     "parse_asap_xml",
     "rasterize_annotations",
@@ -174,10 +177,20 @@ def assign_unknown_labels(annotations: list[Annotation]) -> list[Annotation]:
 
 
 def clean_ring(ring: npt.ArrayLike, where: str) -> FloatArray | None:
-    """Return a finite (N, 2) ring without the closing duplicate, or None (with a warning)."""
+    """Return a finite (N, 2) ring without the closing duplicate, or None (with a warning).
+
+    Rings with NaN/inf coordinates, or coordinates beyond ``MAX_COORD`` level-0 px (four
+    times the largest slide napari-histo opens), are skipped with a warning.
+    """
     arr = np.asarray(ring, dtype=np.float64).reshape(-1, 2)
     if not np.isfinite(arr).all():
-        warnings.warn(f"{where}: non-finite coordinates, polygon skipped", stacklevel=3)
+        warnings.warn(f"{where}: non-finite coordinates (NaN or infinity), polygon skipped",
+                      stacklevel=3)
+        return None
+    if len(arr) and float(np.abs(arr).max()) > MAX_COORD:
+        warnings.warn(f"{where}: coordinates up to {float(np.abs(arr).max()):.3g} px lie beyond "
+                      f"any slide (|x|, |y| <= {MAX_COORD:.0f} px), polygon skipped",
+                      stacklevel=3)
         return None
     if len(arr) > 1 and np.array_equal(arr[0], arr[-1]):
         arr = arr[:-1]
@@ -205,10 +218,20 @@ def parse_asap_xml(source: str | Path | bytes, *, where: str | None = None) -> l
     """
     if where is None:
         where = str(source) if not isinstance(source, bytes) else "<bytes>"
+    if not isinstance(source, bytes):
+        check_regular_file(source, what=str(source), error=DataError,
+                           max_bytes=MAX_ANNOTATION_BYTES)
+        source = Path(source).read_bytes()
+    if b"<!ENTITY" in source:  # ASAP never declares entities; refuse expansion bombs outright
+        msg = f"{where}: annotation XML declares entities (<!ENTITY>), which are not read"
+        raise DataError(msg)
     try:
-        root = ET.fromstring(source) if isinstance(source, bytes) else ET.parse(source).getroot()
+        root = ET.fromstring(source)
     except ET.ParseError as exc:
-        msg = f"{where}: malformed annotation XML ({exc}); re-export it from ASAP/QuPath"
+        msg = f"{where}: malformed annotation XML ({one_line(exc)}); re-export it from ASAP/QuPath"
+        raise DataError(msg) from None
+    except (RecursionError, MemoryError):
+        msg = f"{where}: annotation XML is too large or nested too deeply to read"
         raise DataError(msg) from None
     if root.tag != "ASAP_Annotations":
         msg = f"{where}: XML root is <{root.tag}>, expected <ASAP_Annotations> (CAMELYON16/ASAP)"
@@ -232,7 +255,7 @@ def parse_asap_xml(source: str | Path | bytes, *, where: str | None = None) -> l
                 # some ASAP versions write the locale's decimal comma
                 x = float(str(c.get("X")).replace(",", "."))
                 y = float(str(c.get("Y")).replace(",", "."))
-            except (TypeError, ValueError):
+            except (TypeError, ValueError, OverflowError):
                 msg = f"{ctx}: bad coordinate {ET.tostring(c, encoding='unicode').strip()!r}"
                 raise DataError(msg) from None
             pts.append((order, y, x))
@@ -254,29 +277,91 @@ def parse_asap_xml(source: str | Path | bytes, *, where: str | None = None) -> l
     return assign_unknown_labels(out)
 
 
-def read_annotations(path: str | Path) -> list[Annotation]:
+def read_annotations(
+    path: str | Path, *, extent: tuple[float, float] | None = None
+) -> list[Annotation]:
     """Read an ASAP/CAMELYON16 XML or QuPath GeoJSON annotation file.
 
     The format is chosen by content (``<`` -> XML, ``{``/``[`` -> JSON), so a wrong
     extension still works. An empty file gives a :class:`DataError`.
+
+    Parameters
+    ----------
+    path : the file (at most ``MAX_ANNOTATION_BYTES``; pipes and devices are refused).
+    extent : level-0 (height, width) of the slide the annotations belong to, when known:
+        polygons lying wholly or far outside it are skipped with one warning
+        (see :func:`drop_outside`).
     """
     p = Path(path)
-    if not p.is_file():
+    if not p.exists():
         msg = f"annotation file not found: {p}"
         raise DataError(msg)
+    check_regular_file(p, what=str(p), error=DataError, max_bytes=MAX_ANNOTATION_BYTES)
     data = p.read_bytes()
     head = data.lstrip()[:1]
     if not head:
         msg = f"{p}: annotation file is empty"
         raise DataError(msg)
     if head == b"<":
-        return parse_asap_xml(data, where=str(p))
-    if head in (b"{", b"["):
+        out = parse_asap_xml(data, where=str(p))
+    elif head in (b"{", b"["):
         from napari_histo.io.geojson import parse_geojson
 
-        return parse_geojson(data, where=str(p))
-    msg = f"{p}: not an annotation file (expected ASAP XML or QuPath GeoJSON)"
-    raise DataError(msg)
+        out = parse_geojson(data, where=str(p))
+    else:
+        msg = f"{p}: not an annotation file (expected ASAP XML or QuPath GeoJSON)"
+        raise DataError(msg)
+    if extent is not None:
+        out = drop_outside(out, extent, where=str(p))
+    return out
+
+
+#: a polygon reaching further outside the slide than this fraction of its size is skipped
+OUTSIDE_MARGIN = 0.5
+
+
+def drop_outside(
+    annotations: Sequence[Annotation], extent: tuple[float, float], *, where: str = "annotations"
+) -> list[Annotation]:
+    """Keep the annotations that belong on a slide of level-0 ``extent`` (height, width).
+
+    A polygon is skipped when it lies wholly outside the slide, or when a vertex lies more
+    than ``OUTSIDE_MARGIN`` (half) of the slide's size beyond its edges: it was drawn on
+    another slide, or its coordinates are corrupt. One warning counts the skipped polygons;
+    a polygon slightly overhanging the edge (a normal tracing) is kept.
+    """
+    h, w = float(extent[0]), float(extent[1])
+    if not (math.isfinite(h) and math.isfinite(w)) or h <= 0 or w <= 0:
+        return list(annotations)
+    my, mx = OUTSIDE_MARGIN * h, OUTSIDE_MARGIN * w
+    kept: list[Annotation] = []
+    far = outside = 0
+    for a in annotations:
+        ymin, xmin, ymax, xmax = a.bbox
+        for hole in a.holes:
+            if len(hole):
+                lo, hi = hole.min(axis=0), hole.max(axis=0)
+                ymin, xmin = min(ymin, float(lo[0])), min(xmin, float(lo[1]))
+                ymax, xmax = max(ymax, float(hi[0])), max(xmax, float(hi[1]))
+        if ymin < -my or xmin < -mx or ymax > h + my or xmax > w + mx:
+            far += 1
+        elif ymax <= 0 or xmax <= 0 or ymin >= h or xmin >= w:
+            outside += 1
+        else:
+            kept.append(a)
+    if far or outside:
+        parts = []
+        if far:
+            parts.append(f"{far} reach far outside it")
+        if outside:
+            parts.append(f"{outside} lie wholly outside it")
+        warnings.warn(
+            f"{where}: skipped {far + outside} of {len(annotations)} polygon(s) that do not fit "
+            f"the slide ({w:.0f} x {h:.0f} px): {' and '.join(parts)}; are these the "
+            "annotations of this slide?",
+            stacklevel=2,
+        )
+    return kept
 
 
 # ----------------------------------------------------------------------------- rasterize

@@ -30,6 +30,7 @@ import numpy as np
 import numpy.typing as npt
 
 from napari_histo.core.errors import DataError
+from napari_histo.core.limits import MAX_ANNOTATION_BYTES, MAX_NESTING, one_line
 from napari_histo.io.annotations import (
     Annotation,
     assign_unknown_labels,
@@ -55,14 +56,24 @@ def parse_geojson(source: str | bytes | Any, *, where: str = "<geojson>") -> lis
     Raises
     ------
     DataError
-        Not valid JSON, not GeoJSON, or coordinates that are not numbers.
+        Not valid JSON, not GeoJSON, coordinates that are not numbers, or nesting deeper
+        than ``MAX_NESTING`` levels.
     """
     if isinstance(source, (str, bytes)):
+        if len(source) > MAX_ANNOTATION_BYTES:
+            msg = f"{where}: GeoJSON of {len(source)} bytes is larger than the {MAX_ANNOTATION_BYTES} read"
+            raise DataError(msg)
+        deep = f"{where}: GeoJSON is nested deeper than {MAX_NESTING} levels; it is not an annotation export"
         try:
             obj = json.loads(source)
         except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-            msg = f"{where}: malformed GeoJSON ({exc}); re-export it from QuPath"
+            msg = f"{where}: malformed GeoJSON ({one_line(exc)}); re-export it from QuPath"
             raise DataError(msg) from None
+        except RecursionError:  # json's C scanner stops at the interpreter's recursion limit
+            raise DataError(deep) from None
+        # a cheap upper bound on the text first; the exact (iterative) walk only when needed
+        if _bracket_depth(source) > MAX_NESTING and _object_depth(obj) > MAX_NESTING:
+            raise DataError(deep)
     else:
         obj = source
     features = _features(obj, where)
@@ -70,6 +81,38 @@ def parse_geojson(source: str | bytes | Any, *, where: str = "<geojson>") -> lis
     for i, feat in enumerate(features):
         out.extend(_feature_annotations(feat, i, where))
     return assign_unknown_labels(out)
+
+
+def _object_depth(obj: Any) -> int:
+    """Nesting depth of lists/dicts in a decoded JSON object, without recursion."""
+    best = 0
+    stack = [(obj, 1)]
+    while stack:
+        o, d = stack.pop()
+        if isinstance(o, dict):
+            o = list(o.values())
+        elif not isinstance(o, list):
+            continue
+        best = max(best, d)
+        if d > MAX_NESTING:
+            return d
+        stack.extend((v, d + 1) for v in o if isinstance(v, (list, dict)))
+    return best
+
+
+def _bracket_depth(text: str | bytes) -> int:
+    """Deepest ``[``/``{`` nesting of JSON text (brackets inside strings count too: the
+    result only bounds the real depth from above)."""
+    data = text.encode("utf-8", "replace") if isinstance(text, str) else text
+    if data.count(b"[") + data.count(b"{") <= MAX_NESTING:
+        return 0
+    arr = np.frombuffer(data, dtype=np.uint8)
+    step = np.zeros(256, dtype=np.int8)
+    step[ord("[")] = step[ord("{")] = 1
+    step[ord("]")] = step[ord("}")] = -1
+    d = step[arr]
+    nz = d[d != 0].astype(np.int64)
+    return int(np.cumsum(nz).max()) if len(nz) else 0
 
 
 def _features(obj: Any, where: str) -> list[Any]:
@@ -92,12 +135,16 @@ def _features(obj: Any, where: str) -> list[Any]:
 
 
 def _color_hex(c: Any) -> str | None:
-    if isinstance(c, str):
-        return c
-    if isinstance(c, (list, tuple)) and len(c) >= 3:
-        return "#{:02x}{:02x}{:02x}".format(*(int(v) & 255 for v in c[:3]))
-    if isinstance(c, int):  # QuPath < 0.4 packed ARGB, possibly negative
-        return f"#{(c >> 16) & 255:02x}{(c >> 8) & 255:02x}{c & 255:02x}"
+    """``#rrggbb`` of a QuPath colour (string, [r, g, b] or packed int), or None."""
+    try:
+        if isinstance(c, str):
+            return c if len(c) <= 32 else None
+        if isinstance(c, (list, tuple)) and len(c) >= 3:
+            return "#{:02x}{:02x}{:02x}".format(*(int(v) & 255 for v in c[:3]))
+        if isinstance(c, int):  # QuPath < 0.4 packed ARGB, possibly negative
+            return f"#{(c >> 16) & 255:02x}{(c >> 8) & 255:02x}{c & 255:02x}"
+    except (TypeError, ValueError, OverflowError):
+        return None  # a colour is cosmetic: never refuse a file for it
     return None
 
 
@@ -151,9 +198,12 @@ def _feature_annotations(feat: Any, i: int, where: str) -> list[Annotation]:
     return out
 
 
-def _polygons(geom: Any, ctx: str) -> list[list[Any]]:
+def _polygons(geom: Any, ctx: str, depth: int = 0) -> list[list[Any]]:
     if not isinstance(geom, dict) or "type" not in geom:
         msg = f"{ctx}: geometry is not a GeoJSON geometry object"
+        raise DataError(msg)
+    if depth > MAX_NESTING:
+        msg = f"{ctx}: geometry collections nested deeper than {MAX_NESTING} levels"
         raise DataError(msg)
     t = geom["type"]
     coords = geom.get("coordinates")
@@ -163,7 +213,11 @@ def _polygons(geom: Any, ctx: str) -> list[list[Any]]:
     elif t == "MultiPolygon":
         polys = coords
     elif t == "GeometryCollection":
-        return [p for g in geom.get("geometries") or [] for p in _polygons(g, ctx)]
+        geoms = geom.get("geometries") or []
+        if not isinstance(geoms, list):
+            msg = f"{ctx}: GeometryCollection 'geometries' must be a list"
+            raise DataError(msg)
+        return [p for g in geoms for p in _polygons(g, ctx, depth + 1)]
     else:
         warnings.warn(f"{ctx}: {t} geometry has no area, skipped", stacklevel=4)
         return []
@@ -176,7 +230,7 @@ def _polygons(geom: Any, ctx: str) -> list[list[Any]]:
 def _yx(ring: Any, ctx: str) -> npt.NDArray[np.float64]:
     try:
         arr = np.asarray([(float(p[1]), float(p[0])) for p in ring], dtype=np.float64)
-    except (TypeError, ValueError, IndexError):
+    except (TypeError, ValueError, IndexError, KeyError, OverflowError):
         msg = f"{ctx}: a ring has coordinates that are not [x, y] numbers"
         raise DataError(msg) from None
     return arr.reshape(-1, 2)
@@ -231,15 +285,12 @@ def annotations_to_geojson(annotations: Sequence[Annotation]) -> dict[str, Any]:
     feats = []
     for a in annotations:
         c = a.color or "#c80000"
-        rgb = (
-            (int(c[1:3], 16), int(c[3:5], 16), int(c[5:7], 16))
-            if c.startswith("#")
-            else (
-                200,
-                0,
-                0,
-            )
-        )
+        try:  # a colour read from a file may be anything: fall back to red
+            rgb = (int(c[1:3], 16), int(c[3:5], 16), int(c[5:7], 16))
+            if not c.startswith("#") or len(c) < 7:
+                rgb = (200, 0, 0)
+        except ValueError:
+            rgb = (200, 0, 0)
         feats.append(_feature((a.polygon, *a.holes), a.name, a.group, a.label, rgb, a.object_type))
     return {"type": "FeatureCollection", "features": feats}
 

@@ -64,7 +64,8 @@ import dask.array as da
 import numpy as np
 import numpy.typing as npt
 
-from napari_histo.core.errors import ConfigError, DataError, OutputExistsError
+from napari_histo.core.errors import ConfigError, DataError, HistoError, OutputExistsError
+from napari_histo.core.limits import MPP_RANGE, check_image_size, one_line
 
 __all__ = [
     "OmeZarrStore",
@@ -217,6 +218,18 @@ def _norm_mpp(mpp: float | Sequence[float] | None) -> tuple[float, float] | None
     return (float(my), float(mx))
 
 
+def _plausible_mpp(mpp: Any) -> tuple[float, float] | None:
+    """``mpp`` read from a store: (y, x) um/px in ``MPP_RANGE``, else None (unknown)."""
+    try:
+        out = _norm_mpp(mpp)
+    except (TypeError, ValueError, OverflowError):
+        return None
+    if out is None or not all(math.isfinite(v) and MPP_RANGE[0] <= v <= MPP_RANGE[1]
+                              for v in out):
+        return None
+    return out
+
+
 def _norm_chunks(chunks: int | Sequence[int]) -> tuple[int, int]:
     if isinstance(chunks, int):
         return (chunks, chunks)
@@ -241,6 +254,15 @@ class OmeZarrStore:
     """
 
     def __init__(self, path: Path, group: Any) -> None:
+        try:
+            self._init(path, group)
+        except HistoError:
+            raise
+        except (KeyError, IndexError, TypeError, AttributeError, ValueError) as exc:
+            msg = f"{path.name}: NGFF metadata is malformed ({type(exc).__name__}: {one_line(exc, 200)})"
+            raise DataError(msg) from None
+
+    def _init(self, path: Path, group: Any) -> None:
         self.path = path
         self.group = group
         attrs = group.attrs.asdict()
@@ -272,7 +294,7 @@ class OmeZarrStore:
             units = [a.get("unit") for a in self.multiscales.get("axes", []) if isinstance(a, dict)]
             if sc and "micrometer" in units:
                 mpp = sc[-2:]
-        self.mpp: tuple[float, float] | None = _norm_mpp(mpp)
+        self.mpp: tuple[float, float] | None = _plausible_mpp(mpp)
 
     # -- shape helpers
     @property
@@ -590,6 +612,11 @@ def open_ome_zarr(
         msg = f"{p} is not a zarr group ({type(exc).__name__}: {exc})"
         raise DataError(msg) from None
     store = OmeZarrStore(p, group)
+    for i, z in enumerate(store.levels):  # a header claiming terapixels is refused unread
+        if len(z.shape) < 2:
+            msg = f"{p.name} level {i}: array of shape {tuple(z.shape)} is not an image"
+            raise DataError(msg)
+        check_image_size(z.shape[-2], z.shape[-1], f"{p.name} level {i}", error=DataError)
     if require_complete and not store.is_complete:
         msg = (
             f"{p} is incomplete: its writer stopped before finishing (crash or cancel); "

@@ -27,6 +27,7 @@ pyramids), OME-TIFF, OME-Zarr (NGFF 0.4 and 0.5 directories) and plain PNG/JPEG/
 from __future__ import annotations
 
 import hashlib
+import stat
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -38,6 +39,7 @@ import numpy as np
 import numpy.typing as npt
 
 from napari_histo.core.errors import SlideOpenError, UnsupportedSlideError
+from napari_histo.core.limits import check_regular_file
 from napari_histo.io._cache import TileCache
 from napari_histo.io._pyramid import MIN_SIDE, LevelArray, add_computed_levels, to_dask
 from napari_histo.io.sniff import SUPPORTED_DESCRIPTION, sniff_format
@@ -279,20 +281,21 @@ def open_slide(path: str | Path, *, cache_bytes: int | None = None) -> Slide:
 
 
 def open_parts(path: Path, *, cache: TileCache, key: str, labels: bool) -> dict[str, Any]:
-    """Sniff ``path`` and open it with the matching source (shared by slides and masks)."""
-    if not path.exists():
-        raise SlideOpenError(f"{path}: no such file or directory")
+    """Sniff ``path`` and open it with the matching source (shared by slides and masks).
+
+    Named pipes, sockets and devices are refused before anything opens them (a read from a
+    FIFO blocks until a writer appears).
+    """
+    st = check_regular_file(path, what=path.name or str(path), error=SlideOpenError,
+                            allow_dir=True)
     kind = sniff_format(path)
-    if path.is_dir():
+    if stat.S_ISDIR(st.st_mode):
         if kind != "zarr":
             raise UnsupportedSlideError(
                 f"{path.name}: is a directory but not an OME-Zarr image (no zarr.json/.zattrs)"
             )
     else:
-        try:
-            size = path.stat().st_size
-        except OSError as err:
-            raise SlideOpenError(f"{path}: cannot read ({err})") from err
+        size = st.st_size
         if size == 0:
             raise SlideOpenError(f"{path.name}: file is empty (0 bytes)")
         if kind is None:

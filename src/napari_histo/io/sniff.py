@@ -1,12 +1,15 @@
 """Cheap content sniffing: what kind of file is this, judged by its bytes, not its suffix.
 
 ``sniff_format(path)`` reads at most 16 bytes (or lists a directory) and never raises;
-``is_supported_slide(path)`` is what the napari reader's ``get_reader`` calls.
+``is_supported_slide(path)`` is what the napari reader's ``get_reader`` calls. Neither opens
+anything that is not a regular file or a directory: a named pipe would block the read
+forever, a device could stream without end (``os.stat`` tells them apart without opening).
 """
 
 from __future__ import annotations
 
 import os
+import stat
 from pathlib import Path
 
 __all__ = ["sniff_format", "is_supported_slide", "SUPPORTED_DESCRIPTION"]
@@ -32,13 +35,17 @@ _MAGIC = (
 def sniff_format(path: str | os.PathLike[str]) -> str | None:
     """Return ``"tiff"``, ``"png"``, ``"jpeg"``, ``"bmp"``, ``"gif"``, ``"zarr"`` or None.
 
-    Never raises: unreadable, empty or unknown files give None.
+    Never raises: unreadable, empty or unknown files give None, and so do named pipes,
+    sockets and devices (never opened).
     """
     try:
         p = Path(path)
-        if p.is_dir():
+        mode = os.stat(p).st_mode
+        if stat.S_ISDIR(mode):
             if (p / "zarr.json").is_file() or (p / ".zattrs").is_file() or (p / ".zgroup").is_file():
                 return "zarr"
+            return None
+        if not stat.S_ISREG(mode):
             return None
         with open(p, "rb") as fh:
             head = fh.read(16)
@@ -67,6 +74,10 @@ def is_supported_slide(path: str | os.PathLike[str]) -> bool:
         return False
 
 
+#: zarr metadata files bigger than this are not read (real ones are a few kB)
+MAX_METADATA_BYTES = 16 * 1024 * 1024
+
+
 def _is_ngff_image(p: Path) -> bool:
     import json
 
@@ -74,11 +85,17 @@ def _is_ngff_image(p: Path) -> bool:
         f = p / name
         if f.is_file():
             try:
+                if f.stat().st_size > MAX_METADATA_BYTES:
+                    return False
                 attrs = json.loads(f.read_text(encoding="utf-8"))
-            except (OSError, ValueError):
+            except (OSError, ValueError, RecursionError):
+                return False
+            if not isinstance(attrs, dict):
                 return False
             if name == "zarr.json":
                 attrs = attrs.get("attributes", {}) or {}
+                if not isinstance(attrs, dict):
+                    return False
             ome = attrs.get("ome")
             if isinstance(ome, dict) and "multiscales" in ome:
                 return True

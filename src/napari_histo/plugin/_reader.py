@@ -219,6 +219,11 @@ def _read_ngff_non_rgb(path: Path) -> list[LayerDataTuple] | None:
     import dask.array as da
     import numpy as np
 
+    from napari_histo.core.limits import check_image_size
+
+    for i, z in enumerate(store.levels):  # a header claiming terapixels: refuse, do not plan it
+        check_image_size(z.shape[-2], z.shape[-1], f"{path.name} level {i}",
+                         error=SlideOpenError)
     levels = [da.from_zarr(z) for z in store.levels]
     if store.channels:
         levels = [lv.transpose(1, 2, 0) for lv in levels]
@@ -229,9 +234,22 @@ def _read_ngff_non_rgb(path: Path) -> list[LayerDataTuple] | None:
     scale, units = layer_placement(store.mpp)
     prediction = _prediction_meta(path)
     name = _slide_stem(path)
+    histo = {"kind": store.kind, "source": str(path), "mpp": list(store.mpp) if store.mpp else None}
     if prediction is not None:  # a napari-histo prediction: named as the widgets name them
         name = f"{prediction.get('slide_name') or name} prediction heatmap"
-    histo = {"kind": store.kind, "source": str(path), "mpp": list(store.mpp) if store.mpp else None}
+        histo["prediction"] = _prediction_status(path, prediction)
+        if not prediction.get("complete"):
+            name += UNFINISHED
+            st = histo["prediction"]
+            done = (f" ({st['blocks_done']} of {st['blocks_total']} blocks written)"
+                    if st.get("blocks_total") else "")
+            warnings.warn(f"{path.name} is an unfinished prediction{done}: parts not yet "
+                          "predicted show as 0; finish it with napari-histo predict --resume",
+                          stacklevel=2)
+        if prediction.get("failed_tiles"):
+            warnings.warn(f"{path.name}: {prediction['failed_tiles']} slide tile(s) could not be "
+                          "decoded during this prediction; their area is unreliable (see the "
+                          "layer metadata's failed_boxes)", stacklevel=2)
     kwargs: dict[str, Any] = {
         "name": name,
         "multiscale": len(levels) > 1,
@@ -258,7 +276,36 @@ def _read_ngff_non_rgb(path: Path) -> list[LayerDataTuple] | None:
     if store.channels and not is_rgb8:
         kwargs["channel_axis"] = 2
         kwargs.pop("axis_labels")
-    return [(data, kwargs, "image"), *_ngff_label_layers(path, name, prediction is not None)]
+    label_layers = _ngff_label_layers(path, name, prediction is not None)
+    if "prediction" in histo:  # the labels carry the store's status too
+        for _, lkw, _ in label_layers:
+            lkw.setdefault("metadata", {}).setdefault("napari_histo", {})["prediction"] = \
+                histo["prediction"]
+    return [(data, kwargs, "image"), *label_layers]
+
+
+#: suffix of the layer names of a prediction store whose run did not finish
+UNFINISHED = " (unfinished)"
+
+
+def _prediction_status(path: Path, meta: dict[str, Any]) -> dict[str, Any]:
+    """Completion and failures of a prediction store, for the layer metadata."""
+
+    status: dict[str, Any] = {
+        "complete": bool(meta.get("complete")),
+        "failed_tiles": int(meta.get("failed_tiles") or 0),
+        "failed_boxes": list(meta.get("failed_boxes") or []),
+        "skipped_tiles": int(meta.get("skipped_tiles") or 0),
+        "total_tiles": int(meta.get("total_tiles") or 0),
+    }
+    if not status["complete"]:
+        from napari_histo.io.prediction_status import block_progress
+
+        done, total = block_progress(path, meta)
+        status["blocks_done"] = done
+        if total is not None:
+            status["blocks_total"] = total
+    return status
 
 
 def _prediction_meta(path: Path) -> dict[str, Any] | None:
@@ -305,6 +352,7 @@ def _ngff_label_layers(path: Path, image_name: str, prediction: bool) -> list[La
             if prediction:
                 from napari_histo.plugin._result_layers import PRED_COLORS
 
+                # "X prediction heatmap (unfinished)" -> "X prediction labels (unfinished)"
                 kwargs.update(name=image_name.replace(" heatmap", " labels"),
                               colormap=dict(PRED_COLORS), opacity=0.7)
             out.append((data, kwargs, kind))

@@ -195,7 +195,9 @@ def segment_job(req: SegmentRequest) -> Any:
         tuple(float(v) for v in result.origin_px), list(result.class_names or  # type: ignore[arg-type]
                                                         model.class_names),
         path=str(result.path) if result.path else None, complete=bool(result.complete),
-        model_load_s=load_s, extra={"skipped_tiles": result.skipped_tiles})
+        model_load_s=load_s, extra={"skipped_tiles": result.skipped_tiles,
+                                    "failed_tiles": int(result.failed_tiles),
+                                    "failed_boxes": [list(b) for b in result.failed_boxes]})
 
 
 def _warm_up(model: Any) -> None:
@@ -567,7 +569,14 @@ class SegmentWidget(Container):
         meta = {"source": info["req"].source, "checkpoint": info["req"].checkpoint,
                 "store": out.path, "complete": out.complete,
                 "region": list(info["placement"]["region"]),
-                "downsample_px": list(out.downsample), "origin_px": list(out.offset_px)}
+                "downsample_px": list(out.downsample), "origin_px": list(out.offset_px),
+                "failed_tiles": int(out.extra.get("failed_tiles") or 0),
+                "failed_boxes": list(out.extra.get("failed_boxes") or [])}
+        if meta["failed_tiles"]:
+            from napari.utils.notifications import show_warning
+
+            show_warning(f"{meta['failed_tiles']} slide tile(s) could not be decoded; their "
+                         "area of the prediction is unreliable (layer metadata: failed_boxes)")
         if self._live is not None:
             self._redraw_timer.stop()
             self._redraw_now()

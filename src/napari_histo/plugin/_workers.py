@@ -5,8 +5,9 @@ Entry point: :func:`start_task`. An engine task is a generator yielding small
 ``napari.qt.threading`` worker:
 
 * ``yielded`` events go to the widget's ``on_event`` and to a napari progress bar;
-* ``returned`` goes to ``on_returned``; a :class:`~napari_histo.core.errors.HistoError` (a user
-  mistake) becomes one notification without a traceback, anything else is relayed to napari's
+* ``returned`` goes to ``on_returned``; a foreseen failure (a HistoError, a file that cannot
+  be written, a full disk, too little memory: ``core.errors.describe_failure``) becomes one
+  notification without a traceback, anything else (a bug) is relayed to napari's
   notification manager (which offers the traceback);
 * cancel = ``worker.quit()``; the worker then closes the engine generator *in the worker
   thread* so its ``finally`` (release slides, write the last checkpoint) runs off the GUI;
@@ -26,7 +27,7 @@ from typing import Any
 from qtpy.QtCore import QEvent, QObject
 from superqt.utils._qthreading import GeneratorWorker as _SuperGeneratorWorker
 
-from napari_histo.core.errors import HistoError
+from napari_histo.core.errors import describe_failure
 from napari_histo.core.progress import Event, Progress
 
 __all__ = ["NOTHREADS_ENV", "TaskHandle", "active_handles", "start_task", "threads_disabled"]
@@ -220,8 +221,9 @@ def _notify_error(exc: BaseException) -> None:
     """One clear message for a user mistake, napari's traceback-capable relay otherwise."""
     from napari.utils.notifications import notification_manager, show_error
 
-    if isinstance(exc, HistoError):
-        show_error(str(exc))
+    message, foreseen = describe_failure(exc)
+    if foreseen:  # bad input, unwritable/full disk, memory: the user's to fix, no traceback
+        show_error(message)
     else:
         notification_manager.receive_error(type(exc), exc, exc.__traceback__)
 

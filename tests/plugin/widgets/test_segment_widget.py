@@ -145,6 +145,36 @@ def test_bad_checkpoint_is_one_message(make_napari_viewer, qtbot, glas_pair, tmp
     qtbot.waitUntil(lambda: w._run_button.enabled, timeout=5000)
 
 
+def test_hostile_checkpoint_is_one_message_and_widget_recovers(make_napari_viewer, qtbot,
+                                                                glas_pair, tmp_path):
+    """A checkpoint whose stored network would need 100+ GiB: refused before any allocation,
+    one message, and the Segment button works again."""
+    import torch
+
+    from napari_histo.core.errors import CheckpointError
+    from napari_histo.engine.checkpoints import default_preprocessing, save_checkpoint
+    from napari_histo.engine.models import build_model
+
+    spec = {"name": "unet-tiny", "in_channels": 3, "num_classes": 2}
+    good = save_checkpoint(tmp_path / "good.pt", build_model(spec), spec=spec, task="segment",
+                           class_names=["normal", "tumor"],
+                           preprocessing=default_preprocessing(mpp=None, patch_size=64))
+    payload = torch.load(good, weights_only=True)
+    payload["spec"]["base"] = 100_000
+    torch.save(payload, tmp_path / "huge.pt")
+    viewer = make_napari_viewer()
+    image = _open(viewer, glas_pair[0])
+    w = SegmentWidget(viewer)
+    viewer.window.add_dock_widget(w)
+    w._image_combo.value = image
+    w._ckpt_edit.value = str(tmp_path / "huge.pt")
+    h = w.run()
+    qtbot.waitUntil(lambda: h.error is not None, timeout=20000)
+    assert isinstance(h.error, CheckpointError)
+    assert "\n" not in str(h.error)
+    qtbot.waitUntil(lambda: w._run_button.enabled, timeout=5000)
+
+
 def test_remove_widget_mid_run_stops_task(make_napari_viewer, qtbot, cmu_svs, tiny_checkpoint):
     from napari_histo.plugin._workers import active_handles
 

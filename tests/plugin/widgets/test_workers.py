@@ -87,6 +87,31 @@ def test_user_error_is_one_notification(make_napari_viewer, qtbot):
     assert any("tile size must be positive" in str(n.message) for n in seen)
 
 
+def test_full_disk_is_one_notification_without_traceback(make_napari_viewer, qtbot):
+    """An OSError the user can fix (disk full) is a plain message, like a HistoError."""
+    import errno
+
+    from napari.utils.notifications import notification_manager
+
+    make_napari_viewer()
+
+    def full():
+        yield Progress(0, 1)
+        raise OSError(errno.ENOSPC, "No space left on device", "/data/out.ome.zarr")
+
+    seen = []
+    notification_manager.notification_ready.connect(seen.append)
+    try:
+        errs: list = []
+        h = start_task(full, on_error=errs.append)
+        qtbot.waitUntil(lambda: bool(h.done and errs), timeout=5000)
+    finally:
+        notification_manager.notification_ready.disconnect(seen.append)
+    msgs = [str(n.message) for n in seen]
+    assert any("disk full while writing /data/out.ome.zarr" in m for m in msgs), msgs
+    assert not any(getattr(n, "exception", None) for n in seen)  # no traceback offered
+
+
 def test_nothreads_mode(make_napari_viewer, monkeypatch):
     make_napari_viewer()
     monkeypatch.setenv("NAPARI_HISTO_NOTHREADS", "1")

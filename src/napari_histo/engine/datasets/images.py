@@ -7,7 +7,8 @@ from pathlib import Path
 import numpy as np
 import numpy.typing as npt
 
-from napari_histo.core.errors import DataError
+from napari_histo.core.errors import DataError, one_line
+from napari_histo.core.limits import check_decode, check_image_size, check_regular_file
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp")
 
@@ -21,21 +22,35 @@ def read_image(path: str | Path, *, mask: bool = False) -> npt.NDArray[np.uint8]
         The file cannot be decoded, or has an unusable shape or dtype.
     """
     path = Path(path)
+    what = f"{'mask' if mask else 'image'} {path}"
+    check_regular_file(path, what=what, error=DataError)  # a named pipe would block a read
     try:
         if path.suffix.lower() in (".tif", ".tiff"):
             import tifffile
 
-            arr = tifffile.imread(str(path))
+            with tifffile.TiffFile(str(path)) as tif:
+                shape = tif.series[0].shape if tif.series else (0, 0)
+                # sized from the header before anything is decoded (a bomb claims 1e6 x 1e6)
+                check_image_size(shape[0], shape[1] if len(shape) > 1 else 1, what,
+                                 error=DataError)
+                check_decode(shape[0], shape[1] if len(shape) > 1 else 1, what,
+                             channels=int(np.prod(shape[2:])) if len(shape) > 2 else 1,
+                             error=DataError, hint="train from tiles or a pyramidal slide")
+                arr = tif.asarray()
         else:
             from PIL import Image
 
             with Image.open(path) as im:
+                check_decode(im.size[1], im.size[0], what, error=DataError,
+                             hint="train from tiles or a pyramidal slide")
                 if mask:
                     arr = np.asarray(im if im.mode in ("L", "P", "I", "I;16", "1") else im.convert("RGB"))
                 else:
                     arr = np.asarray(im.convert("RGB"))
+    except DataError:
+        raise
     except Exception as err:
-        raise DataError(f"cannot read {'mask' if mask else 'image'} {path}: {err}") from err
+        raise DataError(f"cannot read {what}: {one_line(err, 200)}") from err
     arr = np.asarray(arr)
     if mask:
         if arr.ndim == 3:

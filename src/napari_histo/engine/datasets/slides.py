@@ -72,7 +72,8 @@ def _label_raster(slide: Any, truth: tuple[str, str], downsample: float) -> npt.
     if kind == "annotations":
         from napari_histo.io.annotations import rasterize_annotations, read_annotations
 
-        return rasterize_annotations(read_annotations(path), shape, downsample=downsample)
+        return rasterize_annotations(read_annotations(path, extent=(h0, w0)), shape,
+                                     downsample=downsample)
     from napari_histo.io.masks import open_mask
 
     mask = open_mask(path)

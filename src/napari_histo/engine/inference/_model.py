@@ -17,6 +17,7 @@ import torch
 from torch import nn
 
 from napari_histo.core.errors import CheckpointError, ConfigError
+from napari_histo.core.limits import BATCH_RANGE, NUM_CLASSES_RANGE, integer
 from napari_histo.engine.checkpoints import LoadedModel, default_preprocessing, load_checkpoint
 from napari_histo.engine.devices import resolve_device
 
@@ -48,7 +49,8 @@ def as_loaded(model: Any, device: str | torch.device = "auto") -> LoadedModel:
         with torch.inference_mode():
             out = model(torch.zeros(1, cin, 64, 64, device=dev))
         task = "segment" if out.ndim == 4 else "classify"
-        n = int(out.shape[1])
+        n = integer(f"{type(model).__name__} output classes", int(out.shape[1]),
+                    *NUM_CLASSES_RANGE)
         spec = {"name": type(model).__name__, "in_channels": cin, "num_classes": n}
         names = ["background", "tumor"] if n == 2 else [f"class_{i}" for i in range(n)]
         pre = default_preprocessing(patch_size=256 if task == "segment" else 96)
@@ -74,7 +76,7 @@ class Runner:
     def __init__(self, loaded: LoadedModel, batch_size: int = 8, *, pad_batches: bool = False,
                  amp: bool = False) -> None:
         self.loaded = loaded
-        self.batch_size = int(batch_size)
+        self.batch_size = integer("batch_size", batch_size, *BATCH_RANGE)
         self.pad_batches = pad_batches
         self.amp = amp and loaded.device.type == "cuda"
         cin = int(loaded.spec.get("in_channels") or model_in_channels(loaded.model) or 3)
@@ -84,7 +86,7 @@ class Runner:
                 f"{name} expects {cin} input channel(s) but slides and images are RGB "
                 "(3 channels); use a checkpoint trained on RGB images")
         self.task = loaded.task
-        self.num_classes = int(loaded.num_classes)
+        self.num_classes = integer("number of classes", loaded.num_classes, *NUM_CLASSES_RANGE)
 
     @property
     def device(self) -> torch.device:

@@ -38,8 +38,12 @@ class RunStats:
     skipped_tiles: int = 0
     computed_tiles: int = 0
     resumed_tiles: int = 0
+    #: tiles lost to failures: whole blocks that could not be read plus slide tiles
+    #: reported undecodable while reading (see ``failed_block_tiles``)
     failed_tiles: int = 0
     failed_boxes: list[Box] = field(default_factory=list)
+    #: the part of ``failed_tiles`` from blocks whose read raised (their tiles are 0)
+    failed_block_tiles: int = 0
     read_warnings: list[str] = field(default_factory=list)
     model_s: float = 0.0
     wait_read_s: float = 0.0
@@ -171,6 +175,7 @@ def run_blocks(plan: Plan, source: Any, runner: Any, sink: Any, jobs: list[_Job]
                     tiles = fut.result()
                 except CorruptDataError as err:
                     stats.failed_tiles += len(job.offsets)
+                    stats.failed_block_tiles += len(job.offsets)
                     stats.failed_boxes.append(plan.block_box(job.block))
                     done += len(job.offsets)
                     yield Message(f"{err}; block {plan.block_box(job.block)} (output px) "

@@ -15,6 +15,7 @@ import numpy as np
 import numpy.typing as npt
 
 from napari_histo.core.errors import ConfigError, CorruptDataError
+from napari_histo.core.limits import MPP_RANGE, check_upsample, number
 
 __all__ = ["ArraySource", "MPP_TOL", "Resolution", "SlideSource", "resolve_resolution"]
 
@@ -80,12 +81,23 @@ def resolve_resolution(slide: Any, *, mpp: float | None, level: int | None,
     Raises
     ------
     ConfigError
-        Level out of range, or a working mpp is needed but the slide has none.
+        Level out of range, a working mpp is needed but the slide has none, or the working
+        resolution is more than ``MAX_UPSAMPLE`` (4) times finer than the slide's level 0
+        (the output would grow by the square of that factor; refused before anything is
+        planned or allocated).
     """
+    name = getattr(slide, "name", "slide")
     downs = tuple(float(d) for d in slide.metadata.level_downsamples)
+    if not downs or not all(math.isfinite(d) and d > 0 for d in downs):
+        raise ConfigError(f"{name}: the slide's pyramid has invalid level downsamples {downs}")
     smpp = slide.metadata.mpp
+    if smpp is not None and not all(math.isfinite(v) and v > 0 for v in smpp):
+        smpp = None  # nonsense metadata: the same as none
     if smpp is None and slide_mpp is not None:
-        smpp = (float(slide_mpp), float(slide_mpp))
+        v = number("slide_mpp", slide_mpp, *MPP_RANGE)
+        smpp = (v, v)
+    for label, value in (("mpp", mpp), ("the checkpoint's mpp", model_mpp)):
+        number(label, value, *MPP_RANGE, allow_none=True)
     if level is not None:
         if not 0 <= level < len(downs):
             raise ConfigError(f"{slide.name} has {len(downs)} level(s); level {level} does not exist")
@@ -95,6 +107,10 @@ def resolve_resolution(slide: Any, *, mpp: float | None, level: int | None,
     target = mpp if mpp is not None else model_mpp
     if target is None:
         return Resolution(0, (1.0, 1.0), False, smpp)
+    target = float(target)
+    if smpp is not None:
+        source = "--mpp" if mpp is not None else "the checkpoint's mpp"
+        check_upsample(target, min(smpp), f"{name} ({source})")
     if smpp is None:
         if is_plain_image(slide):  # a PNG tile: assume it is at the working resolution
             return Resolution(0, (1.0, 1.0), False, (float(target), float(target)))

@@ -10,6 +10,18 @@ from dataclasses import asdict, dataclass, fields
 from typing import Any
 
 from napari_histo.core.errors import ConfigError
+from napari_histo.core.limits import (
+    BATCH_RANGE,
+    BLOCK_TILES_RANGE,
+    CONTEXT_RANGE,
+    MAX_BATCH_PIXELS,
+    MPP_RANGE,
+    READERS_RANGE,
+    STRIDE_RANGE,
+    TILE_RANGE,
+    integer,
+    number,
+)
 
 __all__ = ["FORMATS", "InferenceConfig"]
 
@@ -19,6 +31,11 @@ FORMATS = ("zarr", "tiff", "geojson", "png")
 @dataclass(frozen=True)
 class InferenceConfig:
     """How to run a model over a slide.
+
+    Every field is validated on construction (types, finite numbers, and the bounds of
+    :mod:`napari_histo.core.limits`: mpp 0.01..1000 um/px, tile 8..4096, batch 1..1024,
+    readers 1..64, stride 1..4096, context 8..4096, batch_size x tile**2 <= 128 Mpx); a bad
+    value is a one-line :class:`~napari_histo.core.errors.ConfigError`.
 
     Parameters
     ----------
@@ -73,40 +90,51 @@ class InferenceConfig:
     amp: bool = False
 
     def __post_init__(self) -> None:
+        """Check every field: types, finite numbers and the ranges of :mod:`core.limits`."""
+
+        def fix(name: str, value: Any) -> None:
+            object.__setattr__(self, name, value)
+
+        for name in ("mpp", "slide_mpp"):
+            fix(name, number(name, getattr(self, name), *MPP_RANGE, allow_none=True))
+        fix("level", integer("level", self.level, 0, 64, allow_none=True))
         if self.mpp is not None and self.level is not None:
             raise ConfigError("give either mpp or level, not both")
-        if self.mpp is not None and not self.mpp > 0:
-            raise ConfigError(f"mpp must be > 0 um/px, got {self.mpp}")
-        if self.slide_mpp is not None and not self.slide_mpp > 0:
-            raise ConfigError(f"slide_mpp must be > 0 um/px, got {self.slide_mpp}")
-        if self.level is not None and self.level < 0:
-            raise ConfigError(f"level must be >= 0, got {self.level}")
-        if self.tile is not None and self.tile < 8:
-            raise ConfigError(f"tile must be >= 8 px, got {self.tile}")
+        fix("tile", integer("tile", self.tile, *TILE_RANGE, allow_none=True))
+        fix("overlap", integer("overlap", self.overlap, 0, TILE_RANGE[1] - 2, allow_none=True))
         if self.overlap is not None:
-            if self.overlap < 0 or self.overlap % 2:
+            if self.overlap % 2:
                 raise ConfigError(f"overlap must be an even number >= 0, got {self.overlap}")
             if self.tile is not None and self.overlap >= self.tile:
                 raise ConfigError(f"overlap {self.overlap} must be smaller than tile {self.tile}")
-        if self.batch_size < 1:
-            raise ConfigError("batch_size must be >= 1")
-        if self.block_tiles < 1:
-            raise ConfigError("block_tiles must be >= 1")
-        if self.readers < 1:
-            raise ConfigError("readers must be >= 1")
-        if not 0.0 <= self.threshold <= 1.0:
-            raise ConfigError(f"threshold must be in [0, 1], got {self.threshold}")
+        fix("batch_size", integer("batch_size", self.batch_size, *BATCH_RANGE))
+        fix("block_tiles", integer("block_tiles", self.block_tiles, *BLOCK_TILES_RANGE))
+        fix("readers", integer("readers", self.readers, *READERS_RANGE))
+        fix("stride", integer("stride", self.stride, *STRIDE_RANGE, allow_none=True))
+        fix("context", integer("context", self.context, *CONTEXT_RANGE, allow_none=True))
+        side = self.tile or self.context
+        if side is not None and self.batch_size * side * side > MAX_BATCH_PIXELS:
+            raise ConfigError(
+                f"batch_size {self.batch_size} x {side} x {side} px is more input than one "
+                f"forward pass may hold ({MAX_BATCH_PIXELS / 1e6:.0f} Mpx); lower batch_size")
+        fix("threshold", number("threshold", self.threshold, 0.0, 1.0))
+        for name in ("tissue_only", "resume", "overwrite", "amp"):
+            if not isinstance(getattr(self, name), bool):
+                raise ConfigError(f"{name} must be true or false, got {getattr(self, name)!r}")
+        if not isinstance(self.device, str) or len(self.device) > 64:
+            raise ConfigError(f"device must be a name such as auto, cpu or cuda, got {self.device!r}")
+        if self.scheduler is not None and not isinstance(self.scheduler, str):
+            raise ConfigError(f"scheduler must be an address or local:N, got {self.scheduler!r}")
         if self.prob_dtype not in ("float16", "uint8"):
             raise ConfigError("prob_dtype must be 'float16' or 'uint8'")
+        if isinstance(self.formats, str) or not isinstance(self.formats, (tuple, list)):
+            raise ConfigError(f"formats must be a list of {', '.join(FORMATS)}")
+        fix("formats", tuple(self.formats))
         bad = [f for f in self.formats if f not in FORMATS]
         if bad or not self.formats:
             raise ConfigError(f"unknown output format(s) {bad}; choose from {', '.join(FORMATS)}")
         if self.resume and self.overwrite:
             raise ConfigError("give either resume or overwrite, not both")
-        for name in ("stride", "context"):
-            v = getattr(self, name)
-            if v is not None and v < 1:
-                raise ConfigError(f"{name} must be >= 1 px, got {v}")
 
     def to_dict(self) -> dict[str, Any]:
         """Plain-python dict (lists for tuples), JSON/YAML safe."""
@@ -117,12 +145,14 @@ class InferenceConfig:
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> InferenceConfig:
         """Inverse of :meth:`to_dict`; unknown keys are a ConfigError."""
+        if not isinstance(d, dict):
+            raise ConfigError(f"inference options must be a mapping, got {type(d).__name__}")
         names = {f.name for f in fields(cls)}
         unknown = set(d) - names
         if unknown:
             raise ConfigError(f"unknown inference option(s): {', '.join(sorted(unknown))}")
         d = dict(d)
-        if "formats" in d:
+        if isinstance(d.get("formats"), list):
             d["formats"] = tuple(d["formats"])
         return cls(**d)
 

@@ -28,9 +28,18 @@ from napari_histo.engine.inference._source import (
     resolve_resolution,
 )
 from napari_histo.engine.inference.config import InferenceConfig
+from napari_histo.engine.inference.failures import (
+    segments_from_meta,
+    segments_to_meta,
+    summarise_failures,
+)
+from napari_histo.engine.inference.identity import run_identity
 from napari_histo.engine.inference.writer import (
     MemorySink,
+    StoreLock,
     ZarrSink,
+    check_resume,
+    discard_store,
     open_prediction,
     prepare_output,
 )
@@ -214,6 +223,12 @@ def predict_slide(source: Any, model: Any, cfg: InferenceConfig | None = None, *
         are predicted first (the GUI's visible region)
     out_path : OME-Zarr store to stream into; None keeps the result in memory
 
+    A store is written under its lock (``.NAME.lock``; a second writer is refused), replaces
+    only a store napari-histo wrote (``overwrite``), resumes only the same checkpoint, slide
+    and settings (``resume``), and is removed again when the run fails before writing any
+    block. Slide tiles that cannot be decoded, wherever they are met (tissue detection, the
+    tile cache, prediction), are counted in ``failed_tiles``/``failed_boxes``.
+
     Raises
     ------
     ConfigError, OutputExistsError, SlideOpenError, CheckpointError
@@ -230,63 +245,115 @@ def predict_slide(source: Any, model: Any, cfg: InferenceConfig | None = None, *
     loaded = as_loaded(model, cfg.device)
     runner = Runner(loaded, cfg.batch_size, pad_batches=out_path is not None, amp=cfg.amp)
     slide, own = _open(source)
+    lock = StoreLock(out_path) if out_path is not None else None
     try:
+        if lock is not None:
+            lock.acquire()  # before anything at the output is looked at or removed
+        return (yield from _predict_slide(slide, loaded, runner, cfg, region, region_units,
+                                          order_near, out_path,
+                                          lock.note if lock is not None else None))
+    finally:
+        if lock is not None:
+            lock.release()
+        if own:
+            slide.close()
+
+
+def _predict_slide(slide: Any, loaded: Any, runner: Runner, cfg: InferenceConfig, region: Any,
+                   region_units: str, order_near: Any, out_path: str | Path | None,
+                   lock_note: str | None = None) -> Task[PredictionResult]:
+    from napari_histo.io._cache import FailureTracker, locate_failures
+
+    cache = getattr(slide, "cache", None)
+    tracker = cache.track_failures() if hasattr(cache, "track_failures") else FailureTracker(None)
+    with tracker:
         ctx = prepare_slide_run(slide, loaded, cfg, region=region, region_units=region_units,
-                                num_classes=runner.num_classes)
+                                num_classes=runner.num_classes, out_path=out_path,
+                                in_memory=out_path is None)
         plan, src, res, origin0 = ctx["plan"], ctx["source"], ctx["res"], ctx["origin0"]
         if cfg.tissue_only:
             yield Message(f"{slide.name}: tissue covers {ctx['tissue_fraction']:.0%} of the slide")
+        if tracker.keys:
+            yield Message(f"{slide.name}: {len(tracker.keys)} tile(s) could not be decoded while "
+                          "detecting tissue; their area is predicted anyway", "warning")
         done: set[tuple[int, int]] = set()
+        prior: dict[tuple[int, int, int], Any] = {}
+        created = False
         path = Path(out_path) if out_path is not None else None
         if path is None:
             dt = "float32" if cfg.prob_dtype == "float16" else cfg.prob_dtype
             sink: Any = MemorySink(plan.out_shape, plan.num_classes, cfg.threshold, dt)
         else:
-            state = prepare_output(path, resume=cfg.resume, overwrite=cfg.overwrite)
+            state = prepare_output(path, resume=cfg.resume, overwrite=cfg.overwrite,
+                                   inputs=[getattr(slide, "path", None), loaded.path])
             fp = _fingerprint(plan, res, origin0, loaded, cfg)
+            ident = run_identity(slide, loaded)
             if state == "new":
-                sink = create_store(path, plan, cfg, fp, ctx, slide, loaded)
+                sink = create_store(path, plan, cfg, fp, ctx, slide, loaded, ident=ident)
+                created = True
             else:
                 sink = ZarrSink.open(path)
-                if sink.meta.get("fingerprint") != fp:
-                    raise ConfigError(
-                        f"{path} was written with other settings (model, resolution, tiles or "
-                        "region); use --overwrite to replace it or another --out")
+                check_resume(path, sink.meta, fingerprint=fp, **ident)
+            if lock_note:  # said once the run goes ahead (a refusal stays one line)
+                yield Message(lock_note, "warning")
+            if state != "new":
                 if state == "done":
                     yield Message(f"{path.name} is already complete; nothing to do")
                     return result_from_store(path)
                 done = sink.done_blocks()
+                prior = segments_from_meta(sink.meta.get("failed_segments"))
                 yield Message(f"resuming {path.name}: {len(done)} block(s) already written")
         order = _order(plan, order_near, ctx["to_out"])
         stats = RunStats()
         jobs = plan_jobs(plan, order, ctx["skip"], done, stats)
+
+        def failures() -> tuple[int, list[Box], dict[tuple[int, int, int], Any]]:
+            segs = {**prior, **locate_failures(slide, tracker.keys)}
+            return summarise_failures(stats, segs, origin0, ctx["downsample"], plan.out_shape)
+
         if path is not None:
             # the store exists: a viewer can lay out its layers while the first batch runs
             yield Progress(stats.skipped_tiles + stats.resumed_tiles, stats.total_tiles,
                            "predict", {"store": str(path)})
-        yield from run_blocks(plan, src, runner, sink, jobs, stats, readers=cfg.readers)
-        if isinstance(sink, ZarrSink):
-            sink.finish(skipped_tiles=stats.skipped_tiles, total_tiles=stats.total_tiles,
-                        failed_tiles=stats.failed_tiles,
-                        failed_boxes=[list(b) for b in stats.failed_boxes])
-            if path is not None and set(cfg.formats) - {"zarr"}:
-                from napari_histo.engine.inference.export import export_outputs
+        blocks = run_blocks(plan, src, runner, sink, jobs, stats, readers=cfg.readers)
+        seen = (0, 0)
+        try:
+            for ev in blocks:
+                now = (stats.failed_tiles, len(tracker.keys))
+                if isinstance(sink, ZarrSink) and now != seen:  # kept even if the run is killed
+                    seen = now
+                    n, boxes, segs = failures()
+                    sink.update_meta(failed_tiles=n, failed_boxes=[list(b) for b in boxes],
+                                     failed_segments=segments_to_meta(segs))
+                yield ev
+            n, boxes, segs = failures()
+            if isinstance(sink, ZarrSink):
+                sink.finish(skipped_tiles=stats.skipped_tiles, total_tiles=stats.total_tiles,
+                            failed_tiles=n, failed_boxes=[list(b) for b in boxes],
+                            failed_segments=segments_to_meta(segs))
+        except Exception:
+            # a new store that never got a block is ours and worthless: do not leave it
+            # behind looking like a result (an interrupt or cancel keeps it resumable)
+            if created and path is not None and not sink.done_blocks():
+                discard_store(path)
+            raise
+        finally:
+            blocks.close()
+    if isinstance(sink, ZarrSink):
+        if path is not None and set(cfg.formats) - {"zarr"}:
+            from napari_histo.engine.inference.export import export_outputs
 
-                yield from export_outputs(path, cfg.formats)
-            res_obj = result_from_store(path)  # type: ignore[arg-type]
-            res_obj.stats = stats
-            res_obj.skipped_tiles = stats.skipped_tiles
-            return res_obj
-        return PredictionResult(
-            path=None, probabilities=sink.probabilities, labels=sink.labels, mpp=ctx["out_mpp"],
-            origin_um=ctx["origin_um"], complete=True, skipped_tiles=stats.skipped_tiles,
-            total_tiles=stats.total_tiles, failed_tiles=stats.failed_tiles,
-            failed_boxes=stats.failed_boxes, task=loaded.task,
-            class_names=list(loaded.class_names), downsample=ctx["downsample"],
-            origin_px=origin0, source=str(getattr(slide, "path", "")), stats=stats)
-    finally:
-        if own:
-            slide.close()
+            yield from export_outputs(path, cfg.formats)
+        res_obj = result_from_store(path)  # type: ignore[arg-type]
+        res_obj.stats = stats
+        res_obj.skipped_tiles = stats.skipped_tiles
+        return res_obj
+    return PredictionResult(
+        path=None, probabilities=sink.probabilities, labels=sink.labels, mpp=ctx["out_mpp"],
+        origin_um=ctx["origin_um"], complete=True, skipped_tiles=stats.skipped_tiles,
+        total_tiles=stats.total_tiles, failed_tiles=n, failed_boxes=boxes, task=loaded.task,
+        class_names=list(loaded.class_names), downsample=ctx["downsample"],
+        origin_px=origin0, source=str(getattr(slide, "path", "")), stats=stats)
 
 
 def output_geometry(source: Any, model: Any, cfg: InferenceConfig | None = None, *,
@@ -311,11 +378,34 @@ def output_geometry(source: Any, model: Any, cfg: InferenceConfig | None = None,
 
 
 def prepare_slide_run(slide: Any, loaded: Any, cfg: InferenceConfig, *, region: Any = None,
-                      region_units: str = "px", num_classes: int = 2) -> dict[str, Any]:
-    """Resolution, geometry, plan, tissue test and coordinate helpers of one slide run."""
+                      region_units: str = "px", num_classes: int = 2,
+                      out_path: str | Path | None = None,
+                      in_memory: bool = False) -> dict[str, Any]:
+    """Resolution, geometry, plan, tissue test and coordinate helpers of one slide run.
+
+    Everything the run will allocate is budgeted here, from the slide's header and the
+    settings, before any of it is: the working resolution (at most ``MAX_UPSAMPLE`` times
+    finer than level 0), the number of model inputs (``MAX_TILES``), one block's buffers
+    against free memory, the whole output when ``in_memory``, and, when ``out_path`` is
+    given, an estimate of the store's size against the free disk space there. Each refusal
+    is one :class:`~napari_histo.core.errors.ConfigError` line.
+    """
+    from napari_histo.core.limits import (
+        MAX_TILES,
+        check_alloc,
+        check_disk,
+        human_bytes,
+        number,
+    )
+
     pre = loaded.preprocessing or {}
     res = resolve_resolution(slide, mpp=cfg.mpp, level=cfg.level, slide_mpp=cfg.slide_mpp,
                              model_mpp=pre.get("mpp"))
+    if region is not None:
+        if isinstance(region, (str, bytes)) or not hasattr(region, "__len__") or len(region) != 4:
+            raise ConfigError(f"region must be 4 numbers (y0, x0, y1, x1), got {region!r}")
+        region = tuple(number(f"region {k}", v) for k, v in zip(("y0", "x0", "y1", "x1"),
+                                                                region, strict=True))
     ry0, rx0, ry1, rx1 = _region_level0(slide, region, region_units)
     origin0 = (ry0, rx0)
     shape_work = (max(1, math.ceil((ry1 - ry0) / res.factor[0] - 1e-6)),
@@ -326,6 +416,31 @@ def prepare_slide_run(slide: Any, loaded: Any, cfg: InferenceConfig, *, region: 
                       max(1, min(shape_work[1], lw - int(rx0 // res.factor[1]))))
     src = SlideSource(slide, res, origin0, shape_work)
     plan = _plan_for(loaded.task, shape_work, loaded, cfg, num_classes)
+    # ---- budget: model inputs, one block's buffers, the output (before any allocation)
+    if isinstance(plan, SegmentPlan):
+        step = plan.tile - plan.overlap
+        n_inputs = math.ceil(shape_work[0] / step) * math.ceil(shape_work[1] / step)
+    else:
+        n_inputs = plan.out_shape[0] * plan.out_shape[1]
+    if n_inputs > MAX_TILES:
+        raise ConfigError(
+            f"{slide.name}: this run would feed the model {n_inputs:,} tiles (working image "
+            f"{shape_work[1]} x {shape_work[0]} px), more than the {MAX_TILES:,} one run may "
+            "plan; choose a coarser --mpp, a --region or a larger tile/stride")
+    side = plan.input_size()
+    rb = plan.read_box((0, 0))
+    block_px = (rb[2] - rb[0]) * (rb[3] - rb[1])
+    # read region (uint8 RGB), blend accumulator + weights (float32), model inputs
+    block_bytes = block_px * (3 + 4 * (num_classes + 1)) + cfg.batch_size * side * side * 16
+    check_alloc(block_bytes * (cfg.readers + 2), f"{slide.name}: the blocks in flight",
+                hint="lower --readers, --batch-size or the tile size")
+    out_px = plan.out_shape[0] * plan.out_shape[1]
+    planes = 1 if num_classes == 2 else num_classes
+    if in_memory:
+        item = 1 if cfg.prob_dtype == "uint8" else 4
+        check_alloc(out_px * (planes * item + 1), f"{slide.name}: the in-memory prediction "
+                    f"({plan.out_shape[1]} x {plan.out_shape[0]} px)",
+                    hint="write it to an output store, or predict a region")
     cell = plan.cell
     down = (res.factor[0] * cell, res.factor[1] * cell)
     smpp = slide.metadata.mpp or ((cfg.slide_mpp,) * 2 if cfg.slide_mpp else None)
@@ -346,10 +461,22 @@ def prepare_slide_run(slide: Any, loaded: Any, cfg: InferenceConfig, *, region: 
         def skip(core: Box) -> bool:
             return tmap.fraction(src.to_level0(core)) <= 0.0
 
+    if out_path is not None:
+        # a lower bound of the store: tissue blocks only (background chunks are never
+        # written), compressed ~3x, plus a third for the pyramid; refused only when even
+        # that cannot fit
+        item = 1 if cfg.prob_dtype == "uint8" else 2
+        raw = out_px * (planes * item + 1) * max(float(frac), 0.0)
+        check_disk(Path(out_path).parent, raw * 4 / 3 / 3,
+                   f"{slide.name}: the prediction store ({plan.out_shape[1]} x "
+                   f"{plan.out_shape[0]} px, {human_bytes(raw)} before compression)")
+
     def to_out(near: Any) -> Any:
-        vals = [float(v) for v in near]
+        vals = [number("near", v) for v in near]
         if len(vals) == 2:
             return ((vals[0] - origin0[0]) / down[0], (vals[1] - origin0[1]) / down[1])
+        if len(vals) != 4:
+            raise ConfigError(f"near must be a point (y, x) or a box (y0, x0, y1, x1), got {near!r}")
         return ((vals[0] - origin0[0]) / down[0], (vals[1] - origin0[1]) / down[1],
                 (vals[2] - origin0[0]) / down[0], (vals[3] - origin0[1]) / down[1])
 
@@ -359,8 +486,13 @@ def prepare_slide_run(slide: Any, loaded: Any, cfg: InferenceConfig, *, region: 
 
 
 def create_store(path: Path, plan: Plan, cfg: InferenceConfig, fp: dict[str, Any],
-                 ctx: dict[str, Any], slide: Any, loaded: Any) -> ZarrSink:
-    """A fresh prediction store with all metadata a reader needs to place it."""
+                 ctx: dict[str, Any], slide: Any, loaded: Any, *,
+                 ident: dict[str, Any] | None = None) -> ZarrSink:
+    """A fresh prediction store with all metadata a reader needs to place it.
+
+    ``ident`` (:func:`run_identity`) records the checkpoint's sha256 and the slide's
+    fingerprint, which a resume must match.
+    """
     down = ctx["downsample"]
     smpp = ctx["slide_mpp"]
     origin0 = ctx["origin0"]
@@ -374,6 +506,8 @@ def create_store(path: Path, plan: Plan, cfg: InferenceConfig, fp: dict[str, Any
         "source": str(getattr(slide, "path", "")), "slide_name": getattr(slide, "name", ""),
         "slide_shape": list(slide.shape), "config": cfg.to_dict(),
         "checkpoint": str(loaded.path) if loaded.path else None,
+        **(ident if ident is not None else run_identity(slide, loaded)),
+        "failed_tiles": 0, "failed_boxes": [], "failed_segments": [],
     }
     scale = ctx["out_mpp"] or down
     return ZarrSink.create(path, shape=plan.out_shape, chunk=plan.chunk,

@@ -14,32 +14,42 @@ it); it is removed once the store is complete.
 
 Each block is exactly one level-0 chunk, so separate processes can write separate blocks of
 the same store. The ``complete`` flag is set last: a store without it is a partial run.
+
+Safety rules (:func:`prepare_output`, :class:`StoreLock`):
+
+* ``overwrite`` only ever deletes a store napari-histo wrote (its ``napari_histo`` prediction
+  attributes) and its ``.NAME.done`` sibling; never a symbolic link, a plain file, another
+  folder or OME-Zarr, nor a path that is, contains or lies inside an input.
+* one run at a time writes a store: the coordinating process holds ``.NAME.lock`` (pid, host,
+  time) beside it; a lock left by a dead process on this host is taken over.
+* ``resume`` continues only the same run: :func:`check_resume` compares the checkpoint's
+  sha256, the slide's fingerprint and the settings stored in the metadata.
 """
 
 from __future__ import annotations
 
 import json
 import math
+import os
 import shutil
+import socket
+import time
+import uuid
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import numpy.typing as npt
 
-from napari_histo.core.errors import ConfigError, OutputExistsError
+from napari_histo.core.errors import ConfigError, DataError, OutputExistsError
 from napari_histo.io.ome_zarr import downsample2
+from napari_histo.io.prediction_status import done_dir
 
-__all__ = ["MemorySink", "ZarrSink", "build_pyramid", "encode", "is_complete",
-           "open_prediction", "read_meta"]
+__all__ = ["MemorySink", "StoreLock", "ZarrSink", "build_pyramid", "check_resume",
+           "discard_store", "encode", "is_complete", "lock_path", "open_prediction",
+           "prepare_output", "read_meta"]
 
 META = "napari_histo"
-
-
-def done_dir(path: str | Path) -> Path:
-    """Folder of the finished-block markers of a store (a hidden sibling)."""
-    path = Path(path)
-    return path.parent / f".{path.name}.done"
 
 
 def encode(probs: npt.NDArray[np.float32], prob_dtype: str, threshold: float,
@@ -158,11 +168,22 @@ class ZarrSink:
         """Create a fresh store (the caller has dealt with an existing one)."""
         zarr = _zarr()
         path = Path(path)
+        if path.exists() or path.is_symlink():
+            raise OutputExistsError(
+                f"output {path} appeared while this run was starting (another process?); "
+                "choose another --out")
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
-            shutil.rmtree(done_dir(path), ignore_errors=True)  # markers of an older store
-            group = zarr.open_group(str(path), mode="w", zarr_format=2)
+            _remove_done_dir(path)  # markers of an older store
+            # "w-": never clear something that appeared at the path meanwhile
+            group = zarr.open_group(str(path), mode="w-", zarr_format=2)
         except (OSError, PermissionError) as err:
+            raise ConfigError(f"cannot write the output {path}: {err}") from err
+        except Exception as err:  # zarr's ContainsGroupError / ContainsArrayError
+            if path.exists() or path.is_symlink():
+                raise OutputExistsError(
+                    f"output {path} appeared while this run was starting (another process?); "
+                    "choose another --out") from None
             raise ConfigError(f"cannot write the output {path}: {err}") from err
         pshape = shape if num_classes == 2 else (num_classes, *shape)
         pchunks = (chunk, chunk) if num_classes == 2 else (num_classes, chunk, chunk)
@@ -186,10 +207,15 @@ class ZarrSink:
         """Open an existing store for writing more blocks."""
         zarr = _zarr()
         path = Path(path)
-        group = zarr.open_group(str(path), mode="r+")
-        meta = dict(group.attrs[META])
-        return cls(path, group, threshold if threshold is not None else meta["threshold"],
-                   prob_dtype or meta["prob_dtype"])
+        try:
+            group = zarr.open_group(str(path), mode="r+")
+            meta = dict(group.attrs[META])
+            return cls(path, group, threshold if threshold is not None else meta["threshold"],
+                       prob_dtype or meta["prob_dtype"])
+        except (KeyError, ValueError, TypeError, FileNotFoundError) as err:
+            raise DataError(f"{path} is not a usable napari-histo prediction store "
+                            f"({type(err).__name__}: {err}); use --overwrite or another --out"
+                            ) from None
 
     @property
     def meta(self) -> dict[str, Any]:
@@ -204,8 +230,11 @@ class ZarrSink:
 
     def done_blocks(self) -> set[tuple[int, int]]:
         """Blocks already written by this or an earlier run."""
-        out = set()
-        for f in done_dir(self.path).iterdir():
+        out: set[tuple[int, int]] = set()
+        d = done_dir(self.path)
+        if not d.is_dir():
+            return out
+        for f in d.iterdir():
             try:
                 by, bx = f.name.split("_")
                 out.add((int(by), int(bx)))
@@ -279,14 +308,31 @@ def _level_ds(transforms0: list[dict[str, Any]], k: int) -> dict[str, Any]:
 
 
 def read_meta(path: str | Path) -> dict[str, Any] | None:
-    """The napari_histo metadata of a prediction store, or None if it is not one."""
-    p = Path(path) / ".zattrs"
-    if not p.is_file():
+    """The napari_histo metadata of a prediction store, or None if it is not one.
+
+    A prediction store is a zarr group (``.zattrs`` or ``zarr.json``) with ``napari_histo``
+    attributes; the other OME-Zarr stores napari-histo writes (``io.ome_zarr``: slides,
+    label pyramids) carry ``napari_histo`` attributes too, always with a ``kind``, which a
+    prediction's never has.
+    """
+    p = Path(path)
+    attrs: Any = None
+    for name in (".zattrs", "zarr.json"):
+        f = p / name
+        if not f.is_file():
+            continue
+        try:
+            doc = json.loads(f.read_text())
+        except (OSError, ValueError):
+            return None
+        attrs = doc.get("attributes") if name == "zarr.json" and isinstance(doc, dict) else doc
+        break
+    if not isinstance(attrs, dict):
         return None
-    try:
-        return dict(json.loads(p.read_text()).get(META) or {}) or None
-    except (OSError, ValueError):
+    meta = attrs.get(META)
+    if not isinstance(meta, dict) or not meta or "kind" in meta:
         return None
+    return dict(meta)
 
 
 def is_complete(path: str | Path) -> bool:
@@ -296,36 +342,121 @@ def is_complete(path: str | Path) -> bool:
 
 
 def open_prediction(path: str | Path) -> tuple[Any, Any, dict[str, Any]]:
-    """(probabilities level 0, labels level 0, metadata) of a prediction store (read-only)."""
+    """(probabilities level 0, labels level 0, metadata) of a prediction store (read-only).
+
+    Raises
+    ------
+    DataError
+        ``path`` is not a napari-histo prediction store (or it is damaged).
+    """
+    if read_meta(path) is None:
+        raise DataError(f"{path} is not a napari-histo prediction store (no napari_histo "
+                        "prediction metadata); give a store written by napari-histo predict")
     zarr = _zarr()
-    group = zarr.open_group(str(path), mode="r")
-    return group["0"], group["labels/prediction/0"], dict(group.attrs[META])
+    try:
+        group = zarr.open_group(str(path), mode="r")
+        return group["0"], group["labels/prediction/0"], dict(group.attrs[META])
+    except (KeyError, ValueError, TypeError, FileNotFoundError) as err:
+        raise DataError(f"{path}: the prediction store is damaged ({type(err).__name__}: "
+                        f"{err})") from None
 
 
-def prepare_output(path: Path, *, resume: bool, overwrite: bool) -> str:
+def _resolved(p: Path) -> Path:
+    try:
+        return p.expanduser().resolve(strict=False)
+    except (OSError, RuntimeError):
+        return p.expanduser().absolute()
+
+
+def _check_inputs(path: Path, inputs: Any) -> None:
+    """Refuse an output that is, contains or lies inside one of the inputs."""
+    out = _resolved(path)
+    for inp in inputs or ():
+        if inp is None or str(inp) == "":
+            continue
+        src = _resolved(Path(inp))
+        if out == src:
+            raise ConfigError(f"output {path} is the input {inp}; choose another --out")
+        if src in out.parents:
+            raise ConfigError(f"output {path} lies inside the input {inp}; choose another --out")
+        if out in src.parents:
+            raise ConfigError(f"output {path} contains the input {inp}; choose another --out")
+
+
+def _remove_done_dir(path: Path) -> None:
+    """Remove the hidden ``.NAME.done`` sibling (a link is unlinked, never followed)."""
+    d = done_dir(path)
+    if d.is_symlink() or d.is_file():
+        d.unlink()
+    elif d.is_dir():
+        shutil.rmtree(d)
+
+
+def _remove_ours(path: Path) -> None:
+    """Delete a prediction store napari-histo wrote, refusing anything else (one line)."""
+    if path.is_symlink():
+        raise ConfigError(f"output {path} is a symbolic link; give the real path")
+    if not path.is_dir():
+        raise OutputExistsError(
+            f"output {path} is a file, not a napari-histo prediction store; --overwrite only "
+            "replaces stores napari-histo wrote: remove it yourself or choose another --out")
+    if read_meta(path) is None or not (path / "0").is_dir():
+        raise OutputExistsError(
+            f"output {path} exists and is not a napari-histo prediction store; --overwrite "
+            "only replaces stores napari-histo wrote: remove it yourself or choose another --out")
+    try:
+        shutil.rmtree(path)
+        _remove_done_dir(path)
+    except OSError as err:
+        raise ConfigError(f"cannot remove the old output {path}: {err.strerror or err}") from None
+
+
+def discard_store(path: str | Path) -> bool:
+    """Remove an unfinished store of ours (a run that failed before writing any block).
+
+    Returns whether it was removed; anything not an unfinished napari-histo prediction store
+    is left alone.
+    """
+    path = Path(path)
+    meta = read_meta(path)
+    if path.is_symlink() or meta is None or meta.get("complete"):
+        return False
+    try:
+        shutil.rmtree(path)
+        _remove_done_dir(path)
+    except OSError:
+        return False
+    return True
+
+
+def prepare_output(path: Path, *, resume: bool, overwrite: bool, inputs: Any = ()) -> str:
     """Decide what to do with an existing output: 'new', 'resume' or 'done'.
+
+    ``overwrite`` removes only a prediction store napari-histo wrote (and its hidden
+    ``.NAME.done`` sibling); ``inputs`` (the slide, the checkpoint) are never the output, inside
+    it or around it. Call it while holding the store's :class:`StoreLock`.
 
     Raises
     ------
     OutputExistsError
-        It exists and neither resume nor overwrite was asked for.
+        It exists and neither resume nor overwrite was asked for, or overwrite was asked
+        for something napari-histo did not write.
     ConfigError
-        The output folder cannot be written.
+        The output is a symbolic link or overlaps an input, or its folder cannot be written.
     """
-    import os
-
+    path = Path(path)
+    _check_inputs(path, inputs)
+    if path.is_symlink():
+        raise ConfigError(f"output {path} is a symbolic link; give the real path")
     if path.exists():
         if overwrite:
-            if path.is_dir():
-                shutil.rmtree(path)
-            else:
-                path.unlink()
+            _remove_ours(path)
             return "new"
         if resume:
             meta = read_meta(path)
             if meta is None:
                 raise ConfigError(f"{path} exists but is not a napari-histo prediction; "
-                                  "cannot resume it (use --overwrite or another --out)")
+                                  "cannot resume it (use another --out)")
             return "done" if meta.get("complete") else "resume"
         raise OutputExistsError(
             f"output {path} already exists; pass --resume to finish it, --overwrite to "
@@ -338,3 +469,205 @@ def prepare_output(path: Path, *, resume: bool, overwrite: bool) -> str:
     if not os.access(parent, os.W_OK | os.X_OK):
         raise ConfigError(f"output folder {parent} is not writable; choose another --out")
     return "new"
+
+
+# ------------------------------------------------------------------------------ resume checks
+
+
+def _short(h: Any) -> str:
+    return str(h)[:12] if h else "unknown"
+
+
+def check_resume(path: Path, meta: dict[str, Any], *, fingerprint: dict[str, Any],
+                 checkpoint_sha256: str | None, checkpoint_name: str | None,
+                 slide_fingerprint: dict[str, Any]) -> None:
+    """Refuse to resume (or reuse) a store written by another run, naming what differs.
+
+    Raises
+    ------
+    ConfigError
+        One line: an old store without fingerprints, another checkpoint, a changed slide,
+        or other settings.
+    """
+    fix = "use --overwrite to replace it or another --out"
+    if "checkpoint_sha256" not in meta or "slide_fingerprint" not in meta:
+        raise ConfigError(f"{path} was written by an older napari-histo that did not record "
+                          f"the checkpoint and slide fingerprints, so resuming it cannot be "
+                          f"checked; {fix}")
+    old = meta.get("checkpoint_sha256")
+    if old != checkpoint_sha256:
+        was = meta.get("checkpoint_name") or meta.get("checkpoint") or "an in-memory model"
+        was = Path(str(was)).name
+        now = Path(str(checkpoint_name)).name if checkpoint_name else "an in-memory model"
+        raise ConfigError(f"{path} was written with checkpoint {was} (sha256 {_short(old)}), "
+                          f"not {now} (sha256 {_short(checkpoint_sha256)}); {fix}")
+    sf = meta.get("slide_fingerprint") or {}
+    if sf != slide_fingerprint:
+        labels = {"shape": "size in pixels", "size": "file size", "head_tail_sha256":
+                  "content (first/last MB)", "metadata_sha256": "metadata"}
+        diffs = [k for k in labels if sf.get(k) != slide_fingerprint.get(k)]
+        what = ", ".join(labels[k] for k in diffs) or "fingerprint"
+        raise ConfigError(f"the slide changed since {path} was written ({what} differ); {fix}")
+    stored = meta.get("fingerprint") or {}
+    if stored != fingerprint:
+        keys = [k for k in dict.fromkeys([*fingerprint, *stored])
+                if stored.get(k) != fingerprint.get(k)]
+        parts = [f"{k} {_fmt(stored.get(k))} vs {_fmt(fingerprint.get(k))}" for k in keys[:4]]
+        more = f" (+{len(keys) - 4} more)" if len(keys) > 4 else ""
+        raise ConfigError(f"{path}: settings differ (stored vs now): {', '.join(parts)}{more}; "
+                          f"{fix}")
+
+
+def _fmt(v: Any) -> str:
+    if isinstance(v, list):
+        return "x".join(str(x) for x in v)
+    return str(v)
+
+
+# ------------------------------------------------------------------------------ lock
+
+
+def lock_path(path: str | Path) -> Path:
+    """The lock file of a store: a hidden sibling ``.NAME.lock``."""
+    path = Path(path)
+    return path.parent / f".{path.name}.lock"
+
+
+def _proc_start(pid: int) -> str | None:
+    """Start time of a process (Linux /proc), to tell a reused pid from the lock's owner."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+        return stat.rsplit(")", 1)[1].split()[19]
+    except (OSError, IndexError):
+        return None
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    except OSError:
+        return False
+    return True
+
+
+class StoreLock:
+    """Exclusive writer lock of one prediction store (``.NAME.lock`` created O_EXCL).
+
+    Holds pid, host, start time and a token; :meth:`release` removes it only if it is still
+    ours. Only the coordinating process locks: distributed workers write blocks of a store
+    whose coordinator holds the lock.
+    """
+
+    #: an unreadable (just created, not yet written) lock younger than this is held
+    FRESH_S = 10.0
+
+    def __init__(self, path: str | Path) -> None:
+        self.store = Path(path)
+        self.path = lock_path(path)
+        self.token = uuid.uuid4().hex
+        self.held = False
+        self.note: str | None = None
+
+    def _content(self) -> bytes:
+        pid = os.getpid()
+        return json.dumps({"pid": pid, "host": socket.gethostname(), "time": time.time(),
+                           "started": _proc_start(pid), "token": self.token}).encode()
+
+    def acquire(self) -> StoreLock:
+        """Take the lock or raise ConfigError naming the process that holds it."""
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+        except OSError as err:
+            raise ConfigError(f"cannot create the output folder {self.path.parent}: "
+                              f"{err.strerror or err}") from None
+        for _ in range(4):
+            try:
+                fd = os.open(self.path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+            except FileExistsError:
+                self._judge_existing()
+                continue
+            except OSError as err:
+                raise ConfigError(f"cannot write the output {self.store}: "
+                                  f"{err.strerror or err}") from None
+            try:
+                os.write(fd, self._content())
+            finally:
+                os.close(fd)
+            self.held = True
+            return self
+        raise ConfigError(f"{self.store} is being written by another napari-histo process "
+                          f"(its lock {self.path} keeps changing); try again later")
+
+    def _judge_existing(self) -> None:
+        """Raise when the existing lock is live; remove it when its owner is gone."""
+        try:
+            raw = self.path.read_bytes()
+            st = self.path.stat()
+        except FileNotFoundError:
+            return  # released meanwhile: try again
+        except OSError as err:
+            raise ConfigError(f"cannot read the lock {self.path}: {err.strerror or err}") from None
+        try:
+            info = json.loads(raw.decode())
+            pid = int(info["pid"])
+            host = str(info.get("host") or "")
+        except (ValueError, KeyError, TypeError, UnicodeDecodeError):
+            if time.time() - st.st_mtime < self.FRESH_S:
+                raise ConfigError(f"{self.store} is being written by another napari-histo "
+                                  "process (its lock was just created); wait for it to finish "
+                                  "or choose another --out") from None
+            info, pid, host = {}, -1, socket.gethostname()
+        try:
+            t = float(info.get("time") or st.st_mtime)
+        except (TypeError, ValueError):
+            t = st.st_mtime
+        since = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(t))
+        if host != socket.gethostname():
+            raise ConfigError(f"{self.store} is being written by another napari-histo process "
+                              f"(pid {pid} on host {host}, since {since}); if no such run is "
+                              f"going on, delete {self.path}")
+        started = info.get("started")
+        if pid > 0 and _alive(pid) and (started is None or _proc_start(pid) in (None, started)):
+            raise ConfigError(f"{self.store} is being written by another napari-histo process "
+                              f"(pid {pid}, since {since}); wait for it to finish or choose "
+                              "another --out")
+        # stale: move it aside atomically, and make sure what we moved is what we judged
+        aside = self.path.with_name(f"{self.path.name}.stale-{os.getpid()}-{self.token[:8]}")
+        try:
+            os.rename(self.path, aside)
+        except FileNotFoundError:
+            return
+        try:
+            if aside.read_bytes() != raw:  # another process took it over meanwhile: put back
+                try:
+                    os.link(aside, self.path)
+                except OSError:
+                    pass
+                return
+            who = f"pid {pid}" if pid > 0 else "an unreadable lock"
+            self.note = (f"{self.store.name}: took over the stale lock of {who} (since {since}), "
+                         "which is no longer running")
+        finally:
+            aside.unlink(missing_ok=True)
+
+    def release(self) -> None:
+        """Remove the lock if it is still ours (idempotent)."""
+        if not self.held:
+            return
+        self.held = False
+        try:
+            info = json.loads(self.path.read_bytes().decode())
+        except (OSError, ValueError, UnicodeDecodeError):
+            return
+        if info.get("token") == self.token:
+            self.path.unlink(missing_ok=True)
+
+    def __enter__(self) -> StoreLock:
+        return self.acquire() if not self.held else self
+
+    def __exit__(self, *exc: object) -> None:
+        self.release()

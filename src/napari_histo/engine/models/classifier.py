@@ -2,7 +2,9 @@
 
 Pretrained weights are loaded only from local files (``weights`` path in the spec, or the
 torch hub cache when ``pretrained`` is true and the file is already there): training from
-scratch works offline, and nothing is downloaded behind the user's back.
+scratch works offline, and nothing is downloaded behind the user's back. A model rebuilt
+from a checkpoint never reads them (``build_model(..., external_weights=False)``): its own
+state dict holds every weight, and a checkpoint must not make napari-histo read other files.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ import torch
 from torch import nn
 
 from napari_histo.core.errors import ConfigError
+from napari_histo.core.limits import MAX_CHECKPOINT_BYTES, check_regular_file, one_line
 
 
 class SmallCNN(nn.Module):
@@ -56,8 +59,10 @@ _HUB_FILES = {
 def _local_weights(name: str, weights: str | None, pretrained: bool) -> Path | None:
     if weights:
         p = Path(weights).expanduser()
-        if not p.is_file():
+        if not p.exists():
             raise ConfigError(f"pretrained weights file not found: {p}")
+        check_regular_file(p, what=f"pretrained weights {p}", error=ConfigError,
+                           max_bytes=MAX_CHECKPOINT_BYTES)
         return p
     if not pretrained:
         return None
@@ -73,11 +78,18 @@ def _local_weights(name: str, weights: str | None, pretrained: bool) -> Path | N
 
 
 def _load_backbone_weights(model: nn.Module, path: Path) -> None:
-    state = torch.load(path, map_location="cpu", weights_only=True)
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as err:
+        raise ConfigError(f"pretrained weights {path.name} are not a readable torch weights "
+                          f"file ({one_line(err, 160)})") from None
     if isinstance(state, dict) and "state_dict" in state:
         state = state["state_dict"]
+    if not isinstance(state, dict):
+        raise ConfigError(f"pretrained weights {path.name} hold no state dict")
     own = model.state_dict()
-    keep = {k: v for k, v in state.items() if k in own and own[k].shape == v.shape}
+    keep = {k: v for k, v in state.items()
+            if k in own and isinstance(v, torch.Tensor) and own[k].shape == v.shape}
     model.load_state_dict(keep, strict=False)
 
 

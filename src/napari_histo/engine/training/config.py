@@ -7,11 +7,23 @@ The GUI, the CLI and the tests all build this object; ``train(cfg)`` needs nothi
 from __future__ import annotations
 
 import dataclasses
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from napari_histo.core.errors import ConfigError
+from napari_histo.core.limits import (
+    BATCH_RANGE,
+    MAX_BATCH_PIXELS,
+    MPP_RANGE,
+    NUM_CLASSES_RANGE,
+    PATCH_RANGE,
+    TILE_RANGE,
+    check_regular_file,
+    integer,
+    number,
+)
 
 TASKS = ("segment", "classify")
 OPTIMIZERS = ("adamw", "adam", "sgd")
@@ -74,12 +86,18 @@ class TrainConfig:
 
         if isinstance(self.data, (str, Path)):
             fix("data", (str(self.data),))
+        if not isinstance(self.data, (tuple, list)):
+            raise ConfigError(f"data must be a list of folders or files, got {self.data!r}")
         fix("data", tuple(str(d) for d in self.data))
         fix("val_groups", tuple(str(g) for g in (self.val_groups or ())))
         if self.class_names is not None:
             fix("class_names", tuple(str(c) for c in self.class_names))
         if self.class_weights is not None:
-            fix("class_weights", tuple(float(c) for c in self.class_weights))
+            if not isinstance(self.class_weights, (tuple, list)):
+                raise ConfigError(f"class_weights must be a list of numbers, got {self.class_weights!r}")
+            fix("class_weights", tuple(self.class_weights))
+        if not isinstance(self.model_kwargs or {}, dict):
+            raise ConfigError(f"model_kwargs must be a mapping, got {self.model_kwargs!r}")
         fix("model_kwargs", dict(self.model_kwargs or {}))
         if self.task not in TASKS:
             raise ConfigError(f"task must be one of {TASKS}, got {self.task!r}")
@@ -90,19 +108,68 @@ class TrainConfig:
         if model_task(self.model) != self.task:
             raise ConfigError(f"model {self.model!r} is for task {model_task(self.model)!r}, "
                               f"not {self.task!r}")
-        for name in ("epochs", "batch_size", "patch_size"):
-            if int(getattr(self, name)) < 1:
-                raise ConfigError(f"{name} must be >= 1, got {getattr(self, name)}")
-        if self.patch_size < 16:
+        # every number: right type, finite, in a sane range (core.limits)
+        ints: dict[str, tuple[int | None, int | None, bool]] = {
+            "epochs": (1, 100_000, False),
+            "batch_size": (*BATCH_RANGE, False),
+            "patch_size": (16, PATCH_RANGE[1], False),
+            "num_classes": (*NUM_CLASSES_RANGE, True),
+            "seed": (0, 2**32 - 1, False),
+            "early_stopping_patience": (1, 100_000, True),
+            "num_workers": (0, 64, False),
+            "threads": (1, 1024, True),
+            "steps_per_epoch": (1, 10_000_000, True),
+            "val_tile": (16, TILE_RANGE[1], False),
+            "center_size": (1, PATCH_RANGE[1], True),
+        }
+        if self.num_classes is not None and isinstance(self.num_classes, int) \
+                and not isinstance(self.num_classes, bool) and self.num_classes < 2:
+            raise ConfigError("num_classes must be >= 2 (binary = 2)")
+        if isinstance(self.patch_size, int) and 1 <= self.patch_size < 16:
             raise ConfigError(f"patch_size {self.patch_size} is too small (>= 16 px)")
-        if not (self.lr > 0):
-            raise ConfigError(f"learning rate must be > 0, got {self.lr}")
-        if not (0 <= self.val_fraction < 1):
-            raise ConfigError(f"val_fraction must be in [0, 1), got {self.val_fraction}")
-        for name in ("mpp", "data_mpp", "time_limit_min"):
+        for name, (lo, hi, optional) in ints.items():
+            fix(name, integer(name, getattr(self, name), lo, hi, allow_none=optional))
+        if self.center_size is not None and self.center_size > self.patch_size:
+            raise ConfigError(f"center_size {self.center_size} must not exceed patch_size "
+                              f"{self.patch_size}")
+        lr = self.lr
+        if isinstance(lr, (int, float)) and not isinstance(lr, bool) and lr <= 0:
+            raise ConfigError(f"learning rate must be > 0, got {lr}")
+        fix("lr", number("learning rate (lr)", lr, 0.0, 10.0, lo_open=True))
+        fix("weight_decay", number("weight_decay", self.weight_decay, 0.0, 10.0))
+        vf = self.val_fraction
+        if isinstance(vf, (int, float)) and not isinstance(vf, bool) and math.isfinite(vf) \
+                and not 0 <= vf < 1:
+            raise ConfigError(f"val_fraction must be in [0, 1), got {vf}")
+        fix("val_fraction", number("val_fraction", vf, 0.0, 1.0, hi_open=True))
+        for name in ("mpp", "data_mpp"):
             v = getattr(self, name)
-            if v is not None and not (v > 0):
+            if isinstance(v, (int, float)) and not isinstance(v, bool) and v <= 0:
                 raise ConfigError(f"{name} must be > 0, got {v}")
+            fix(name, number(name, v, *MPP_RANGE, allow_none=True))
+        tl = self.time_limit_min
+        if isinstance(tl, (int, float)) and not isinstance(tl, bool) and tl <= 0:
+            raise ConfigError(f"time_limit_min must be > 0, got {tl}")
+        fix("time_limit_min", number("time_limit_min", tl, 0.0, 525_600.0, lo_open=True,
+                                     allow_none=True))
+        fix("grad_clip", number("grad_clip", self.grad_clip, 0.0, 1e6, lo_open=True,
+                                allow_none=True))
+        if self.class_weights is not None:
+            if len(self.class_weights) > NUM_CLASSES_RANGE[1]:
+                raise ConfigError(f"{len(self.class_weights)} class weights; at most "
+                                  f"{NUM_CLASSES_RANGE[1]} classes")
+            fix("class_weights", tuple(number("class weight", w, 0.0, 1e6)
+                                       for w in self.class_weights))
+        for name in ("augment", "freeze_norm", "amp", "channels_last", "resume", "preview"):
+            if not isinstance(getattr(self, name), bool):
+                raise ConfigError(f"{name} must be true or false, got {getattr(self, name)!r}")
+        if self.balance is not None and not isinstance(self.balance, bool):
+            raise ConfigError(f"balance must be true, false or null, got {self.balance!r}")
+        if self.batch_size * self.patch_size**2 > MAX_BATCH_PIXELS:
+            raise ConfigError(
+                f"batch_size {self.batch_size} x {self.patch_size} x {self.patch_size} px is "
+                f"more input than one training step may hold ({MAX_BATCH_PIXELS / 1e6:.0f} "
+                "Mpx); lower batch_size or patch_size")
         if self.optimizer not in OPTIMIZERS:
             raise ConfigError(f"optimizer must be one of {OPTIMIZERS}, got {self.optimizer!r}")
         if self.scheduler not in SCHEDULERS:
@@ -111,12 +178,17 @@ class TrainConfig:
             raise ConfigError(f"loss must be one of {LOSSES}, got {self.loss!r}")
         if self.stain_norm not in STAIN:
             raise ConfigError(f"stain_norm must be macenko, reinhard or None, got {self.stain_norm!r}")
-        if self.num_classes is not None and self.num_classes < 2:
-            raise ConfigError("num_classes must be >= 2 (binary = 2)")
-        if self.early_stopping_patience is not None and self.early_stopping_patience < 1:
-            raise ConfigError("early_stopping_patience must be >= 1 (or None to disable)")
-        if self.num_workers < 0:
-            raise ConfigError("num_workers must be >= 0")
+        for name in ("stain_reference", "init_checkpoint"):
+            v = getattr(self, name)
+            if v is not None and not isinstance(v, (str, Path)):
+                raise ConfigError(f"{name} must be a file path, got {v!r}")
+            if v is not None and Path(v).exists():  # never open a pipe or a device later
+                check_regular_file(v, what=f"{name} {v}", error=ConfigError)
+        if self.model_kwargs:  # network width/depth and its parameter count, before training
+            from napari_histo.engine.models import check_model_budget, validate_spec
+
+            check_model_budget(validate_spec({"name": self.model, **self.model_kwargs},
+                                             where="model_kwargs"))
 
     @property
     def scale(self) -> float:

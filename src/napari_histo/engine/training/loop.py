@@ -7,7 +7,9 @@ folder (checkpoints, metrics, plots) as it goes, and can be cancelled between ba
 
 from __future__ import annotations
 
+import contextlib
 import math
+import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -16,7 +18,12 @@ from typing import Any
 import numpy as np
 import torch
 
-from napari_histo.core.errors import CheckpointError, HistoError, OutputExistsError
+from napari_histo.core.errors import (
+    CheckpointError,
+    ConfigError,
+    HistoError,
+    OutputExistsError,
+)
 from napari_histo.core.progress import EpochEnd, Message, Progress, Task
 from napari_histo.engine.checkpoints import read_checkpoint, save_checkpoint
 from napari_histo.engine.datasets import ArraySample
@@ -112,6 +119,26 @@ def freeze_norm_statistics(model: torch.nn.Module) -> None:
             m.eval()
 
 
+def prepare_run_dir(run_dir: Path) -> None:
+    """Check the run folder can hold a run before any data is loaded."""
+    if run_dir.exists() and not run_dir.is_dir():
+        raise ConfigError(f"output {run_dir} is a file; give a folder for the training run")
+    try:
+        run_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise ConfigError(f"cannot create the run folder {run_dir}: "
+                          f"{err.strerror or err}") from None
+    if not os.access(run_dir, os.W_OK | os.X_OK):
+        raise ConfigError(f"run folder {run_dir} is not writable; choose another output folder")
+
+
+def sweep_partial_checkpoints(run_dir: Path) -> None:
+    """Remove ``.NAME.pt.*.tmp`` left by a process killed mid-write (never a finished file)."""
+    for leftover in run_dir.glob(".*.pt.*.tmp"):
+        with contextlib.suppress(OSError):
+            leftover.unlink()
+
+
 def train(cfg: TrainConfig, *, arrays: list[ArraySample] | None = None) -> Task[TrainResult]:
     """Train a model as described by ``cfg``; yields progress events, returns a TrainResult.
 
@@ -124,11 +151,13 @@ def train(cfg: TrainConfig, *, arrays: list[ArraySample] | None = None) -> Task[
     """
     run_dir = Path(cfg.out_dir)
     last_path, best_path = run_dir / "last.pt", run_dir / "best.pt"
+    prepare_run_dir(run_dir)
     if cfg.resume and not last_path.is_file():
         raise CheckpointError(f"nothing to resume: {last_path} does not exist")
     if not cfg.resume and last_path.exists():
         raise OutputExistsError(f"{run_dir} already holds a training run; use resume to continue "
                                 "it or choose another output folder")
+    sweep_partial_checkpoints(run_dir)
     device = resolve_device(cfg.device)
     seed_everything(cfg.seed)
     if cfg.threads:
