@@ -649,6 +649,9 @@ def _summary(results: dict[str, Any]) -> dict[str, Any]:
         "files_changed_outside_out": sum(bool(o.changed) for o in ran.values()),
         "failed_cases": {k: _verdict(by[k], o) for k, o in ran.items() if _verdict(by[k], o)},
         "peak_rss_mb_max": max((o.peak_rss_mb for o in ran.values()), default=0.0),
+        "peak_rss_mb_top": sorted(((round(o.peak_rss_mb), k) for k, o in ran.items()),
+                                  reverse=True)[:5],
+        "seconds_total": round(sum(o.seconds for o in ran.values()), 1),
         "surfaces": {s: sum(by[k].surface == s for k in ran) for s in
                      ("info", "reader", "predict", "evaluate", "train")},
     }

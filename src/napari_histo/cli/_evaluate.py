@@ -27,10 +27,13 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     p.add_argument("--out", help="folder for the metrics JSON and plots")
     p.add_argument("--device", default="auto", help="auto|cpu|cuda|mps")
     p.add_argument("--batch-size", type=int, default=8)
-    p.add_argument("--split", choices=("all", "val", "train"), default="all",
-                   help="--model: score only the run's validation (or training) groups")
+    p.add_argument("--split", choices=("all", "val", "train", "test"), default="all",
+                   help="--model: score only the run's validation (or training) groups; "
+                        "test: the fixed test split (PCam)")
     p.add_argument("--data-mpp", type=float, help="--model: um/px of the data files")
     p.add_argument("--group-by", help="--model: group column for --split")
+    p.add_argument("--tta", action="store_true",
+                   help="--model: test-time augmentation (average over flips/rot90)")
     p.set_defaults(func=run)
 
 

@@ -29,24 +29,33 @@ def run_model_evaluation(args: argparse.Namespace) -> int:
                 bar = tqdm(total=ev.total, desc="evaluate", leave=False, file=sys.stderr)
             bar.update(ev.done - bar.n)
         elif isinstance(ev, Message) and not args.json:
-            print(ev.text)
+            print(("warning: " if ev.level == "warning" else "") + ev.text)
 
     try:
         res = run_task(evaluate_checkpoint(
             args.model, args.data, split=getattr(args, "split", "all") or "all",
             data_mpp=getattr(args, "data_mpp", None), device=args.device,
             batch_size=args.batch_size, group_by=getattr(args, "group_by", None),
-            out_dir=args.out), on_event)
+            out_dir=args.out, tta=bool(getattr(args, "tta", False))), on_event)
     finally:
         if bar is not None:
             bar.close()
+
+    def clean(v: Any) -> Any:
+        if isinstance(v, list):
+            return [clean(x) for x in v]
+        return None if isinstance(v, float) and math.isnan(v) else v
+
     if args.json:
-        print(json.dumps({k: (None if isinstance(v, float) and math.isnan(v) else v)
-                          for k, v in res.items()}))
+        print(json.dumps({k: clean(v) for k, v in res.items()}))
         return 0
+    print(f"{'':>10}  value   [95 % CI: bootstrap over {res.get('groups', '?')} groups]")
     for k in ("accuracy", "dice", "iou", "precision", "recall", "auc", "loss"):
         if k in res:
-            print(f"{k:>10}: {res[k]:.4f}")
+            ci = res.get(f"{k}_ci")
+            band = (f"  [{ci[0]:.3f}, {ci[1]:.3f}]" if ci and all(
+                isinstance(c, float) and c == c for c in ci) else "")
+            print(f"{k:>10}: {res[k]:.4f}{band}")
     print(f"{'items':>10}: {res['items']} ({res['split']})")
     print(f"{'confusion':>10}: {res['confusion']} (rows = true {res['class_names']})")
     return 0

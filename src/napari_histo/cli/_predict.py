@@ -45,6 +45,8 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     p.add_argument("--readers", type=int, default=4, help="tile reader threads")
     p.add_argument("--scheduler", help="dask scheduler address, or local:N worker processes")
     p.add_argument("--amp", action="store_true", help="float16 autocast on CUDA")
+    p.add_argument("--tta", action="store_true",
+                   help="test-time augmentation: average over flips/rot90 (8x slower)")
     mode = p.add_mutually_exclusive_group()
     mode.add_argument("--resume", action="store_true", help="finish an interrupted output")
     mode.add_argument("--overwrite", action="store_true", help="replace an existing output")
@@ -164,7 +166,7 @@ def run(args: argparse.Namespace) -> int:
         stride=args.stride, context=args.context, threshold=args.threshold,
         tissue_only=not args.all_tiles, prob_dtype=args.prob_dtype, formats=formats,
         resume=args.resume, overwrite=args.overwrite, scheduler=args.scheduler,
-        readers=args.readers, amp=args.amp)
+        readers=args.readers, amp=args.amp, tta=args.tta)
     region, units = _region(args.region)
     near = _near(args.near)
     outs = _outputs(inputs, Path(args.out))

@@ -23,6 +23,8 @@ _FIELDS = {
     "steps_per_epoch": "steps_per_epoch", "num_classes": "num_classes",
     "class_names": "class_names", "optimizer": "optimizer", "num_workers": "num_workers",
     "center_size": "center_size", "weight_decay": "weight_decay", "threads": "threads",
+    "folds": "folds", "selection": "selection",
+    "weights": "weights",
 }
 
 
@@ -36,13 +38,20 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     p.add_argument("--out", help="run folder for checkpoints, metrics and plots")
     p.add_argument("--model", help="unet-tiny|unet-small|unet|cnn-small|resnet18|resnet50|"
                                    "inception_v3|timm:<name>")
-    p.add_argument("--epochs", type=int)
+    p.add_argument("--epochs", type=int, help="epochs to run (default: until --time-limit runs "
+                                              "out, the LR schedule spanning it; else 20)")
     p.add_argument("--time-limit", type=float, metavar="MINUTES", help="stop after this long")
     p.add_argument("--device", help="auto|cpu|cuda|mps")
     p.add_argument("--group-by", help="split groups: auto, name, or a CSV column "
                                       "(e.g. 'patient ID', source_slide)")
     p.add_argument("--val-groups", nargs="+", help="groups used for validation (else random)")
     p.add_argument("--val-fraction", type=float)
+    p.add_argument("--folds", type=int, metavar="K",
+                   help="group k-fold cross-validation: K runs in OUT/fold_k, metrics from the "
+                        "pooled out-of-fold predictions with 95 %% intervals (OUT/crossval.json)")
+    p.add_argument("--selection", choices=("auto", "raw", "smoothed", "ema"),
+                   help="best checkpoint by the raw val metric, its EMA over epochs, or EMA "
+                        "weights (auto: the measured default)")
     p.add_argument("--lr", type=float)
     p.add_argument("--weight-decay", type=float)
     p.add_argument("--optimizer", choices=("adamw", "adam", "sgd"))
@@ -53,6 +62,11 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     p.add_argument("--stain-norm", choices=("macenko", "reinhard"))
     p.add_argument("--stain-reference", help="reference image for stain normalisation")
     p.add_argument("--init", help="checkpoint to fine-tune from")
+    p.add_argument("--pretrained", action="store_true",
+                   help="start from the backbone's ImageNet weights (torchvision/timm cache; "
+                        "downloaded when online; resnet18 when --model is not given)")
+    p.add_argument("--weights", metavar="PATH",
+                   help="start from a local weights file (state dict .pt/.pth or .safetensors)")
     p.add_argument("--seed", type=int)
     p.add_argument("--loss", choices=("ce", "dice", "ce+dice", "focal", "focal+dice"))
     p.add_argument("--patience", type=int, help="early-stopping patience in epochs")
@@ -86,6 +100,8 @@ def build_config(args: argparse.Namespace) -> Any:
         v = getattr(args, dest, None)
         if v is not None:
             base[fld] = v
+    if getattr(args, "pretrained", False):
+        base["pretrained"] = True
     if args.no_augment:
         base["augment"] = False
     base["resume"] = bool(args.resume)
@@ -111,6 +127,7 @@ def run(args: argparse.Namespace) -> int:
     """Train and print one line per epoch and the final result."""
     from napari_histo.core.progress import EpochEnd, Message, Progress, run_task
     from napari_histo.engine.training import train
+    from napari_histo.engine.uncertainty import format_metric
 
     cfg = build_config(args)
     bar = None
@@ -135,19 +152,33 @@ def run(args: argparse.Namespace) -> int:
                 bar = None
             m = ev.metrics
             keys = ("train_loss", "val_loss", "val_accuracy", "val_dice", "val_auc")
-            parts = [f"{k}={m[k]:.4f}" for k in keys if k in m and m[k] == m[k]]
+            parts = [t for t in (format_metric(m, k) for k in keys) if t]  # with [95 % CI]
             print(f"epoch {ev.epoch}: " + " ".join(parts), flush=True)
         elif isinstance(ev, Message):
-            print(ev.text, flush=True)  # stdout: stderr is kept for the one-line error
+            # stdout: stderr is kept for the one-line error
+            print(("warning: " if ev.level == "warning" else "") + ev.text, flush=True)
 
+    if cfg.folds:
+        from napari_histo.engine.training.crossval import crossval
+
+        try:
+            cv = run_task(crossval(cfg), on_event)
+        finally:
+            if bar is not None:
+                bar.close()
+        print(f"done (crossval): {cv.summary_line()}; details {cv.run_dir / 'crossval.json'}")
+        return 0
     try:
         result = run_task(train(cfg), on_event)
     finally:
         if bar is not None:
             bar.close()
     best = result.best_metrics
-    summary = " ".join(f"{k}={best[k]:.4f}" for k in ("val_dice", "val_auc", "val_accuracy")
-                       if isinstance(best.get(k), float) and best[k] == best[k])
-    print(f"done ({result.stopped}): best epoch {best.get('epoch')} {summary}; "
-          f"checkpoint {result.best_checkpoint}")
+    summary = " ".join(t for t in (format_metric(best, k) for k in ("val_dice", "val_auc",
+                                                                   "val_accuracy")) if t)
+    print(f"done ({result.stopped}): best epoch {best.get('epoch')} ({result.selection} "
+          f"selection) {summary}; checkpoint {result.best_checkpoint}")
+    if result.warnings:
+        print(f"{len(result.warnings)} warning(s) about the validation set: see "
+              f"{result.run_dir / 'summary.json'}")
     return 0

@@ -148,10 +148,14 @@ def _plain(obj: Any) -> Any:
 
 def save_checkpoint(path: str | os.PathLike[str], model: nn.Module, *, spec: dict[str, Any],
                     task: str, class_names: list[str], preprocessing: dict[str, Any],
-                    metrics: dict[str, Any] | None = None, extra: dict[str, Any] | None = None) -> Path:
+                    metrics: dict[str, Any] | None = None, extra: dict[str, Any] | None = None,
+                    weights_origin: dict[str, Any] | None = None) -> Path:
     """Write a checkpoint atomically; return its path.
 
     ``extra`` may hold tensors (optimizer state, RNG) and plain types, nothing else.
+    ``weights_origin`` records where the training started from (``{"kind": "none"}``,
+    ``{"kind": "file", "name", "sha256"}``, ``{"kind": "hub", "id"}``, ...): metadata only,
+    never used to read anything.
     """
     if task not in ("segment", "classify"):
         raise ConfigError(f"task must be 'segment' or 'classify', got {task!r}")
@@ -171,6 +175,8 @@ def save_checkpoint(path: str | os.PathLike[str], model: nn.Module, *, spec: dic
         "state_dict": state,
         "extra": extra or {},
     }
+    if weights_origin is not None:
+        payload["weights_origin"] = _plain(weights_origin)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     os.close(fd)
     try:
@@ -278,6 +284,29 @@ def validate_preprocessing(pre: Any, where: str = "checkpoint") -> dict[str, Any
     return out
 
 
+def _check_origin(origin: Any, label: str, depth: int = 0) -> dict[str, Any] | None:
+    """A weights-origin record: a small mapping of short strings, numbers and booleans."""
+    if origin is None:
+        return None
+    if not isinstance(origin, dict) or len(origin) > 16:
+        raise CheckpointError(f"{label} must be a small mapping, got {_short(origin)}")
+    out: dict[str, Any] = {}
+    for k, v in origin.items():
+        if not isinstance(k, str) or len(k) > 64:
+            raise CheckpointError(f"{label} has a bad key {_short(k)}")
+        if isinstance(v, dict) and depth == 0:
+            out[k] = _check_origin(v, f"{label} '{k}'", 1)
+        elif v is None or isinstance(v, bool) or (isinstance(v, numbers.Real)
+                                                    and math.isfinite(float(v))):
+            out[k] = v
+        elif isinstance(v, str) and len(v) <= 300:
+            out[k] = v
+        else:
+            raise CheckpointError(f"{label} '{k}' must be a short string or a number, "
+                                  f"got {_short(v)}")
+    return out
+
+
 def _validate(ckpt: dict[str, Any], name: str) -> dict[str, Any]:
     """Check every field inference reads; return the checkpoint with a safe spec."""
     if ckpt["task"] not in ("segment", "classify"):
@@ -309,7 +338,10 @@ def _validate(ckpt: dict[str, Any], name: str) -> dict[str, Any]:
         raise CheckpointError(
             f"{name}: its spec describes a network of {n_params:,} parameters but the file "
             f"stores {stored:,} weight values; the spec was edited or the file is corrupt")
-    return {**ckpt, "spec": spec, "class_names": [str(c) for c in names],
+    # where training started (metadata: never a reason to read another file)
+    origin = _check_origin(ckpt.get("weights_origin"), f"{name}: 'weights_origin'")
+    return {**ckpt, "spec": spec, "weights_origin": origin,
+            "class_names": [str(c) for c in names],
             "preprocessing": validate_preprocessing(ckpt["preprocessing"], name)}
 
 

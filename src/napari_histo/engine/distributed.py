@@ -91,7 +91,7 @@ def _run_group(source: str, model: Any, cfg_dict: dict[str, Any], region: Any,
 
     cfg = InferenceConfig.from_dict(cfg_dict).replace(tissue_only=False)
     loaded = _worker_model(model, cfg.device)
-    runner = Runner(loaded, cfg.batch_size, pad_batches=True, amp=cfg.amp)
+    runner = Runner(loaded, cfg.batch_size, pad_batches=True, amp=cfg.amp, tta=cfg.tta)
     with open_slide(source) as slide:
         ctx = prepare_slide_run(slide, loaded, cfg, region=region, region_units=region_units,
                                 num_classes=runner.num_classes)

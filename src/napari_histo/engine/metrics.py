@@ -138,8 +138,15 @@ class HistogramROC:
 class MetricAccumulator:
     """Per-epoch accumulation of loss, confusion matrix and ROC for one split."""
 
-    def __init__(self, num_classes: int, *, exact_roc: bool = False) -> None:
+    def __init__(self, num_classes: int, *, exact_roc: bool = False, per_item: bool = False) -> None:
         self.num_classes = num_classes
+        #: keep per-item statistics for bootstrap intervals (patches: each row of a batch;
+        #: images: each ``update`` call, with its confusion counts and score histogram)
+        self.keep_items = per_item
+        self.item_cms: list[np.ndarray] = []
+        self.item_hists: list[np.ndarray] = []
+        self.item_pred: list[np.ndarray] = []
+        self.item_target: list[np.ndarray] = []
         self.cm = np.zeros((num_classes, num_classes), np.int64)
         self.loss_sum = 0.0
         self.loss_n = 0
@@ -153,7 +160,13 @@ class MetricAccumulator:
         """Add softmax ``probs`` (N, C, ...) (or logits with ``with_roc=False``) vs ``target``."""
         with torch.no_grad():
             pred = argmax_channels(probs)
-            self.cm += confusion_matrix(pred, target, self.num_classes, ignore_index)
+            cm = confusion_matrix(pred, target, self.num_classes, ignore_index)
+            self.cm += cm
+            if self.keep_items and self.exact:
+                self.item_pred.append(pred.reshape(len(pred), -1)[:, 0].cpu().numpy())
+                self.item_target.append(target.reshape(len(target), -1)[:, 0].cpu().numpy())
+            elif self.keep_items:
+                self.item_cms.append(cm)
             if not with_roc:
                 self.no_roc = True
                 if loss is not None:
@@ -167,11 +180,37 @@ class MetricAccumulator:
             if self.exact:
                 self.scores.append(s.float().cpu().numpy())
                 self.truth.append(t.cpu().numpy())
+            elif self.keep_items:
+                h = HistogramROC(self.hist.bins)
+                h.update(s, t)
+                self.hist.pos += h.pos
+                self.hist.neg += h.neg
+                self.item_hists.append(np.stack([h.pos, h.neg]))
             else:
                 self.hist.update(s, t)
         if loss is not None:
             self.loss_sum += float(loss) * n
             self.loss_n += n
+
+    def per_item(self) -> dict[str, np.ndarray] | None:
+        """Per-item ``cm`` (N, C, C), and ``scores``/``truth`` (N,) or ``hist`` (N, 2, bins);
+        None unless built with ``per_item=True``."""
+        if not self.keep_items:
+            return None
+        c = self.num_classes
+        if self.exact:
+            t = np.concatenate(self.item_target or [np.zeros(0, np.int64)]).astype(np.int64)
+            p = np.concatenate(self.item_pred or [np.zeros(0, np.int64)]).astype(np.int64)
+            ok = (t >= 0) & (t < c)
+            cm = np.zeros((len(t), c * c), np.int64)
+            cm[np.flatnonzero(ok), t[ok] * c + np.clip(p[ok], 0, c - 1)] = 1
+            return {"cm": cm.reshape(-1, c, c),
+                    "scores": np.concatenate(self.scores or [np.zeros(0)]),
+                    "truth": np.concatenate(self.truth or [np.zeros(0, bool)])}
+        out = {"cm": np.stack(self.item_cms) if self.item_cms else np.zeros((0, c, c), np.int64)}
+        if self.item_hists and len(self.item_hists) == len(self.item_cms):
+            out["hist"] = np.stack(self.item_hists)
+        return out
 
     def roc(self) -> tuple[np.ndarray, np.ndarray]:
         """(fpr, tpr) of positive (non-background) vs rest."""

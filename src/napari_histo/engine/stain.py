@@ -89,6 +89,83 @@ def _load_rgb(src: npt.NDArray[np.uint8] | str | Path) -> npt.NDArray[np.uint8]:
     return np.ascontiguousarray(arr[..., :3]).astype(np.uint8)
 
 
+def _macenko_apply(img: npt.NDArray[np.uint8], he_src: np.ndarray, max_src: np.ndarray,
+                   target: dict[str, Any]) -> npt.NDArray[np.uint8]:
+    he_ref = np.asarray(target["stain_matrix"], dtype=np.float64)
+    max_ref = np.asarray(target["max_conc"], dtype=np.float64)
+    od = _od(img)
+    conc = np.linalg.lstsq(he_src, od.T, rcond=None)[0]
+    conc *= (max_ref / max_src)[:, None]
+    out = (_IO + 1.0) * np.exp(-(he_ref @ conc)) - 1.0
+    return np.clip(out.T, 0, 255).reshape(img.shape).astype(np.uint8)
+
+
+def _reinhard_apply(img: npt.NDArray[np.uint8], mu: np.ndarray, sd: np.ndarray,
+                    target: dict[str, Any]) -> npt.NDArray[np.uint8]:
+    from skimage.color import lab2rgb, rgb2lab
+
+    lab = (rgb2lab(img) - mu) / sd * np.asarray(target["std"]) + np.asarray(target["mean"])
+    return (np.clip(lab2rgb(lab), 0, 1) * 255 + 0.5).astype(np.uint8)
+
+
+def restain(image: npt.NDArray[np.uint8], source_params: dict[str, Any] | None,
+            target_params: dict[str, Any]) -> npt.NDArray[np.uint8]:
+    """Re-stain ``image`` from its own stain (``source_params``) to ``target_params``.
+
+    Both are :func:`fit_stain` results of the same method; ``source_params`` None fits the
+    image itself (that is :func:`normalize_image`). Giving a slide- or dataset-level source
+    keeps a patch's relative stain amounts (a pale patch stays pale), which is what a shift
+    benchmark needs. Macenko: concentrations under the source stain vectors, rescaled by the
+    99th-percentile ratio and recomposed with the target vectors. Reinhard: LAB mean/std.
+    """
+    if source_params is None:
+        return normalize_image(image, target_params)
+    method = target_params.get("method")
+    if source_params.get("method") != method:
+        raise ConfigError(f"source stain is {source_params.get('method')!r} but target is {method!r}")
+    img = _load_rgb(image)
+    if method == "macenko":
+        return _macenko_apply(img, np.asarray(source_params["stain_matrix"], dtype=np.float64),
+                              np.asarray(source_params["max_conc"], dtype=np.float64), target_params)
+    if method == "reinhard":
+        return _reinhard_apply(img, np.asarray(source_params["mean"]),
+                               np.asarray(source_params["std"]), target_params)
+    raise ConfigError(f"unknown stain parameters {target_params!r}")
+
+
+def lab_stats(image: npt.NDArray[np.uint8]) -> tuple[np.ndarray, np.ndarray]:
+    """Per-image LAB mean and std (3 each), over all pixels (what RandStainNA matches)."""
+    from skimage.color import rgb2lab
+
+    lab = rgb2lab(_load_rgb(image)).reshape(-1, 3)
+    return lab.mean(0), lab.std(0)
+
+
+def fit_stain_prior(images: list[npt.NDArray[np.uint8]],
+                    sources: list[str] | None = None) -> dict[str, tuple[float, float, float]]:
+    """RandStainNA prior: mean and spread over images of the LAB mean and LAB std.
+
+    ``sources`` (one name per image) weights every source equally, so a folder with many
+    images does not dominate the stain distribution. Returns the ``STAIN_PRIOR`` layout of
+    :mod:`engine.transforms` (``mean_mu``, ``mean_sd``, ``std_mu``, ``std_sd``).
+    """
+    if not images:
+        raise DataError("fit_stain_prior needs at least one image")
+    stats = np.array([np.concatenate(lab_stats(im)) for im in images])
+    names = np.asarray(sources if sources is not None else ["all"] * len(images))
+    w = np.zeros(len(images))
+    for n in np.unique(names):
+        w[names == n] = 1.0 / (names == n).sum()
+    w /= w.sum()
+    mu = (stats * w[:, None]).sum(0)
+    sd = np.sqrt((((stats - mu) ** 2) * w[:, None]).sum(0))
+
+    def t3(v: np.ndarray) -> tuple[float, float, float]:
+        return (round(float(v[0]), 2), round(float(v[1]), 2), round(float(v[2]), 2))
+
+    return {"mean_mu": t3(mu[:3]), "mean_sd": t3(sd[:3]), "std_mu": t3(mu[3:]), "std_sd": t3(sd[3:])}
+
+
 def normalize_image(img: npt.NDArray[np.uint8], params: dict[str, Any]) -> npt.NDArray[np.uint8]:
     """Normalise one RGB uint8 image (H, W, 3) to the fitted reference; blank images pass."""
     method = params.get("method")
@@ -97,21 +174,10 @@ def normalize_image(img: npt.NDArray[np.uint8], params: dict[str, Any]) -> npt.N
         if est is None:
             return img
         he_src, max_src = est
-        he_ref = np.asarray(params["stain_matrix"], dtype=np.float64)
-        max_ref = np.asarray(params["max_conc"], dtype=np.float64)
-        od = _od(img)
-        conc = np.linalg.lstsq(he_src, od.T, rcond=None)[0]
-        conc *= (max_ref / max_src)[:, None]
-        out = (_IO + 1.0) * np.exp(-(he_ref @ conc)) - 1.0
-        return np.clip(out.T, 0, 255).reshape(img.shape).astype(np.uint8)
+        return _macenko_apply(img, he_src, max_src, params)
     if method == "reinhard":
-        from skimage.color import lab2rgb, rgb2lab
-
-        lab = rgb2lab(img)
-        flat = lab.reshape(-1, 3)
-        mu, sd = flat.mean(0), flat.std(0) + 1e-6
-        lab = (lab - mu) / sd * np.asarray(params["std"]) + np.asarray(params["mean"])
-        return (np.clip(lab2rgb(lab), 0, 1) * 255 + 0.5).astype(np.uint8)
+        mu, sd = lab_stats(img)
+        return _reinhard_apply(img, mu, sd + 1e-6, params)
     raise ConfigError(f"unknown stain parameters {params!r}")
 
 

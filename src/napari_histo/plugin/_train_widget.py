@@ -172,6 +172,8 @@ class TrainWidget(Container):
         self._preview_crop: tuple[Any, tuple[int, int, int, int]] | None = None
         self.preview_layer: Any = None
         self.result: Any = None
+        #: warnings of the current run (validation too small to trust, ...)
+        self.warnings: list[str] = []
         self.last_checkpoint: str | None = None
         self._cfg: Any = None
         self._arrays: list[Any] | None = None
@@ -316,6 +318,7 @@ class TrainWidget(Container):
             self.curves.clear()
         self._set_running(True)
         self._status_label.value = "preparing data..."
+        self.warnings = []
         self._epoch_t0 = time.perf_counter()
         self.handle = start_task(train, cfg, arrays=self._arrays or None,
                                  on_event=self._on_event, on_returned=self._on_returned,
@@ -367,10 +370,10 @@ class TrainWidget(Container):
                 self.last_checkpoint = str(ev.checkpoint)
                 self._use_button.enabled = True
                 self._start_preview(str(ev.checkpoint), ev.epoch)
-            shown = ", ".join(f"{k} {v:.3f}" for k, v in ev.metrics.items()
-                              if isinstance(v, (int, float)) and k.endswith(("loss", "dice", "auc")))
-            self._status_label.value = f"epoch {ev.epoch}: {shown}"
+            self._status_label.value = f"epoch {ev.epoch}: {_metrics_text(ev.metrics)}"
         elif isinstance(ev, Message):
+            if ev.level == "warning":
+                self.warnings.append(ev.text)
             self._status_label.value = ev.text
 
     def _on_returned(self, result: Any) -> None:
@@ -383,7 +386,10 @@ class TrainWidget(Container):
         elif self.handle is not None and self.handle.error is not None:
             self._status_label.value = "failed (see notification)"
         elif self.result is not None:
-            self._status_label.value = f"done: {Path(str(self.best_checkpoint)).name}"
+            best = getattr(self.result, "best_metrics", {}) or {}
+            note = f" ({len(self.warnings)} warning(s): small validation)" if self.warnings else ""
+            self._status_label.value = (f"done: {Path(str(self.best_checkpoint)).name} "
+                                        f"{_metrics_text(best)}{note}")
 
     def _start_preview(self, checkpoint: str, epoch: int) -> None:
         if not self._preview_check.value or self._preview_crop is None:
@@ -412,6 +418,14 @@ class TrainWidget(Container):
 
         self._preview_handle = start_task(preview_job, checkpoint, crop, on_returned=_show,
                                           desc="preview", watch=self, progress_bar=False)
+
+
+def _metrics_text(metrics: dict[str, Any]) -> str:
+    """``val_loss=0.231 val_auc=0.910 [0.80, 0.97]``: the key metrics with their 95 % CIs."""
+    from napari_histo.engine.uncertainty import format_metric
+
+    keys = ("train_loss", "val_loss", "val_dice", "val_auc")
+    return " ".join(t for t in (format_metric(metrics, k, 3) for k in keys) if t)
 
 
 def _single(shapes: Any, i: int) -> Any:

@@ -10,6 +10,7 @@ from napari_histo.engine.datasets.discover import (
     SegRecord,
     find_classification_items,
     find_pcam,
+    find_pcam_splits,
     find_segmentation_pairs,
 )
 from napari_histo.engine.datasets.images import (
@@ -28,7 +29,8 @@ from napari_histo.engine.datasets.splits import split_by_group
 
 __all__ = [
     "IGNORE_INDEX", "ArraySample", "ClsRecord", "PCamDataset", "PatchDataset", "SegRecord",
-    "SegmentationDataset", "find_classification_items", "find_pcam", "find_segmentation_pairs",
+    "SegmentationDataset", "find_classification_items", "find_pcam", "find_pcam_splits",
+    "find_segmentation_pairs",
     "load_pairs", "mask_to_classes", "read_image", "resize_image", "resize_labels",
     "split_by_group",
 ]

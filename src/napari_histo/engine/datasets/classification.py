@@ -19,6 +19,12 @@ from napari_histo.core.errors import DataError
 from napari_histo.engine.datasets.discover import ClsRecord
 from napari_histo.engine.datasets.images import read_image, resize_image
 
+#: side of a standard PCam patch (``camelyonpatch_level_2_*``)
+PCAM_SIDE = 96
+#: bounds for any HDF5 patch file: patch side and number of patches
+MAX_H5_SIDE = 1024
+MAX_H5_ITEMS = 50_000_000
+
 
 def _fit(img: npt.NDArray[np.uint8], size: int, rng: np.random.Generator | None) -> npt.NDArray[np.uint8]:
     """Crop (random or centre) or pad (white) ``img`` to ``size`` x ``size``."""
@@ -97,14 +103,30 @@ class PCamDataset(Dataset):  # type: ignore[type-arg]
         try:
             with h5py.File(self.x_path, "r") as fx, h5py.File(self.y_path, "r") as fy:
                 kx, ky = next(iter(fx.keys())), next(iter(fy.keys()))
-                n = fx[kx].shape[0]
-                ylab = np.asarray(fy[ky][:]).reshape(-1).astype(np.int64)
-                if fx[kx].ndim != 4 or fx[kx].shape[-1] != 3:
-                    raise DataError(f"{self.x_path}: expected (N, H, W, 3) patches, got {fx[kx].shape}")
-        except (OSError, StopIteration, KeyError) as err:
+                dx, dy = fx[kx], fy[ky]
+                if not hasattr(dx, "shape") or not hasattr(dy, "shape"):
+                    raise DataError(f"{self.x_path}: first entry {kx!r} is not a dataset")
+                if dx.ndim != 4 or dx.shape[-1] != 3 or dx.dtype != np.uint8:
+                    raise DataError(f"{self.x_path}: expected (N, H, W, 3) uint8 patches, got "
+                                    f"{dx.shape} {dx.dtype}")
+                side = PCAM_SIDE if Path(self.x_path).name.startswith("camelyonpatch") else None
+                if (side and dx.shape[1:3] != (side, side)) or not (
+                        8 <= dx.shape[1] <= MAX_H5_SIDE and 8 <= dx.shape[2] <= MAX_H5_SIDE):
+                    raise DataError(f"{self.x_path}: patches are {dx.shape[2]}x{dx.shape[1]} px; "
+                                    f"expected {side or f'8..{MAX_H5_SIDE}'} px squares")
+                if dy.size > MAX_H5_ITEMS or dx.shape[0] > MAX_H5_ITEMS:
+                    raise DataError(f"{self.y_path}: more than {MAX_H5_ITEMS} patches")
+                if not np.issubdtype(dy.dtype, np.integer) and not np.issubdtype(dy.dtype, np.bool_):
+                    raise DataError(f"{self.y_path}: labels must be integers, got {dy.dtype}")
+                n = dx.shape[0]
+                ylab = np.asarray(dy[:]).reshape(-1).astype(np.int64)
+        except (OSError, StopIteration, KeyError, TypeError) as err:
             raise DataError(f"cannot read PCam files {self.x_path} / {self.y_path}: {err}") from err
         if ylab.shape[0] != n:
             raise DataError(f"PCam: {n} patches but {ylab.shape[0]} labels")
+        if ylab.size and (ylab.min() < 0 or ylab.max() > 63):
+            raise DataError(f"{self.y_path}: labels must be class indices 0..63, got "
+                            f"{ylab.min()}..{ylab.max()}")
         self.key = kx
         self.indices = np.arange(n) if indices is None else np.asarray(indices, dtype=np.int64)
         self.labels = ylab[self.indices]

@@ -174,20 +174,83 @@ def _items_from_csv(path: Path, base: Path, group_by: str | None) -> list[ClsRec
     return items
 
 
-def find_pcam(source: str | Path) -> tuple[Path, Path, Path | None] | None:
-    """Return (x.h5, y.h5, meta.csv | None) for a PCam file or folder, else None."""
+PCAM_SPLITS = ("train", "valid", "test")
+#: evaluation split names -> PCam file split names
+_PCAM_SPLIT_ALIASES = {"train": "train", "val": "valid", "valid": "valid", "test": "test"}
+
+
+def _pcam_triple(x: Path) -> tuple[Path, Path, Path | None]:
+    stem = x.name[: -len("_x.h5")]
+    y = x.with_name(stem + "_y.h5")
+    if not y.is_file():
+        raise DataError(f"PCam labels {y.name} missing next to {x.name}")
+    meta = x.with_name(stem + "_meta.csv")
+    return x, y, meta if meta.is_file() else None
+
+
+def find_pcam_splits(source: str | Path) -> dict[str, tuple[Path, Path, Path | None]] | None:
+    """PCam files of a file or folder by split, or None when there are no ``*_x.h5`` files.
+
+    A standard PCam folder holds ``camelyonpatch_level_2_split_{train,valid,test}_{x,y}.h5``
+    (+ optional ``_meta.csv``): the result maps ``train``/``valid``/``test`` to
+    (x.h5, y.h5, meta.csv | None) for the splits present. A single ``*_x.h5`` without a split
+    name (or a file given directly) is returned as ``{"": ...}``: one unsplit set.
+
+    Raises
+    ------
+    DataError
+        Labels missing, still-compressed ``.h5.gz`` downloads, or several unsplit files.
+    """
     src = Path(source)
     if src.is_file() and src.name.endswith("_x.h5"):
         xs = [src]
     elif src.is_dir():
         xs = sorted(src.glob("*_x.h5"))
+        if not xs and any(src.glob("*_x.h5.gz")):
+            raise DataError(f"{src} holds compressed PCam files (*.h5.gz): decompress them "
+                            "first (gunzip *.gz)")
     else:
         return None
     if not xs:
         return None
-    x = xs[0]
-    y = x.with_name(x.name[: -len("_x.h5")] + "_y.h5")
-    if not y.is_file():
-        raise DataError(f"PCam labels {y.name} missing next to {x.name}")
-    meta = x.with_name(x.name[: -len("_x.h5")] + "_meta.csv")
-    return x, y, meta if meta.is_file() else None
+    out: dict[str, tuple[Path, Path, Path | None]] = {}
+    unsplit: list[Path] = []
+    for x in xs:
+        stem = x.name[: -len("_x.h5")]
+        split = next((sp for sp in PCAM_SPLITS if stem.endswith(f"_{sp}") or stem == sp), None)
+        if split is None or (src.is_file() and len(xs) == 1):
+            unsplit.append(x)
+        else:
+            out[split] = _pcam_triple(x)
+    if out:
+        return out
+    if len(unsplit) > 1:
+        raise DataError(f"{src} holds several PCam files ({', '.join(x.name for x in unsplit)}) "
+                        "without split names (*_train_x.h5, *_valid_x.h5, *_test_x.h5): give "
+                        "one file")
+    return {"": _pcam_triple(unsplit[0])}
+
+
+def find_pcam(source: str | Path, split: str | None = None) -> tuple[Path, Path, Path | None] | None:
+    """(x.h5, y.h5, meta.csv | None) of one PCam split of a file or folder, else None.
+
+    ``split`` = ``train`` (default), ``valid``/``val`` or ``test``. The test split is only
+    returned when asked for: training never sees it. An unsplit file serves any split.
+
+    Raises
+    ------
+    DataError
+        The folder is PCam but lacks the requested split.
+    """
+    found = find_pcam_splits(source)
+    if found is None:
+        return None
+    if "" in found:
+        return found[""]
+    want = _PCAM_SPLIT_ALIASES.get(split or "train")
+    if want is None:
+        raise DataError(f"unknown PCam split {split!r}: choose train, val or test")
+    if want not in found:
+        raise DataError(f"no PCam {want} split in {source}: expected "
+                        f"camelyonpatch_level_2_split_{want}_x.h5 (found {sorted(found)})")
+    return found[want]

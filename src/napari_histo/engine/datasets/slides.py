@@ -214,3 +214,100 @@ class SlidePatchDataset(Dataset):  # type: ignore[type-arg]
         for s in self._slides.values():
             s.close()
         self._slides.clear()
+
+
+# ------------------------------------------------------------------ segmentation from slides
+
+#: pixels (at the training mpp) that slide regions for segmentation may hold in memory in all
+#: (uint8 RGB + labels: 4 bytes a pixel, so about 1 GiB)
+MAX_REGION_PIXELS = 2**28
+
+
+class _LabelSource:
+    """Label windows of one slide at any resolution, from a mask or annotations (level 0)."""
+
+    def __init__(self, slide: Any, truth: tuple[str, str] | None) -> None:
+        self.kind = truth[0] if truth else None
+        self.anns: list[Any] = []
+        self.mask: Any = None
+        h0, w0 = slide.shape
+        if truth is None:
+            return
+        if truth[0] == "annotations":
+            from napari_histo.io.annotations import read_annotations
+
+            self.anns = read_annotations(truth[1], extent=(h0, w0))
+        else:
+            from napari_histo.io.masks import open_mask
+
+            self.mask = open_mask(truth[1])
+            mh, mw = self.mask.shape
+            self.sy, self.sx = h0 / mh, w0 / mw  # slide level-0 px per mask px
+
+    def window(self, origin: tuple[float, float], size: int, ds: float) -> npt.NDArray[np.uint8]:
+        """(size, size) labels whose top-left is level-0 ``origin``, ``ds`` level-0 px a pixel."""
+        if self.kind == "annotations":
+            from napari_histo.io.annotations import rasterize_annotations
+
+            return rasterize_annotations(self.anns, (size, size), downsample=ds, origin=origin)
+        if self.mask is None:
+            return np.zeros((size, size), np.uint8)
+        m = self.mask
+        lvl = m.level_for_downsample(ds / max(self.sy, self.sx))
+        d = float(m.metadata.level_downsamples[lvl])
+        # centres of the output pixels, in mask-level pixels
+        cy = (origin[0] + (np.arange(size) + 0.5) * ds) / (self.sy * d)
+        cx = (origin[1] + (np.arange(size) + 0.5) * ds) / (self.sx * d)
+        y0, x0 = int(np.floor(cy[0])), int(np.floor(cx[0]))
+        y1, x1 = int(np.floor(cy[-1])) + 1, int(np.floor(cx[-1])) + 1
+        arr = np.asarray(m.read_region((int(round(y0 * d)), int(round(x0 * d))), lvl,
+                                       (y1 - y0, x1 - x0)))
+        iy = np.clip(np.floor(cy).astype(int) - y0, 0, arr.shape[0] - 1)
+        ix = np.clip(np.floor(cx).astype(int) - x0, 0, arr.shape[1] - 1)
+        out = arr[iy[:, None], ix[None, :]]
+        if out.size and int(out.max()) > 63:
+            raise DataError(f"mask of {getattr(m, 'name', 'slide')} has value {int(out.max())}: "
+                            "expected class indices 0..63 or a 0/255 binary mask")
+        return out.astype(np.uint8)
+
+    def close(self) -> None:
+        if self.mask is not None:
+            self.mask.close()
+
+
+def slide_regions(slide_path: str | Path, truth: tuple[str, str] | None, *, mpp: float,
+                  size: int, max_per_class: int = 64, seed: int = 0,
+                  tissue_fn: Callable[[Any], Any] | None = None) -> list[Any]:
+    """Labelled ``size`` x ``size`` regions at ``mpp`` of one slide, for segmentation.
+
+    Region centres lie on a ``size`` grid inside tissue (``engine.tissue.tissue_map``); a
+    region counts as tumour (its label) when any of it is labelled, and tumour/normal regions
+    are balanced (at most ``max_per_class`` each). Each region is read from the pyramid level
+    nearest ``mpp`` (``Slide.read_region``) and resampled; its label map is the mask sampled
+    at the same pixels, or the annotations rasterised there. Returns
+    :class:`~napari_histo.engine.datasets.segmentation.ArraySample` items grouped by slide.
+    """
+    from napari_histo.engine.datasets.segmentation import ArraySample
+    from napari_histo.io.slide import open_slide
+
+    patches = sample_slide_patches(slide_path, truth, mpp=mpp, context_size=size,
+                                   center_size=size, stride=size, max_per_class=max_per_class,
+                                   tissue_fn=tissue_fn, seed=seed)
+    reader = SlidePatchDataset(patches, mpp, size)
+    out: list[Any] = []
+    with open_slide(slide_path) as slide:
+        labels = _LabelSource(slide, truth)
+        try:
+            level = slide.level_for_mpp(mpp)
+            d = float(slide.metadata.level_downsamples[level])
+            n = int(round(size * mpp / (float(slide.mpp[1]) * d)))
+            ds = n * d / size  # level-0 px per training px
+            for i, p in enumerate(patches):
+                img = reader.read(i)
+                y0, x0 = int(round(p.y - n * d / 2)), int(round(p.x - n * d / 2))
+                lab = labels.window((y0, x0), size, ds)
+                out.append(ArraySample(img, lab, None, p.group, f"{p.group}@{p.y},{p.x}"))
+        finally:
+            labels.close()
+            reader.close()
+    return out

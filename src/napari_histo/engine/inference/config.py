@@ -67,6 +67,8 @@ class InferenceConfig:
         dask.distributed address or ``local:N``.
     readers : int
         Threads reading and decoding tiles ahead of the model.
+    tta : bool
+        Test-time augmentation: average probabilities over flips/rot90 (8x the compute).
     """
 
     mpp: float | None = None
@@ -88,6 +90,7 @@ class InferenceConfig:
     scheduler: str | None = None
     readers: int = 4
     amp: bool = False
+    tta: bool = False
 
     def __post_init__(self) -> None:
         """Check every field: types, finite numbers and the ranges of :mod:`core.limits`."""
@@ -118,7 +121,7 @@ class InferenceConfig:
                 f"batch_size {self.batch_size} x {side} x {side} px is more input than one "
                 f"forward pass may hold ({MAX_BATCH_PIXELS / 1e6:.0f} Mpx); lower batch_size")
         fix("threshold", number("threshold", self.threshold, 0.0, 1.0))
-        for name in ("tissue_only", "resume", "overwrite", "amp"):
+        for name in ("tissue_only", "resume", "overwrite", "amp", "tta"):
             if not isinstance(getattr(self, name), bool):
                 raise ConfigError(f"{name} must be true or false, got {getattr(self, name)!r}")
         if not isinstance(self.device, str) or len(self.device) > 64:

@@ -243,7 +243,8 @@ def predict_slide(source: Any, model: Any, cfg: InferenceConfig | None = None, *
             raise ConfigError(f"distributed prediction of {source} failed (see messages)")
         return results[0]
     loaded = as_loaded(model, cfg.device)
-    runner = Runner(loaded, cfg.batch_size, pad_batches=out_path is not None, amp=cfg.amp)
+    runner = Runner(loaded, cfg.batch_size, pad_batches=out_path is not None, amp=cfg.amp,
+                    tta=cfg.tta)
     slide, own = _open(source)
     lock = StoreLock(out_path) if out_path is not None else None
     try:

@@ -25,11 +25,17 @@ from napari_histo.core.limits import (
     integer,
     number,
 )
-from napari_histo.engine.models.classifier import SmallCNN, build_timm, build_torchvision
+from napari_histo.engine.models.classifier import (
+    WEIGHTS_ATTR,
+    SmallCNN,
+    build_timm,
+    build_torchvision,
+)
 from napari_histo.engine.models.unet import UNet
 
 __all__ = ["PRESETS", "SEGMENTATION_MODELS", "CLASSIFICATION_MODELS", "build_model",
-           "check_model_budget", "count_params", "make_spec", "model_task", "validate_spec", "UNet", "SmallCNN"]
+           "check_model_budget", "count_params", "make_spec", "model_task", "validate_spec", "UNet", "SmallCNN",
+           "supports_pretrained", "weights_info"]
 
 #: spec keys that make a model read weights from outside its checkpoint
 EXTERNAL_WEIGHT_KEYS = ("pretrained", "weights")
@@ -42,6 +48,24 @@ UNET_PRESETS: dict[str, dict[str, Any]] = {
 SEGMENTATION_MODELS = tuple(UNET_PRESETS)
 CLASSIFICATION_MODELS = ("cnn-small", "resnet18", "resnet50", "inception_v3")
 PRESETS = SEGMENTATION_MODELS + CLASSIFICATION_MODELS
+#: presets with published pretrained weights (plus every ``timm:<name>``)
+PRETRAINED_MODELS = ("resnet18", "resnet50", "inception_v3")
+
+
+def supports_pretrained(name: str) -> bool:
+    """Whether ``name`` can start from pretrained weights (``pretrained``/``weights``)."""
+    return name in PRETRAINED_MODELS or name.startswith("timm:")
+
+
+def weights_info(model: nn.Module) -> dict[str, Any]:
+    """Where a freshly built model's starting weights came from, and their normalisation.
+
+    ``{"origin": {"kind": "none"}}`` for random initialisation;
+    ``{"origin": {"kind": "file", "name", "sha256", ...} | {"kind": "hub", "id", ...},
+    "mean": [3 floats], "std": [3 floats]}`` when pretrained weights were loaded.
+    """
+    info = getattr(model, WEIGHTS_ATTR, None)
+    return dict(info) if isinstance(info, dict) else {"origin": {"kind": "none"}}
 
 
 def model_task(name: str) -> str:

@@ -30,6 +30,13 @@ OPTIMIZERS = ("adamw", "adam", "sgd")
 SCHEDULERS = ("onecycle", "cosine", "none")
 LOSSES = ("auto", "ce", "dice", "ce+dice", "focal", "focal+dice")
 STAIN = (None, "macenko", "reinhard")
+#: epochs of a run given neither ``epochs`` nor ``time_limit_min``
+DEFAULT_EPOCHS = 20
+#: auto training resolution for segmentation when the data's is known (never finer than the
+#: data): 4x GlaS' 0.62 um/px, the gland/tissue scale the README benchmark is tuned on
+SEGMENT_AUTO_MPP = 2.48
+#: best-checkpoint selection: raw val metric, its EMA over epochs, or EMA of the weights
+SELECTIONS = ("auto", "raw", "smoothed", "ema")
 
 
 @dataclass(frozen=True)
@@ -41,13 +48,16 @@ class TrainConfig:
     out_dir: str = "runs/train"
     model: str = "auto"
     model_kwargs: dict[str, Any] = field(default_factory=dict)
-    epochs: int = 20
+    #: None: until ``time_limit_min`` runs out (the LR schedule spans the time), else 20
+    epochs: int | None = None
     lr: float = 2e-3
     weight_decay: float = 1e-4
     optimizer: str = "adamw"
     scheduler: str = "onecycle"
-    batch_size: int = 8
-    patch_size: int = 256
+    #: None: 16 for patches <= 128 px, else 8
+    batch_size: int | None = None
+    #: None: 128 px for segmentation at >= 2 um/px, else 256
+    patch_size: int | None = None
     mpp: float | None = None
     data_mpp: float | None = None
     num_classes: int | None = None
@@ -59,9 +69,15 @@ class TrainConfig:
     val_groups: tuple[str, ...] = ()
     seed: int = 0
     augment: bool = True
+    #: strength of the stain augmentation (RandStainNA + HED jitter); 0 = mild colour only
+    stain_augment: float = 1.0
     stain_norm: str | None = None
     stain_reference: str | None = None
     init_checkpoint: str | None = None
+    #: start from the backbone's published weights (torchvision/timm cache, downloaded online)
+    pretrained: bool = False
+    #: start from a local weights file (plain state dict .pt/.pth or .safetensors)
+    weights: str | None = None
     #: keep batch-norm statistics fixed (fine-tuning on a few, biased patches)
     freeze_norm: bool = False
     early_stopping_patience: int | None = 15
@@ -79,6 +95,10 @@ class TrainConfig:
     center_size: int | None = None
     resume: bool = False
     preview: bool = True
+    #: group k-fold cross-validation (engine.training.crossval); None = one train/val split
+    folds: int | None = None
+    #: how the best checkpoint is picked (see loop._monitor_value); auto = the measured default
+    selection: str = "auto"
 
     def __post_init__(self) -> None:
         def fix(name: str, value: Any) -> None:
@@ -102,15 +122,18 @@ class TrainConfig:
         if self.task not in TASKS:
             raise ConfigError(f"task must be one of {TASKS}, got {self.task!r}")
         if self.model == "auto":
-            fix("model", "unet-small" if self.task == "segment" else "cnn-small")
+            transfer = self.pretrained is True or bool(self.weights)
+            fix("model", "unet-small" if self.task == "segment" else
+                ("resnet18" if transfer else "cnn-small"))
         from napari_histo.engine.models import model_task
 
         if model_task(self.model) != self.task:
             raise ConfigError(f"model {self.model!r} is for task {model_task(self.model)!r}, "
                               f"not {self.task!r}")
+        self._auto_sizes()
         # every number: right type, finite, in a sane range (core.limits)
         ints: dict[str, tuple[int | None, int | None, bool]] = {
-            "epochs": (1, 100_000, False),
+            "epochs": (1, 100_000, True),
             "batch_size": (*BATCH_RANGE, False),
             "patch_size": (16, PATCH_RANGE[1], False),
             "num_classes": (*NUM_CLASSES_RANGE, True),
@@ -121,6 +144,7 @@ class TrainConfig:
             "steps_per_epoch": (1, 10_000_000, True),
             "val_tile": (16, TILE_RANGE[1], False),
             "center_size": (1, PATCH_RANGE[1], True),
+            "folds": (2, 100, True),
         }
         if self.num_classes is not None and isinstance(self.num_classes, int) \
                 and not isinstance(self.num_classes, bool) and self.num_classes < 2:
@@ -170,15 +194,19 @@ class TrainConfig:
                 f"batch_size {self.batch_size} x {self.patch_size} x {self.patch_size} px is "
                 f"more input than one training step may hold ({MAX_BATCH_PIXELS / 1e6:.0f} "
                 "Mpx); lower batch_size or patch_size")
+        if self.selection not in SELECTIONS:
+            raise ConfigError(f"selection must be one of {SELECTIONS}, got {self.selection!r}")
         if self.optimizer not in OPTIMIZERS:
             raise ConfigError(f"optimizer must be one of {OPTIMIZERS}, got {self.optimizer!r}")
         if self.scheduler not in SCHEDULERS:
             raise ConfigError(f"scheduler must be one of {SCHEDULERS}, got {self.scheduler!r}")
         if self.loss not in LOSSES:
             raise ConfigError(f"loss must be one of {LOSSES}, got {self.loss!r}")
+        fix("stain_augment", number("stain_augment", self.stain_augment, 0.0, 4.0))
         if self.stain_norm not in STAIN:
             raise ConfigError(f"stain_norm must be macenko, reinhard or None, got {self.stain_norm!r}")
-        for name in ("stain_reference", "init_checkpoint"):
+        self._check_weights()
+        for name in ("stain_reference", "init_checkpoint", "weights"):
             v = getattr(self, name)
             if v is not None and not isinstance(v, (str, Path)):
                 raise ConfigError(f"{name} must be a file path, got {v!r}")
@@ -189,6 +217,45 @@ class TrainConfig:
 
             check_model_budget(validate_spec({"name": self.model, **self.model_kwargs},
                                              where="model_kwargs"))
+
+    def _auto_sizes(self) -> None:
+        """Fill the "not given" (None) mpp, patch_size and batch_size from the task and data."""
+        def given(v: Any) -> bool:
+            return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) \
+                and v > 0
+
+        if self.task == "segment" and self.mpp is None and given(self.data_mpp):
+            object.__setattr__(self, "mpp", max(float(self.data_mpp), SEGMENT_AUTO_MPP))
+        if self.patch_size is None:
+            coarse = self.task == "segment" and given(self.mpp) and self.mpp >= 2.0
+            object.__setattr__(self, "patch_size", 128 if coarse else 256)
+        if self.batch_size is None:
+            small = isinstance(self.patch_size, int) and self.patch_size <= 128
+            object.__setattr__(self, "batch_size", 16 if small else 8)
+
+    def _check_weights(self) -> None:
+        """``pretrained``/``weights``: right types, a model that has such weights, no --init."""
+        from napari_histo.engine.models import supports_pretrained
+
+        if not isinstance(self.pretrained, bool):
+            raise ConfigError(f"pretrained must be true or false, got {self.pretrained!r}")
+        if self.weights is not None and not isinstance(self.weights, (str, Path)):
+            raise ConfigError(f"weights must be a file path, got {self.weights!r}")
+        if self.weights is not None:
+            object.__setattr__(self, "weights", str(self.weights))
+        if (self.pretrained or self.weights) and not supports_pretrained(self.model):
+            raise ConfigError(f"model {self.model!r} has no pretrained weights; --pretrained and "
+                              "--weights need resnet18, resnet50, inception_v3 or timm:<name>")
+        if self.weights and self.init_checkpoint:
+            raise ConfigError("give either weights (a backbone's weights file) or "
+                              "init_checkpoint (a napari-histo checkpoint to fine-tune), not both")
+
+    @property
+    def max_epochs(self) -> int | None:
+        """Epochs to run: ``epochs`` if given; else None (unbounded) with a time limit, else 20."""
+        if self.epochs is not None:
+            return int(self.epochs)
+        return None if self.time_limit_min else DEFAULT_EPOCHS
 
     @property
     def scale(self) -> float:

@@ -22,7 +22,7 @@ from napari_histo.engine.datasets import (
     PCamDataset,
     SegmentationDataset,
     find_classification_items,
-    find_pcam,
+    find_pcam_splits,
     find_segmentation_pairs,
     load_pairs,
     split_by_group,
@@ -63,14 +63,32 @@ def _stain_params(cfg: TrainConfig, first_image: np.ndarray | None,
     return fit_stain(ref, cfg.stain_norm)
 
 
-def segmentation_samples(cfg: TrainConfig, arrays: list[ArraySample] | None = None) -> list[ArraySample]:
-    """All labelled samples of the config's data folders plus ``arrays``, at training mpp."""
+def segmentation_samples(cfg: TrainConfig, arrays: list[ArraySample] | None = None,
+                         mpp: float | None = None) -> list[ArraySample]:
+    """All labelled samples of the config's data plus ``arrays``, at training mpp.
+
+    A data entry is a folder of image/mask pairs (``images/`` + ``labels/``), or a slide /
+    folder of slides each with a ``NAME_mask.*`` or ``NAME.xml``/``NAME.geojson`` beside it:
+    those give tissue regions at ``mpp`` (default ``cfg.mpp``), tumour/normal balanced.
+    """
     samples: list[ArraySample] = []
+    mpp = mpp if mpp is not None else cfg.mpp
     for src in cfg.data:
         p = Path(src)
         if p.is_dir() and not any(p.iterdir()):
             raise DataError(f"data folder {p} is empty")
-        samples += load_pairs(find_segmentation_pairs(p, cfg.group_by), cfg.scale)
+        slides, unlabelled = _slide_sources((src,))
+        if slides:
+            samples += _slide_region_samples(cfg, slides, mpp)
+            continue
+        try:
+            samples += load_pairs(find_segmentation_pairs(p, cfg.group_by), cfg.scale)
+        except DataError as err:
+            if unlabelled:
+                raise DataError(
+                    f"{p} holds slides ({', '.join(unlabelled[:3])}) but none has ground truth "
+                    "beside it: NAME_mask.tif / NAME_mask.png or NAME.xml / NAME.geojson") from err
+            raise
     for a in arrays or []:  # copies: stain normalisation must not touch the caller's arrays
         samples.append(ArraySample(a.image, a.labels, a.weights, a.group, a.name).rescaled(cfg.scale))
     if not samples:
@@ -78,10 +96,48 @@ def segmentation_samples(cfg: TrainConfig, arrays: list[ArraySample] | None = No
     return samples
 
 
+def _slide_region_samples(cfg: TrainConfig, slides: list[tuple[str, tuple[str, str] | None]],
+                          mpp: float | None) -> list[ArraySample]:
+    """Balanced tissue regions (patch_size at ``mpp``) of labelled slides, bounded in memory."""
+    from napari_histo.engine.datasets.slides import MAX_REGION_PIXELS, slide_regions
+
+    if mpp is None:
+        raise ConfigError("training from slides needs the resolution: set mpp (um/px)")
+    per_class = max(1, min(512, MAX_REGION_PIXELS // (2 * len(slides) * cfg.patch_size**2)))
+    out: list[ArraySample] = []
+    for i, (path, truth) in enumerate(slides):
+        if truth is None:
+            raise DataError(f"{Path(path).name} has no ground truth beside it: NAME_mask.tif / "
+                            "NAME_mask.png or NAME.xml / NAME.geojson")
+        out += slide_regions(path, truth, mpp=mpp, size=cfg.patch_size,
+                             max_per_class=per_class, seed=cfg.seed + i)
+    return out
+
+
+def slides_mpp(cfg: TrainConfig) -> float | None:
+    """Training mpp: ``cfg.mpp``, else (training from slides) the coarsest level-0 mpp of the
+    slides, so every slide can provide it; None when neither is known."""
+    if cfg.mpp is not None:
+        return float(cfg.mpp)
+    slides, _ = _slide_sources(cfg.data)
+    if not slides:
+        return None
+    from napari_histo.io.slide import open_slide
+
+    mpps = []
+    for path, _truth in slides:
+        with open_slide(path) as s:
+            if s.mpp is None:
+                raise ConfigError(f"{Path(path).name} has no microns-per-pixel: set mpp (um/px)")
+            mpps.append(float(s.mpp[1]))
+    return max(mpps)
+
+
 def build_segmentation(cfg: TrainConfig, arrays: list[ArraySample] | None = None,
                        stain: dict[str, Any] | None = None) -> DataBundle:
     """Load, split by group, stain-normalise; return the bundle."""
-    samples = segmentation_samples(cfg, arrays)
+    mpp = slides_mpp(cfg)
+    samples = segmentation_samples(cfg, arrays, mpp)
     max_label = max(int(s.labels[s.labels != IGNORE_INDEX].max(initial=0)) for s in samples)
     n_cls = cfg.num_classes or max(2, max_label + 1)
     if max_label >= n_cls:
@@ -105,7 +161,7 @@ def build_segmentation(cfg: TrainConfig, arrays: list[ArraySample] | None = None
 
         for s in {id(s): s for s in train_s + val_s}.values():
             s.image = normalize_image(s.image, stain)
-    pre = default_preprocessing(mpp=cfg.mpp, patch_size=cfg.patch_size, stain=stain)
+    pre = default_preprocessing(mpp=mpp, patch_size=cfg.patch_size, stain=stain)
     counts = np.zeros(n_cls, np.int64)
     for s in train_s:
         counts += np.bincount(s.labels[s.labels != IGNORE_INDEX].ravel(), minlength=n_cls)[:n_cls]
@@ -114,11 +170,14 @@ def build_segmentation(cfg: TrainConfig, arrays: list[ArraySample] | None = None
                       counts.tolist())
 
 
-def _slide_sources(data: tuple[str, ...]) -> list[tuple[str, tuple[str, str] | None]]:
-    """(slide, truth) for data entries that are slides or folders of annotated slides."""
+def _slide_sources(data: tuple[str, ...]) -> tuple[list[tuple[str, tuple[str, str] | None]],
+                                                   list[str]]:
+    """((slide, truth), ...) for data entries that are slides or folders of annotated slides,
+    and the names of slides in those folders that have no ground truth."""
     from napari_histo.engine.datasets.slides import SLIDE_SUFFIXES, find_slide_truth
 
     out: list[tuple[str, tuple[str, str] | None]] = []
+    unlabelled: list[str] = []
     for src in data:
         p = Path(src)
         if p.is_file() and p.suffix.lower() in SLIDE_SUFFIXES:
@@ -130,43 +189,68 @@ def _slide_sources(data: tuple[str, ...]) -> list[tuple[str, tuple[str, str] | N
                     truth = find_slide_truth(f)
                     if truth is not None:
                         out.append((str(f), truth))
-    return out
+                    else:
+                        unlabelled.append(f.name)
+    return out, unlabelled
+
+
+def _default_center(patch_size: int) -> int:
+    """CAMELYON's rule: tumour if the centre 128 px hold tumour (of a 299 px context); at most
+    half the patch for smaller patches."""
+    return max(1, min(128, patch_size // 2))
 
 
 def build_classification(cfg: TrainConfig, stain: dict[str, Any] | None = None) -> DataBundle:
-    """Patches from class folders, CSV indexes or PCam HDF5; split by group."""
+    """Patches from class folders, CSV indexes, PCam HDF5 or annotated slides.
+
+    Class folders, CSVs, slides and an unsplit HDF5 file are split by group (slide, patient).
+    A standard PCam folder keeps its fixed splits: train on ``train``, validate on ``valid``;
+    ``test`` is never read here (``evaluate_checkpoint(..., split="test")``). Slides give
+    tissue patches of ``patch_size`` at the training mpp labelled by the CAMELYON centre rule
+    (``center_size``, default 128 px), tumour/normal balanced per slide.
+    """
     if not cfg.data:
         raise DataError("no training data: give class folders, a CSV path,label[,group] or PCam h5")
-    pcam = find_pcam(cfg.data[0])
-    slides = _slide_sources(cfg.data)
+    pcam = find_pcam_splits(cfg.data[0])
+    slides, _ = _slide_sources(cfg.data)
+    mpp = cfg.mpp
+    fixed: tuple[Any, Any] | None = None  # (train, val) of a dataset with fixed splits
     if slides:
         from napari_histo.engine.datasets.slides import SlidePatchDataset, sample_slide_patches
 
-        if cfg.mpp is None:
-            raise ConfigError("training from slides needs the resolution: set mpp (um/px)")
-        center = cfg.center_size or max(1, cfg.patch_size // 2)
+        mpp = slides_mpp(cfg)
+        assert mpp is not None
+        center = cfg.center_size or _default_center(cfg.patch_size)
         patches = []
-        for path, truth in slides:
-            patches += sample_slide_patches(path, truth, mpp=cfg.mpp, context_size=cfg.patch_size,
-                                            center_size=center, seed=cfg.seed)
-        full = SlidePatchDataset(patches, cfg.mpp, cfg.patch_size)
+        for i, (path, truth) in enumerate(slides):
+            patches += sample_slide_patches(path, truth, mpp=mpp, context_size=cfg.patch_size,
+                                            center_size=center, seed=cfg.seed + i)
+        full = SlidePatchDataset(patches, mpp, cfg.patch_size)
         n = int(full.labels.max()) + 1
         names = list(cfg.class_names or (["normal", "tumor"] if n <= 2 else
                                          [f"class_{i}" for i in range(n)]))
         labels = full.labels
     elif pcam is not None:
-        x, y, meta = pcam
-        groups = None
-        if meta is not None:
-            import csv
-
-            with open(meta, newline="") as f:
-                rows = list(csv.DictReader(f))
-            col = next((c for c in ("wsi", "slide", "group") if rows and c in rows[0]), None)
-            groups = [r[col] for r in rows] if col else None
-        full = PCamDataset(x, y, cfg.patch_size, groups=groups)
         names = list(cfg.class_names or ["normal", "tumor"])
-        labels = full.labels
+        if "" in pcam:  # one unsplit file: split it by group (meta.csv wsi) like any set
+            full = _pcam_dataset(pcam[""], cfg.patch_size, "")
+            labels = full.labels
+        else:  # standard PCam: train on train, validate on valid; test only when evaluating
+            if "train" not in pcam:
+                raise DataError(f"no PCam train split in {cfg.data[0]}: expected "
+                                "camelyonpatch_level_2_split_train_x.h5")
+            if cfg.val_groups:
+                raise ConfigError("PCam has a fixed validation split (valid): leave val_groups "
+                                  "empty")
+            train_ds = _pcam_dataset(pcam["train"], cfg.patch_size, "train")
+            val_ds = (_pcam_dataset(pcam["valid"], cfg.patch_size, "valid") if "valid" in pcam
+                      else None)
+            if val_ds is None:
+                warnings.warn(f"no PCam valid split in {cfg.data[0]}: validating on a group "
+                              "split of train", stacklevel=2)
+                full, labels = train_ds, train_ds.labels
+            else:
+                fixed = (train_ds, val_ds)
     else:
         records = []
         for src in cfg.data:
@@ -178,9 +262,12 @@ def build_classification(cfg: TrainConfig, stain: dict[str, Any] | None = None) 
             raise DataError(f"classification needs >= 2 classes; found only {names}")
         full = PatchDataset.from_records(records, names, cfg.patch_size, cfg.scale)
         labels = full.labels
-    tr, va = split_by_group(full.groups, val_fraction=cfg.val_fraction, seed=cfg.seed,
-                            val_groups=cfg.val_groups or None, labels=labels)
-    train, val = full.subset(tr), full.subset(va)
+    if fixed is not None:
+        train, val = fixed
+    else:
+        tr, va = split_by_group(full.groups, val_fraction=cfg.val_fraction, seed=cfg.seed,
+                                val_groups=cfg.val_groups or None, labels=labels)
+        train, val = full.subset(tr), full.subset(va)
     if cfg.stain_norm or stain:
         first = train.get_batch([0], None)[0][0].numpy() if len(train) and not stain else None
         stain = _stain_params(cfg, first, stain)
@@ -192,12 +279,39 @@ def build_classification(cfg: TrainConfig, stain: dict[str, Any] | None = None) 
                 for i, im in enumerate(ds.images):
                     ds.images[i] = cache.setdefault(id(im), normalize_image(im, stain))
     ctx = cfg.patch_size
-    center = cfg.center_size or (max(1, cfg.patch_size // 2) if slides else None)
-    pre = default_preprocessing(mpp=cfg.mpp, patch_size=cfg.patch_size, stain=stain,
+    center = cfg.center_size or (_default_center(cfg.patch_size) if slides else None)
+    pre = default_preprocessing(mpp=mpp, patch_size=cfg.patch_size, stain=stain,
                                 context_size=ctx, center_size=center)
     counts = np.bincount(train.labels, minlength=len(names)).tolist()
     return DataBundle("classify", names, train, val, pre, sorted(set(train.groups)),
                       sorted(set(val.groups)), counts)
+
+
+def _pcam_dataset(files: tuple[Path, Path, Path | None], patch_size: int,
+                  split: str) -> PCamDataset:
+    """A lazily read PCam split; groups from its meta.csv (``wsi``) when present, else one
+    group per patch (unsplit file) or the split name (fixed split)."""
+    x, y, meta = files
+    groups = None
+    if meta is not None:
+        import csv
+
+        try:
+            with open(meta, newline="", encoding="utf-8-sig") as f:
+                rows = list(csv.DictReader(f))
+        except (OSError, UnicodeDecodeError, csv.Error) as err:
+            raise DataError(f"cannot read PCam meta {meta}: {err}") from err
+        col = next((c for c in ("wsi", "slide", "group") if rows and c in rows[0]), None)
+        groups = [r[col] for r in rows] if col else None
+    ds = PCamDataset(x, y, patch_size)
+    if groups is not None and len(groups) != len(ds):
+        raise DataError(f"{meta.name if meta else 'meta'} lists {len(groups)} rows for "
+                        f"{len(ds)} patches")
+    if groups is None and split:
+        groups = [f"pcam_{split}"] * len(ds)
+    if groups is not None:
+        ds.groups = [str(g) for g in groups]
+    return ds
 
 
 def build_data(cfg: TrainConfig, arrays: list[ArraySample] | None = None,

@@ -20,31 +20,48 @@ from napari_histo.engine.datasets import (
     PCamDataset,
     find_classification_items,
     find_pcam,
+    find_pcam_splits,
     find_segmentation_pairs,
     load_pairs,
 )
 from napari_histo.engine.training.losses import SegClsLoss
 from napari_histo.engine.training.pipeline import BatchMaker
 from napari_histo.engine.training.validate import validate_classification, validate_segmentation
+from napari_histo.engine.uncertainty import metric_cis, validation_warnings
 
 
 def evaluate_checkpoint(checkpoint: str | Path, data: Sequence[str | Path], *, split: str = "all",
                         data_mpp: float | None = None, device: str = "auto", batch_size: int = 8,
                         group_by: str | None = None, out_dir: str | Path | None = None,
-                        ) -> Task[dict[str, Any]]:
+                        tta: bool = False) -> Task[dict[str, Any]]:
     """Metrics (accuracy, dice, iou, precision, recall, auc, loss, confusion) of a checkpoint.
 
     ``split`` = "val"/"train" keeps only the groups the run used for that side (stored in the
-    checkpoint); "all" uses every item. ``data_mpp`` defaults to the run's setting.
+    checkpoint); "all" uses every item. A standard PCam folder has fixed files instead:
+    ``split`` = "train"/"val"/"test" picks one (the test split is read only when asked). ``data_mpp`` defaults to the run's setting.
+    ``tta`` averages the model over flips/rot90 (``engine.transforms.TTAModel``).
     """
     lm = load_checkpoint(checkpoint, device)
+    model = lm.model
+    if tta:
+        from napari_histo.engine.transforms import TTAModel
+
+        model = TTAModel(lm.model).eval()
     cfg = dict(lm.extra.get("config") or {})
     data_mpp = data_mpp if data_mpp is not None else cfg.get("data_mpp")
     mpp = lm.preprocessing.get("mpp")
     scale = float(data_mpp) / float(mpp) if (data_mpp and mpp) else 1.0
     group_by = group_by or cfg.get("group_by") or "auto"
     keep: set[str] | None = None
-    if split in ("val", "train"):
+    # a standard PCam folder has fixed train/valid/test files: the split picks the file
+    pcam_splits = find_pcam_splits(data[0]) if lm.task == "classify" and data else None
+    fixed_pcam = pcam_splits is not None and "" not in pcam_splits
+    if split == "test" and not fixed_pcam:
+        raise DataError("split 'test' needs data with a fixed test split (a PCam folder with "
+                        "camelyonpatch_level_2_split_test_x.h5); use val, train or all")
+    if fixed_pcam and split == "all":
+        raise DataError(f"{data[0]} holds fixed PCam splits: choose --split test, val or train")
+    if split in ("val", "train") and not fixed_pcam:
         groups = lm.extra.get("val_groups")
         if groups is None:
             raise DataError(f"{Path(checkpoint).name} does not record its validation groups; "
@@ -79,11 +96,15 @@ def evaluate_checkpoint(checkpoint: str | Path, data: Sequence[str | Path], *, s
         if mx >= n_cls:
             raise DataError(f"labels go up to {mx} but the model has {n_cls} classes")
         tile = max(512, int(pre.get("patch_size") or 256))
-        acc, _ = yield from validate_segmentation(lm.model, samples, pre, lm.device, loss_fn.cpu(),
+        acc, _ = yield from validate_segmentation(model, samples, pre, lm.device, loss_fn.cpu(),
                                                   n_cls, tile, keep_first=False)
         n_items = len(samples)
+        item_groups = [str(s.group) for s in samples]
+        n_pos = sum(int(((s.labels > 0) & (s.labels != 255)).any()) for s in samples)
+        unit = "images with foreground"
     else:
-        pcam = find_pcam(data[0])
+        pcam = (find_pcam(data[0], split if fixed_pcam else None)
+                if pcam_splits is not None else None)
         ds: Any
         if pcam is not None:
             ds = PCamDataset(pcam[0], pcam[1], int(pre["patch_size"]))
@@ -102,10 +123,19 @@ def evaluate_checkpoint(checkpoint: str | Path, data: Sequence[str | Path], *, s
 
                 ds.images = [normalize_image(im, pre["stain"]) for im in ds.images]
         maker = BatchMaker(ds, pre, None, int(pre["patch_size"]))
-        acc, _ = yield from validate_classification(lm.model, ds, maker, batch_size, lm.device,
+        acc, _ = yield from validate_classification(model, ds, maker, batch_size, lm.device,
                                                     loss_fn, n_cls)
         n_items = len(ds)
+        item_groups = [str(g) for g in ds.groups]
+        n_pos = int((np.asarray(ds.labels) > 0).sum())
+        unit = "positive patches"
     res = {k[4:]: v for k, v in acc.result("val").items()}
+    # 95 % intervals: bootstrap over images/patches, resampling whole groups (slides)
+    res.update({k[4:]: v for k, v in metric_cis(acc, item_groups, "val").items()})
+    res["groups"] = len(set(item_groups))
+    res["warnings"] = validation_warnings(n_pos, item_groups, unit=unit, folds_hint=False)
+    for text in res["warnings"]:
+        yield Message(text, level="warning")
     res["confusion"] = acc.cm.tolist()
     res["class_names"] = list(lm.class_names)
     res["items"] = n_items
@@ -117,9 +147,9 @@ def evaluate_checkpoint(checkpoint: str | Path, data: Sequence[str | Path], *, s
 
         out = Path(out_dir)
         out.mkdir(parents=True, exist_ok=True)
-        (out / "evaluation.json").write_text(json.dumps(
-            {k: (None if isinstance(v, float) and v != v else v) for k, v in res.items()}, indent=1))
+        (out / "evaluation.json").write_text(json.dumps(reports._clean(res), indent=1))
         fpr, tpr = acc.roc()
-        reports.plot_roc(out / "roc.png", fpr, tpr, float(res.get("auc", np.nan)), "ROC")
+        reports.plot_roc(out / "roc.png", fpr, tpr, float(res.get("auc", np.nan)), "ROC",
+                         res.get("auc_ci"))
         reports.plot_confusion(out / "confusion.png", acc.cm, lm.class_names, "Confusion")
     return res

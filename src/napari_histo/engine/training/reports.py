@@ -26,13 +26,54 @@ def _atomic_text(path: Path, text: str) -> None:
 def _clean(v: Any) -> Any:
     if isinstance(v, float) and not math.isfinite(v):
         return None
+    if isinstance(v, (list, tuple)):
+        return [_clean(x) for x in v]
+    if isinstance(v, dict):
+        return {k: _clean(x) for k, x in v.items()}
+    if isinstance(v, np.generic):
+        return _clean(v.item())
     return v
+
+
+def flat_metrics(metrics: dict[str, Any]) -> dict[str, float]:
+    """Numbers only, with each ``*_ci`` [low, high] as ``*_ci_lo`` / ``*_ci_hi`` (EpochEnd, CSV)."""
+    out: dict[str, float] = {}
+    for k, v in metrics.items():
+        if isinstance(v, (int, float)) and not isinstance(v, bool):
+            out[k] = float(v)
+        elif k.endswith("_ci") and isinstance(v, (list, tuple)) and len(v) == 2:
+            out[f"{k}_lo"] = float("nan") if v[0] is None else float(v[0])
+            out[f"{k}_hi"] = float("nan") if v[1] is None else float(v[1])
+    return out
+
+
+def write_summary(run_dir: Path, summary: dict[str, Any]) -> Path:
+    """``summary.json``: best epoch with its 95 % intervals, selection rule and warnings."""
+    path = run_dir / "summary.json"
+    _atomic_text(path, json.dumps(_clean(summary), indent=1))
+    return path
+
+
+def write_val_predictions(run_dir: Path, acc: Any, groups: Sequence[str]) -> Path | None:
+    """``val_predictions.npz``: per-item statistics of the best epoch's validation (scores,
+    truth, confusion counts, groups): what cross-validation pools out of fold."""
+    items = acc.per_item()
+    if items is None:
+        return None
+    path = run_dir / "val_predictions.npz"
+    tmp = run_dir / ".val_predictions.tmp.npz"
+    np.savez_compressed(tmp, groups=np.asarray(list(groups), dtype=str), **items)
+    os.replace(tmp, path)
+    return path
 
 
 def write_metrics(run_dir: Path, history: Sequence[dict[str, Any]]) -> None:
     """``metrics.json`` (list of per-epoch dicts) and ``metrics.csv`` (one row per epoch)."""
     rows = [{k: _clean(v) for k, v in h.items()} for h in history]
     _atomic_text(run_dir / "metrics.json", json.dumps(rows, indent=1))
+    rows = [{**{k: v for k, v in h.items() if not isinstance(v, list)},
+             **{k: (None if v != v else v) for k, v in flat_metrics(h).items() if "_ci_" in k}}
+            for h in rows]
     keys: list[str] = []
     for h in rows:
         keys += [k for k in h if k not in keys]
@@ -80,11 +121,17 @@ def plot_curves(run_dir: Path, history: Sequence[dict[str, Any]], task: str) -> 
     keys = ("accuracy", "dice") if task == "segment" else ("accuracy", "auc")
     for key in keys:
         for split, style in (("train", "-o"), ("val", "-s")):
-            ax2.plot(ep, series(f"{split}_{key}"), style, ms=3, label=f"{split} {key}")
+            line = ax2.plot(ep, series(f"{split}_{key}"), style, ms=3, label=f"{split} {key}")
+            ci = [h.get(f"{split}_{key}_ci") or [None, None] for h in history]
+            lo = [float("nan") if c[0] is None else float(c[0]) for c in ci]
+            hi = [float("nan") if c[1] is None else float(c[1]) for c in ci]
+            if any(v == v for v in lo):  # the 95 % bootstrap interval as a band
+                ax2.fill_between(ep, lo, hi, color=line[0].get_color(), alpha=0.15, lw=0)
     ax2.set_xlabel("epoch")
     ax2.set_ylabel("score")
     ax2.set_ylim(0, 1.02)
-    ax2.set_title("Accuracy / " + ("Dice" if task == "segment" else "ROC AUC"))
+    ax2.set_title("Accuracy / " + ("Dice" if task == "segment" else "ROC AUC")
+                  + " (bands: 95 % CI)")
     ax2.legend(loc="lower right")
     ax2.grid(alpha=0.3)
     path = run_dir / "plots" / "curves.png"
@@ -92,11 +139,15 @@ def plot_curves(run_dir: Path, history: Sequence[dict[str, Any]], task: str) -> 
     return path
 
 
-def plot_roc(path: Path, fpr: np.ndarray, tpr: np.ndarray, auc: float, title: str = "ROC") -> Path:
-    """ROC curve with its AUC."""
+def plot_roc(path: Path, fpr: np.ndarray, tpr: np.ndarray, auc: float, title: str = "ROC",
+             ci: Sequence[float | None] | None = None) -> Path:
+    """ROC curve with its AUC (and its 95 % interval when given)."""
     fig = _figure(4.5, 4.5)
     ax = fig.subplots()
-    ax.plot(fpr, tpr, lw=2, label=f"AUC = {auc:.3f}")
+    label = f"AUC = {auc:.3f}"
+    if ci is not None and len(ci) == 2 and all(c is not None and c == c for c in ci):
+        label += f" [{ci[0]:.2f}, {ci[1]:.2f}]"
+    ax.plot(fpr, tpr, lw=2, label=label)
     ax.plot([0, 1], [0, 1], "--", color="grey", lw=1)
     ax.set_xlabel("false positive rate")
     ax.set_ylabel("true positive rate")

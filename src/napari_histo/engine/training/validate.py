@@ -67,7 +67,7 @@ def validate_segmentation(model: nn.Module, samples: Sequence[ArraySample], pre:
                           keep_first: bool = True) -> Generator[Event, None, tuple[MetricAccumulator, np.ndarray | None]]:
     """Score every validation image; return the accumulator and the first image's probability."""
     model.eval()
-    acc = MetricAccumulator(num_classes)
+    acc = MetricAccumulator(num_classes, per_item=True)  # per-image counts: bootstrap CIs
     first_prob = None
     for i, s in enumerate(samples):
         logits = predict_logits(model, s.image, pre, device, tile, amp_dtype=amp_dtype,
@@ -91,7 +91,7 @@ def validate_classification(model: nn.Module, dataset: Any, make_batch: Any, bat
                             ) -> Generator[Event, None, tuple[MetricAccumulator, np.ndarray]]:
     """Score the validation patches (centre crops); return accumulator and all positive probs."""
     model.eval()
-    acc = MetricAccumulator(num_classes, exact_roc=True)
+    acc = MetricAccumulator(num_classes, exact_roc=True, per_item=True)
     n = len(dataset)
     probs_all = []
     batches = [list(range(i, min(n, i + batch_size))) for i in range(0, n, batch_size)]
