@@ -6,6 +6,9 @@ its message as a notification. Messages must say what was wrong and what to do a
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
+
 
 class HistoError(Exception):
     """Base of all errors napari-histo raises on purpose (bad input, bad config...)."""
@@ -87,3 +90,22 @@ def describe_failure(exc: BaseException) -> tuple[str, bool]:
         return one_line(f"{what}: {where}" if where else what), True
     return one_line(f"unexpected error ({type(exc).__name__}: {exc}); run with --verbose for "
                     "the traceback and please report it"), False
+
+
+@contextlib.contextmanager
+def reading(what: str, error: type[HistoError]) -> Iterator[None]:
+    """Turn whatever a third-party parser raises while reading ``what`` into one ``error``.
+
+    HistoErrors pass through; a MemoryError or RecursionError (a header claiming absurd
+    sizes, a structure nested without end) and anything else become one line naming
+    ``what``, so a corrupt file never surfaces as a library traceback.
+    """
+    try:
+        yield
+    except HistoError:
+        raise
+    except (MemoryError, RecursionError) as err:
+        raise error(f"{what} is too large or too deeply nested to read "
+                    f"({type(err).__name__}); the file is corrupt") from None
+    except Exception as err:
+        raise error(f"{what} is unreadable ({type(err).__name__}: {one_line(err, 200)})") from err

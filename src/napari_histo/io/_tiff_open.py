@@ -20,7 +20,7 @@ from typing import Any
 
 import numpy as np
 
-from napari_histo.core.errors import HistoError, SlideOpenError
+from napari_histo.core.errors import HistoError, SlideOpenError, reading
 from napari_histo.core.limits import check_decode, one_line
 from napari_histo.io._cache import TileCache
 from napari_histo.io._image import to_rgb8
@@ -80,17 +80,8 @@ def open_tiff_slide(
         Unreadable structure, or sizes beyond :mod:`napari_histo.core.limits` (refused
         from the header, before any pixel is decoded).
     """
-    with _quiet_tifffile():
-        try:
-            return _open_tiff_slide(path, cache=cache, key=key, labels=labels)
-        except HistoError:
-            raise
-        except (MemoryError, RecursionError) as err:
-            raise SlideOpenError(f"{path.name}: TIFF structure is too large or too deep to "
-                                 f"read ({type(err).__name__}); the file is corrupt") from None
-        except Exception as err:
-            raise SlideOpenError(f"{path.name}: TIFF structure is unreadable "
-                                 f"({type(err).__name__}: {one_line(err, 200)})") from err
+    with _quiet_tifffile(), reading(f"{path.name}: TIFF structure", SlideOpenError):
+        return _open_tiff_slide(path, cache=cache, key=key, labels=labels)
 
 
 @contextlib.contextmanager

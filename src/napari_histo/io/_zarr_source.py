@@ -15,8 +15,8 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from napari_histo.core.errors import HistoError, SlideOpenError
-from napari_histo.core.limits import MPP_RANGE, check_decode, check_image_size, one_line
+from napari_histo.core.errors import SlideOpenError, reading
+from napari_histo.core.limits import MPP_RANGE, check_decode, check_image_size
 from napari_histo.io._cache import TileCache
 from napari_histo.io._image import to_rgb8
 from napari_histo.io._pyramid import LevelArray, filler
@@ -166,16 +166,8 @@ def open_ome_zarr(
         Not an NGFF image, malformed metadata, or array sizes beyond
         :mod:`napari_histo.core.limits` (refused from the metadata, nothing is read).
     """
-    try:
+    with reading(f"{path.name}: OME-Zarr metadata", SlideOpenError):
         return _open_ome_zarr(path, cache=cache, key=key, labels=labels)
-    except HistoError:
-        raise
-    except (MemoryError, RecursionError) as err:
-        raise SlideOpenError(f"{path.name}: OME-Zarr metadata is too large or too deeply "
-                             f"nested ({type(err).__name__})") from None
-    except Exception as err:
-        raise SlideOpenError(f"{path.name}: OME-Zarr metadata is malformed "
-                             f"({type(err).__name__}: {one_line(err, 200)})") from err
 
 
 def _positive(v: Any) -> float | None:
