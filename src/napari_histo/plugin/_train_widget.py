@@ -11,6 +11,7 @@ Segment widget. Entry point: :class:`TrainWidget`.
 
 from __future__ import annotations
 
+import re
 import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -135,6 +136,11 @@ class TrainWidget(Container):
         self._val_spin = FloatSpinBox(label="validation fraction", min=0.0, max=0.9, step=0.05,
                                       value=0.25)
         self._group_edit = LineEdit(label="split by", value="auto")
+        self._folds_spin = SpinBox(
+            label="cross-validation folds", min=0, max=20, value=0,
+            tooltip="0: one train/validation split. K >= 2: group K-fold cross-validation; "
+                    "the metrics shown are out-of-fold (every group scored by a model that "
+                    "never saw it), with 95 % intervals; the model for use is fold 1's.")
         self._init_edit = FileEdit(label="start from", mode="r", filter="*.pt", nullable=True)
         self._out_edit = FileEdit(label="runs folder", mode="d",
                                   value=str(user_dir() / "runs"))
@@ -152,7 +158,7 @@ class TrainWidget(Container):
             self._shapes_combo, self._add_pair_button, self._pairs_label, self._folder_edit,
             self._task_combo, self._lr_spin, self._patch_spin, self._steps_spin,
             self._augment_check, self._stain_combo, self._stain_ref_edit, self._val_spin,
-            self._group_edit, self._init_edit, self._out_edit, self._preview_check])
+            self._group_edit, self._folds_spin, self._init_edit, self._out_edit, self._preview_check])
         self._advanced.visible = False
         self._advanced.margins = (0, 0, 0, 0)
         self._advanced_check.changed.connect(self._toggle_advanced)
@@ -178,6 +184,8 @@ class TrainWidget(Container):
         self._cfg: Any = None
         self._arrays: list[Any] | None = None
         self._epoch_t0 = 0.0
+        #: "fold 2/3 " while a cross-validation runs (prefixes the status line)
+        self._fold_prefix = ""
         self._task_combo.changed.connect(self._on_task)
         self._add_pair_button.changed.connect(self._on_add_pair)
         self._start_button.changed.connect(lambda *_: self.start())
@@ -249,6 +257,9 @@ class TrainWidget(Container):
         init_ckpt = str(init) if init not in (None, "") and Path(str(init)).is_file() else None
         if resume and self._cfg is not None:
             return self._cfg.replace(resume=True, epochs=int(self._epochs_spin.value))
+        folds = int(self._folds_spin.value)
+        if folds == 1:
+            raise ValueError("cross-validation needs at least 2 folds (0 turns it off)")
         runs = Path(str(self._out_edit.value))
         out_dir = runs / time.strftime("run-%Y%m%d-%H%M%S")
         return TrainConfig(
@@ -260,7 +271,8 @@ class TrainWidget(Container):
             val_fraction=float(self._val_spin.value), augment=bool(self._augment_check.value),
             stain_norm=stain, stain_reference=stain_ref if stain else None,
             init_checkpoint=init_ckpt,
-            steps_per_epoch=int(self._steps_spin.value) or None, resume=resume)
+            steps_per_epoch=int(self._steps_spin.value) or None, resume=resume,
+            folds=folds or None)
 
     def _to_arrays(self) -> list[Any]:
         arrays: list[Any] = []
@@ -311,6 +323,7 @@ class TrainWidget(Container):
             show_error(str(err))
             return None
         from napari_histo.engine.training import train
+        from napari_histo.engine.training.crossval import crossval
 
         preload_torch_training()
         self._cfg = cfg
@@ -320,7 +333,8 @@ class TrainWidget(Container):
         self._status_label.value = "preparing data..."
         self.warnings = []
         self._epoch_t0 = time.perf_counter()
-        self.handle = start_task(train, cfg, arrays=self._arrays or None,
+        self._fold_prefix = ""
+        self.handle = start_task(crossval if cfg.folds else train, cfg, arrays=self._arrays or None,
                                  on_event=self._on_event, on_returned=self._on_returned,
                                  on_finished=self._on_finished, desc="train", watch=self)
         return self.handle
@@ -363,15 +377,21 @@ class TrainWidget(Container):
             if ev.total:
                 self._progress_bar.max = int(ev.total)
                 self._progress_bar.value = min(int(ev.done), int(ev.total))
-            self._status_label.value = f"{ev.desc or 'train'} batch {ev.done}/{ev.total}"
+            self._status_label.value = (f"{self._fold_prefix}{ev.desc or 'train'} "
+                                        f"batch {ev.done}/{ev.total}")
         elif isinstance(ev, EpochEnd):
             self.curves.add_epoch(ev.epoch, ev.metrics)
             if ev.checkpoint:
                 self.last_checkpoint = str(ev.checkpoint)
                 self._use_button.enabled = True
                 self._start_preview(str(ev.checkpoint), ev.epoch)
-            self._status_label.value = f"epoch {ev.epoch}: {_metrics_text(ev.metrics)}"
+            self._status_label.value = (f"{self._fold_prefix}epoch {ev.epoch}: "
+                                        f"{_metrics_text(ev.metrics)}")
         elif isinstance(ev, Message):
+            fold = _FOLD_START.match(ev.text)
+            if fold:  # each fold is its own training run: its own curves
+                self._fold_prefix = f"fold {fold.group(1)} "
+                self.curves.clear()
             if ev.level == "warning":
                 self.warnings.append(ev.text)
             self._status_label.value = ev.text
@@ -388,7 +408,9 @@ class TrainWidget(Container):
         elif self.result is not None:
             best = getattr(self.result, "best_metrics", {}) or {}
             note = f" ({len(self.warnings)} warning(s): small validation)" if self.warnings else ""
-            self._status_label.value = (f"done: {Path(str(self.best_checkpoint)).name} "
+            folds = getattr(self.result, "folds", None)
+            scope = f" {len(folds)}-fold out-of-fold:" if isinstance(folds, list) else ""
+            self._status_label.value = (f"done: {Path(str(self.best_checkpoint)).name}{scope} "
                                         f"{_metrics_text(best)}{note}")
 
     def _start_preview(self, checkpoint: str, epoch: int) -> None:
@@ -418,6 +440,9 @@ class TrainWidget(Container):
 
         self._preview_handle = start_task(preview_job, checkpoint, crop, on_returned=_show,
                                           desc="preview", watch=self, progress_bar=False)
+
+
+_FOLD_START = re.compile(r"^fold (\d+/\d+): training")
 
 
 def _metrics_text(metrics: dict[str, Any]) -> str:

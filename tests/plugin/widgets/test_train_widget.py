@@ -98,3 +98,31 @@ def test_stop_and_resume(make_napari_viewer, qtbot, glas_pair, tmp_path, no_thre
     qtbot.waitUntil(lambda: h2.done and w._start_button.enabled, timeout=120000)
     assert h2.error is None, h2.error
     assert len(w.curves.history) > n
+
+
+def test_cross_validation_shows_out_of_fold_metrics(make_napari_viewer, qtbot, glas_pair,
+                                                   tmp_path, no_threads_left):
+    """With folds set, the widget runs group K-fold and shows pooled out-of-fold metrics with
+    their intervals; each fold gets its own curves; "Use this model" hands over fold 1's."""
+    viewer = make_napari_viewer()
+    image, labels = _glas_layers(viewer, glas_pair)
+    w = TrainWidget(viewer)
+    viewer.window.add_dock_widget(w)
+    w._image_combo.value = image
+    w._labels_combo.value = labels
+    w._preview_check.value = False
+    _small(w, tmp_path, epochs=1)
+    w._folds_spin.value = 1
+    assert w.start() is None  # one fold is not cross-validation: refused, nothing runs
+    w._folds_spin.value = 2  # the single pair is split into two groups
+    h = w.start()
+    assert h is not None
+    qtbot.waitUntil(lambda: h.done and w._start_button.enabled, timeout=180000)
+    assert h.error is None, h.error
+    assert len(w.result.folds) == 2
+    assert len(w.curves.history) == 1  # the second fold's curves, not both folds mixed
+    text = w._status_label.value
+    assert "2-fold out-of-fold" in text and "val_dice=" in text and "[" in text, text
+    run = Path(w.result.run_dir)
+    assert (run / "crossval.json").is_file() and (run / "fold_2").is_dir()
+    assert Path(w.best_checkpoint).parent.name == "fold_1"
