@@ -1,25 +1,22 @@
-"""Score predictions against ground truth: pixel metrics, slide-level AUC, CAMELYON16 FROC.
+"""Score written predictions against ground truth: pixel metrics, slide-level AUC, FROC.
 
-- :func:`pixel_metrics` / :class:`PixelAccumulator`: accuracy, Dice, IoU, precision, recall
-  and ROC AUC computed chunk by chunk (flat memory). AUC is exact (rank based, ties halved)
-  while at most ``exact_max`` pixels were seen, else from 1024-bin score histograms.
+The metrics come from :mod:`napari_histo.engine.metrics` and the figures from
+:mod:`napari_histo.engine.plots`; this module reads predictions and truths and pairs them.
+
+- :func:`pixel_metrics`: accuracy, Dice, IoU, precision, recall and ROC AUC of an array,
+  chunk by chunk (flat memory) into a :class:`~napari_histo.engine.metrics.PixelAccumulator`
+  (AUC exact up to ``exact_max`` pixels, binned beyond).
 - :func:`evaluate_prediction`: a written prediction store (or probability image) against a
   mask (any resolution covering the same extent) or an ASAP XML / GeoJSON annotation,
   sampled at the prediction's grid.
-- :func:`froc`: the CAMELYON16 FROC, following the challenge's ``Evaluation_FROC.py``:
-  the truth mask is dilated by 75 um (distance < 75 / (2 px_um) px), holes filled, lesions
-  are its 8-connected components; lesions whose major axis is < 275 um are isolated tumour
-  cells (ITC): detections on them are neither true nor false positives and they are not
-  counted as misses. Detections are local maxima of the probability map. Sensitivity at an
-  FP rate r is the best sensitivity reached with at most r false positives per slide, and
-  the score is its mean over r in (1/4, 1/2, 1, 2, 4, 8).
-- :func:`slide_auc`: slide-level ROC AUC of the maximum tumour probability per slide.
+- :func:`slide_froc_inputs` / :func:`evaluate_slides`: the CAMELYON16 FROC
+  (:func:`~napari_histo.engine.metrics.froc`) and :func:`slide_auc`, the slide-level ROC AUC
+  of the maximum tumour probability per slide, over several slides.
 """
 
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -27,139 +24,26 @@ import numpy as np
 import numpy.typing as npt
 
 from napari_histo.core.errors import DataError
+from napari_histo.engine.metrics import (
+    EXACT_MAX,
+    FrocResult,
+    PixelAccumulator,
+    binary_scores,
+    froc,
+    froc_inputs,
+    roc_auc,
+)
 
-__all__ = ["FROC_RATES", "FrocResult", "PixelAccumulator", "evaluate_prediction", "froc",
-           "froc_inputs", "pixel_metrics", "roc_auc", "roc_curve", "save_froc_plot",
-           "save_roc_plot", "slide_auc"]
-
-FROC_RATES = (0.25, 0.5, 1.0, 2.0, 4.0, 8.0)
-BINS = 1024
-
-
-# ------------------------------------------------------------------------------ AUC
-
-
-def roc_auc(scores: npt.ArrayLike, labels: npt.ArrayLike) -> float:
-    """Exact ROC AUC (Mann-Whitney U, ties count one half); NaN with one class only."""
-    from scipy.stats import rankdata
-
-    s = np.asarray(scores, dtype=np.float64).ravel()
-    y = np.asarray(labels).ravel() > 0
-    npos, nneg = int(y.sum()), int((~y).sum())
-    if npos == 0 or nneg == 0:
-        return float("nan")
-    r = rankdata(s)
-    return float((r[y].sum() - npos * (npos + 1) / 2) / (npos * nneg))
-
-
-def roc_curve(scores: npt.ArrayLike, labels: npt.ArrayLike) -> tuple[np.ndarray, np.ndarray]:
-    """(fpr, tpr) at every distinct threshold, from (0, 0) to (1, 1)."""
-    s = np.asarray(scores, dtype=np.float64).ravel()
-    y = np.asarray(labels).ravel() > 0
-    order = np.argsort(-s, kind="stable")
-    s, y = s[order], y[order]
-    last = np.r_[np.nonzero(np.diff(s))[0], len(s) - 1] if len(s) else np.array([], int)
-    tp = np.cumsum(y)[last]
-    fp = np.cumsum(~y)[last]
-    tpr = np.r_[0.0, tp / max(1, y.sum())]
-    fpr = np.r_[0.0, fp / max(1, (~y).sum())]
-    return fpr, tpr
-
-
-def _hist_auc(pos: np.ndarray, neg: np.ndarray) -> float:
-    """AUC from score histograms (same bins): ties within a bin count one half."""
-    npos, nneg = pos.sum(), neg.sum()
-    if npos == 0 or nneg == 0:
-        return float("nan")
-    neg_below = np.cumsum(neg) - neg
-    return float(((pos * neg_below).sum() + 0.5 * (pos * neg).sum()) / (npos * nneg))
-
-
-def _hist_curve(pos: np.ndarray, neg: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    tp = np.cumsum(pos[::-1])
-    fp = np.cumsum(neg[::-1])
-    return (np.r_[0.0, fp / max(1, neg.sum())], np.r_[0.0, tp / max(1, pos.sum())])
+__all__ = ["evaluate_prediction", "evaluate_slides", "pixel_metrics", "slide_auc",
+           "slide_froc_inputs", "write_json"]
 
 
 # ------------------------------------------------------------------------------ pixels
 
 
-@dataclass
-class PixelAccumulator:
-    """Streams (probability, truth) chunks; :meth:`result` gives the metrics."""
-
-    threshold: float = 0.5
-    exact_max: int = 4_000_000
-    tp: int = 0
-    fp: int = 0
-    fn: int = 0
-    tn: int = 0
-    pos_hist: np.ndarray = field(default_factory=lambda: np.zeros(BINS, np.int64))
-    neg_hist: np.ndarray = field(default_factory=lambda: np.zeros(BINS, np.int64))
-    _scores: list[np.ndarray] = field(default_factory=list)
-    _labels: list[np.ndarray] = field(default_factory=list)
-    _n: int = 0
-
-    def add(self, prob: npt.ArrayLike, truth: npt.ArrayLike,
-            valid: npt.ArrayLike | None = None) -> None:
-        """Add a chunk: ``prob`` in [0, 1], ``truth`` > 0 positive, ``valid`` False = ignore."""
-        p = np.asarray(prob, dtype=np.float32).ravel()
-        t = np.asarray(truth).ravel() > 0
-        if p.shape != t.shape:
-            raise DataError(f"prediction and truth chunks differ in size: {p.shape} vs {t.shape}")
-        if valid is not None:
-            v = np.asarray(valid).ravel().astype(bool)
-            p, t = p[v], t[v]
-        pred = p >= self.threshold
-        self.tp += int((pred & t).sum())
-        self.fp += int((pred & ~t).sum())
-        self.fn += int((~pred & t).sum())
-        self.tn += int((~pred & ~t).sum())
-        idx = np.clip((p * BINS).astype(np.int64), 0, BINS - 1)
-        self.pos_hist += np.bincount(idx[t], minlength=BINS)
-        self.neg_hist += np.bincount(idx[~t], minlength=BINS)
-        self._n += p.size
-        if self._n <= self.exact_max:
-            self._scores.append(p)
-            self._labels.append(t)
-        else:
-            self._scores, self._labels = [], []
-
-    def result(self) -> dict[str, Any]:
-        """accuracy, dice, iou, precision, recall, auc (+ auc_exact), counts."""
-        tp, fp, fn, tn = self.tp, self.fp, self.fn, self.tn
-        n = tp + fp + fn + tn
-        if n == 0:
-            raise DataError("nothing to evaluate: no valid pixels")
-
-        def div(a: float, b: float) -> float:
-            return float(a / b) if b else float("nan")
-
-        exact = self._n <= self.exact_max and bool(self._scores)
-        if exact:
-            s, y = np.concatenate(self._scores), np.concatenate(self._labels)
-            auc = roc_auc(s, y)
-        else:
-            auc = _hist_auc(self.pos_hist, self.neg_hist)
-        # Dice/IoU of two empty masks: 1 (perfect agreement on "no tumour")
-        dice = div(2 * tp, 2 * tp + fp + fn) if (tp + fp + fn) else 1.0
-        iou = div(tp, tp + fp + fn) if (tp + fp + fn) else 1.0
-        return {"accuracy": div(tp + tn, n), "dice": dice, "iou": iou,
-                "precision": div(tp, tp + fp), "recall": div(tp, tp + fn),
-                "specificity": div(tn, tn + fp), "auc": auc, "auc_exact": exact,
-                "threshold": self.threshold, "pixels": n, "positives": tp + fn,
-                "tp": tp, "fp": fp, "fn": fn, "tn": tn}
-
-    def curve(self) -> tuple[np.ndarray, np.ndarray]:
-        """ROC curve (fpr, tpr): exact when the scores were kept, else from histograms."""
-        if self._n <= self.exact_max and self._scores:
-            return roc_curve(np.concatenate(self._scores), np.concatenate(self._labels))
-        return _hist_curve(self.pos_hist, self.neg_hist)
-
-
 def pixel_metrics(prob: npt.ArrayLike, truth: npt.ArrayLike, *, threshold: float = 0.5,
                   valid: npt.ArrayLike | None = None, chunk: int = 2048,
-                  exact_max: int = 4_000_000) -> dict[str, Any]:
+                  exact_max: int = EXACT_MAX) -> dict[str, Any]:
     """Pixel metrics of a probability map (array-like, (H, W), uint8 = 255 p) vs truth."""
     acc = PixelAccumulator(threshold=threshold, exact_max=exact_max)
     h = prob.shape[0]  # type: ignore[union-attr]
@@ -269,7 +153,7 @@ def _open_pred(pred: Any) -> tuple[Any, dict[str, Any]]:
 
 
 def evaluate_prediction(pred: Any, truth: str | Path, *, threshold: float | None = None,
-                        chunk: int = 1024, exact_max: int = 4_000_000,
+                        chunk: int = 1024, exact_max: int = EXACT_MAX,
                         ) -> tuple[dict[str, Any], PixelAccumulator]:
     """Pixel metrics of a prediction (store path, PredictionResult or PNG) vs truth.
 
@@ -306,149 +190,9 @@ def evaluate_prediction(pred: Any, truth: str | Path, *, threshold: float | None
     return m, acc
 
 
-# ------------------------------------------------------------------------------ FROC
-
-
-@dataclass
-class FrocResult:
-    """FROC curve and score (see the module docstring for the rules)."""
-
-    fps_per_slide: list[float]
-    sensitivity: list[float]
-    sensitivity_at: dict[str, float]
-    score: float
-    lesions: int
-    itc: int
-    slides: int
-
-    def to_dict(self) -> dict[str, Any]:
-        """JSON-friendly dict."""
-        return asdict(self)
-
-
-def evaluation_mask(truth: npt.ArrayLike, px_um: float) -> tuple[np.ndarray, list[int]]:
-    """CAMELYON16 evaluation mask (labelled lesions) and the labels that are ITCs."""
-    from scipy import ndimage
-    from skimage import measure
-
-    t = np.asarray(truth) > 0
-    if not t.any():
-        return np.zeros(t.shape, np.int32), []
-    dist = ndimage.distance_transform_edt(~t)
-    binary = dist < 75.0 / (px_um * 2.0)
-    filled = ndimage.binary_fill_holes(binary)
-    lab = measure.label(filled, connectivity=2)
-    itc = [int(rp.label) for rp in measure.regionprops(lab)
-           if rp.axis_major_length < 275.0 / px_um]
-    return lab.astype(np.int32), itc
-
-
-def detections(prob: npt.ArrayLike, px_um: float, *, min_prob: float = 0.1,
-               min_distance_um: float = 75.0) -> tuple[np.ndarray, np.ndarray]:
-    """Local maxima of a probability map: (coords (N, 2) in px, probabilities (N,))."""
-    from skimage.feature import peak_local_max
-
-    p = np.asarray(prob, dtype=np.float32)
-    md = max(1, int(round(min_distance_um / px_um)))
-    coords = peak_local_max(p, min_distance=md, threshold_abs=min_prob, exclude_border=False)
-    coords = coords.reshape(-1, 2)
-    return coords, p[coords[:, 0], coords[:, 1]] if len(coords) else np.zeros(0, np.float32)
-
-
-def froc_inputs(prob: npt.ArrayLike, truth: npt.ArrayLike, px_um: float,
-                **det_kw: Any) -> dict[str, Any]:
-    """One slide's FP probabilities, per-lesion best TP probability, lesion and ITC counts."""
-    lab, itc = evaluation_mask(truth, px_um)
-    coords, probs = detections(prob, px_um, **det_kw)
-    nlab = int(lab.max())
-    tp = np.zeros(nlab, np.float64)
-    fps: list[float] = []
-    itc_set = set(itc)
-    for (y, x), pr in zip(coords, probs, strict=False):
-        hit = int(lab[y, x])
-        if hit == 0:
-            fps.append(float(pr))
-        elif hit not in itc_set:
-            tp[hit - 1] = max(tp[hit - 1], float(pr))
-    keep = [i for i in range(nlab) if (i + 1) not in itc_set]
-    return {"fp": fps, "tp": tp[keep].tolist(), "lesions": len(keep), "itc": len(itc)}
-
-
-def froc(slides: list[dict[str, Any]], rates: tuple[float, ...] = FROC_RATES) -> FrocResult:
-    """FROC over slides (each from :func:`froc_inputs`)."""
-    n = len(slides)
-    if n == 0:
-        raise DataError("FROC needs at least one slide")
-    fps = np.asarray([p for s in slides for p in s["fp"]], np.float64)
-    tps = np.asarray([p for s in slides for p in s["tp"]], np.float64)
-    lesions = sum(s["lesions"] for s in slides)
-    thresholds = np.unique(np.r_[fps, tps[tps > 0]])[::-1]
-    fp_rate = [0.0]
-    sens = [0.0]
-    for t in thresholds:
-        fp_rate.append(float((fps >= t).sum()) / n)
-        sens.append(float((tps >= t).sum()) / lesions if lesions else float("nan"))
-    fr, se = np.asarray(fp_rate), np.asarray(sens)
-    at = {}
-    for r in rates:
-        ok = fr <= r + 1e-12
-        at[str(r)] = float(se[ok].max()) if ok.any() else 0.0
-    score = float(np.mean(list(at.values()))) if lesions else float("nan")
-    return FrocResult(fr.tolist(), se.tolist(), at, score, lesions,
-                      sum(s["itc"] for s in slides), n)
-
-
 def slide_auc(max_probs: npt.ArrayLike, is_tumor: npt.ArrayLike) -> float:
     """Slide-level ROC AUC of the maximum tumour probability per slide."""
     return roc_auc(max_probs, is_tumor)
-
-
-# ------------------------------------------------------------------------------ plots
-
-
-def save_roc_plot(curves: dict[str, tuple[np.ndarray, np.ndarray, float]], path: str | Path,
-                  title: str = "ROC") -> Path:
-    """ROC curves {name: (fpr, tpr, auc)} to a PNG."""
-    import matplotlib
-
-    matplotlib.use("Agg", force=False)
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(4.5, 4.5), dpi=100)
-    for name, (fpr, tpr, auc) in curves.items():
-        ax.plot(fpr, tpr, label=f"{name} (AUC {auc:.3f})")
-    ax.plot([0, 1], [0, 1], "k:", lw=0.8)
-    ax.set_xlabel("false positive rate")
-    ax.set_ylabel("true positive rate")
-    ax.set_title(title)
-    ax.legend(loc="lower right", fontsize=7)
-    fig.tight_layout()
-    fig.savefig(path)
-    plt.close(fig)
-    return Path(path)
-
-
-def save_froc_plot(res: FrocResult, path: str | Path) -> Path:
-    """FROC curve (sensitivity vs mean FPs per slide, log x) to a PNG."""
-    import matplotlib
-
-    matplotlib.use("Agg", force=False)
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(5, 4), dpi=100)
-    fr = np.maximum(np.asarray(res.fps_per_slide), 1e-2)
-    ax.step(fr, res.sensitivity, where="post")
-    ax.plot([float(r) for r in res.sensitivity_at], list(res.sensitivity_at.values()), "o")
-    ax.set_xscale("log")
-    ax.set_xlim(0.1, 16)
-    ax.set_ylim(0, 1.02)
-    ax.set_xlabel("mean false positives per slide")
-    ax.set_ylabel("lesion sensitivity")
-    ax.set_title(f"FROC (score {res.score:.3f}, {res.lesions} lesions, {res.slides} slides)")
-    fig.tight_layout()
-    fig.savefig(path)
-    plt.close(fig)
-    return Path(path)
 
 
 def write_json(obj: Any, path: str | Path) -> Path:
@@ -512,14 +256,16 @@ def evaluate_slides(preds: list[Any], truths: list[str | Path], *, out_dir: str 
     """
     if len(preds) != len(truths):
         raise DataError(f"give one truth per prediction ({len(preds)} vs {len(truths)})")
+    from napari_histo.engine.plots import plot_froc, plot_rocs
+
     per: list[dict[str, Any]] = []
-    curves: dict[str, tuple[np.ndarray, np.ndarray, float]] = {}
+    curves: dict[str, tuple[np.ndarray, np.ndarray]] = {}
     froc_slides = []
+    fr: FrocResult | None = None
     for p, t in zip(preds, truths, strict=False):
         m, acc = evaluate_prediction(p, t, threshold=threshold)
         per.append(m)
-        fpr, tpr = acc.curve()
-        curves[Path(str(p)).name] = (fpr, tpr, m["auc"])
+        curves[f"{Path(str(p)).name} (AUC {m['auc']:.3f})"] = acc.curve()
         if Path(str(p)).is_dir() and len(preds) > 1:
             try:
                 froc_slides.append(slide_froc_inputs(p, t))
@@ -530,11 +276,8 @@ def evaluate_slides(preds: list[Any], truths: list[str | Path], *, out_dir: str 
         report.update({k: per[0][k] for k in ("accuracy", "dice", "iou", "auc")})
     else:
         tot = {k: sum(m[k] for m in per) for k in ("tp", "fp", "fn", "tn")}
-        n = sum(tot.values())
-        report["pooled"] = {
-            "accuracy": (tot["tp"] + tot["tn"]) / n if n else float("nan"),
-            "dice": 2 * tot["tp"] / max(1, 2 * tot["tp"] + tot["fp"] + tot["fn"]),
-            "iou": tot["tp"] / max(1, tot["tp"] + tot["fp"] + tot["fn"])}
+        pooled = binary_scores(tot["tp"], tot["fp"], tot["fn"], tot["tn"])
+        report["pooled"] = {k: pooled[k] for k in ("accuracy", "dice", "iou")}
         labels = [m["tumor_slide"] for m in per]
         report["slide_auc"] = slide_auc([m["max_probability"] for m in per], labels)
         if len(froc_slides) == len(per):
@@ -544,9 +287,9 @@ def evaluate_slides(preds: list[Any], truths: list[str | Path], *, out_dir: str 
         d = Path(out_dir)
         d.mkdir(parents=True, exist_ok=True)
         write_json(report, d / "metrics.json")
-        save_roc_plot(curves, d / "roc.png", title="pixel ROC")
-        if "froc" in report:
-            save_froc_plot(FrocResult(**report["froc"]), d / "froc.png")
+        plot_rocs(d / "roc.png", curves, title="pixel ROC")
+        if fr is not None:
+            plot_froc(d / "froc.png", fr)
         report["files"] = [str(d / "metrics.json"), str(d / "roc.png")] + (
             [str(d / "froc.png")] if "froc" in report else [])
     return report

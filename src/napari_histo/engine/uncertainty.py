@@ -9,6 +9,7 @@ patches of one slide are not independent.
 Each resample is a row of integer multiplicities ``w`` (n_resamples, n_items); a metric is a
 function of those weights, so the work is a few matrix products: per-image confusion counts
 are summed as ``w @ counts`` and AUC is a weighted Mann-Whitney U over the sorted scores.
+The metrics themselves come from :mod:`napari_histo.engine.metrics` (vectorised forms).
 """
 
 from __future__ import annotations
@@ -19,8 +20,16 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-__all__ = ["resample_weights", "bootstrap_ci", "confusion_scores", "weighted_auc", "metric_cis",
-           "item_cis", "item_metrics", "validation_warnings", "format_metric", "MIN_POSITIVES"]
+from napari_histo.engine.metrics import (
+    auc_from_counts,
+    confusion_scores,
+    roc_auc,
+    scores_from_confusion,
+    weighted_auc,
+)
+
+__all__ = ["resample_weights", "bootstrap_ci", "metric_cis", "item_cis", "item_metrics",
+           "validation_warnings", "format_metric", "MIN_POSITIVES"]
 
 #: fewer positives (or a single group) in validation than this gives a warning
 MIN_POSITIVES = 20
@@ -67,56 +76,10 @@ def bootstrap_ci(per_item_stats: Any, groups: Sequence[Any] | None,
     return (float(lo), float(hi))
 
 
-def confusion_scores(cms: npt.NDArray[np.floating]) -> dict[str, npt.NDArray[np.float64]]:
-    """Vectorised :func:`~napari_histo.engine.metrics.scores_from_confusion` for (r, C, C)."""
-    cm = np.asarray(cms, np.float64)
-    tp = np.diagonal(cm, axis1=1, axis2=2)
-    fp = cm.sum(1) - tp
-    fn = cm.sum(2) - tp
-    total = cm.sum((1, 2))
-    with np.errstate(invalid="ignore", divide="ignore"):
-        dice_c = np.where(2 * tp + fp + fn > 0, 2 * tp / (2 * tp + fp + fn), np.nan)
-        iou_c = np.where(tp + fp + fn > 0, tp / (tp + fp + fn), np.nan)
-        acc = np.where(total > 0, tp.sum(1) / total, np.nan)
-    fg = slice(1, None) if cm.shape[1] > 1 else slice(None)
-
-    def mean(a: np.ndarray) -> np.ndarray:
-        a = a[:, fg]
-        ok = ~np.isnan(a)
-        with np.errstate(invalid="ignore", divide="ignore"):
-            return np.where(ok.any(1), np.nansum(a, 1) / ok.sum(1), np.nan)
-
-    return {"accuracy": acc, "dice": mean(dice_c), "iou": mean(iou_c)}
-
-
-def weighted_auc(scores: npt.ArrayLike, labels: npt.ArrayLike,
-                 weights: npt.NDArray[np.float64]) -> npt.NDArray[np.float64]:
-    """ROC AUC of each row of ``weights`` (multiplicities); ties count half; NaN if one class."""
-    s = np.asarray(scores, np.float64).ravel()
-    y = np.asarray(labels).ravel().astype(bool)
-    order = np.argsort(s, kind="mergesort")
-    s, y = s[order], y[order]
-    w = np.atleast_2d(weights)[:, order]
-    starts = np.r_[0, np.flatnonzero(np.diff(s)) + 1] if s.size else np.zeros(0, int)
-    wp = np.add.reduceat(w * y, starts, axis=1)
-    wn = np.add.reduceat(w * ~y, starts, axis=1)
-    neg_below = np.cumsum(wn, 1) - wn
-    u = (wp * (neg_below + 0.5 * wn)).sum(1)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        den = wp.sum(1) * wn.sum(1)
-        return np.where(den > 0, u / den, np.nan)
-
-
-def _hist_auc(hists: npt.NDArray[np.float64], weights: npt.NDArray[np.float64]) -> np.ndarray:
-    """AUC from per-item (pos, neg) score histograms (N, 2, bins) summed with ``weights``."""
-    n, _, bins = hists.shape
-    pos = weights @ hists[:, 0]
-    neg = weights @ hists[:, 1]
-    neg_below = np.cumsum(neg, 1) - neg
-    u = (pos * (neg_below + 0.5 * neg)).sum(1)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        den = pos.sum(1) * neg.sum(1)
-        return np.where(den > 0, u / den, np.nan)
+def _binned_auc(hists: npt.NDArray[np.float64],
+                weights: npt.NDArray[np.float64]) -> npt.NDArray[np.float64]:
+    """AUC of per-item (pos, neg) score histograms (N, 2, bins) summed with ``weights``."""
+    return auc_from_counts(weights @ hists[:, 0], weights @ hists[:, 1])
 
 
 def metric_cis(acc: Any, groups: Sequence[Any] | None, prefix: str = "val", *, n: int = 1000,
@@ -146,21 +109,19 @@ def item_cis(items: dict[str, np.ndarray], groups: Sequence[Any] | None, prefix:
         out[f"{prefix}_auc_ci"] = [lo, hi]
     elif "hist" in items:
         hists = np.asarray(items["hist"], np.float64)
-        out[f"{prefix}_auc_ci"] = list(bootstrap_ci(hists, groups, _hist_auc, n, seed))
+        out[f"{prefix}_auc_ci"] = list(bootstrap_ci(hists, groups, _binned_auc, n, seed))
     return out
 
 
 def item_metrics(items: dict[str, np.ndarray], prefix: str = "val") -> dict[str, float]:
     """Point estimates (accuracy, dice, iou, precision, recall, auc) of pooled per-item stats."""
-    from napari_histo.engine.metrics import roc_auc, scores_from_confusion
-
     cm = np.asarray(items["cm"]).sum(0)
     out = {f"{prefix}_{k}": v for k, v in scores_from_confusion(cm).items()}
     if "scores" in items:
         out[f"{prefix}_auc"] = roc_auc(items["scores"], items["truth"])
     elif "hist" in items:
         hists = np.asarray(items["hist"], np.float64)
-        out[f"{prefix}_auc"] = float(_hist_auc(hists, np.ones((1, len(hists))))[0])
+        out[f"{prefix}_auc"] = float(_binned_auc(hists, np.ones((1, len(hists))))[0])
     return out
 
 

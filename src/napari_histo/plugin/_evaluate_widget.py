@@ -3,7 +3,7 @@
 Layer mode compares a heatmap Image layer (probabilities) or a Labels layer with a ground
 truth Labels layer; the truth is resampled onto the prediction's pixel grid through both
 layers' world placement (any resolution), chunk by chunk in a worker, into the engine's
-:class:`~napari_histo.engine.evaluation.PixelAccumulator`: accuracy, Dice, IoU, ROC AUC and a
+:class:`~napari_histo.engine.metrics.PixelAccumulator`: accuracy, Dice, IoU, ROC AUC and a
 confusion matrix, with ROC and confusion plots in the dock. Folder mode runs
 ``engine.evaluation.evaluate_slides`` (per-slide metrics, slide-level AUC and the CAMELYON16
 FROC) on prediction stores paired with masks/annotations by file name.
@@ -39,7 +39,7 @@ def evaluate_layers_job(prob: Any, prob_place: tuple[Any, Any], truth: Any,
                         is_probability: bool = True, rows: int = 512) -> Any:
     """Pixel metrics of ``prob`` vs ``truth`` sampled on ``prob``'s grid, in row chunks."""
     from napari_histo.engine.corrections import resample_nearest
-    from napari_histo.engine.evaluation import PixelAccumulator
+    from napari_histo.engine.metrics import PixelAccumulator
 
     acc = PixelAccumulator(threshold=threshold)
     h, w = int(prob.shape[-2]), int(prob.shape[-1])

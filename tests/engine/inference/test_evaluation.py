@@ -8,15 +8,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from napari_histo.engine.evaluation import (
-    evaluate_prediction,
-    evaluation_mask,
-    froc,
-    froc_inputs,
-    pixel_metrics,
-    roc_auc,
-    slide_auc,
-)
+from napari_histo.engine.evaluation import evaluate_prediction, pixel_metrics, slide_auc
+from napari_histo.engine.metrics import evaluation_mask, froc, froc_inputs, roc_auc
 
 PROB = np.array([[0.9, 0.2], [0.6, 0.4]], np.float32)
 TRUTH = np.array([[1, 0], [0, 1]], np.uint8)

@@ -11,16 +11,10 @@ import pytest
 
 from napari_histo.cli import main
 from napari_histo.core.progress import Message, run_task
-from napari_histo.engine.metrics import roc_auc
+from napari_histo.engine.metrics import confusion_scores, roc_auc, weighted_auc
 from napari_histo.engine.training import TrainConfig
 from napari_histo.engine.training.crossval import assign_folds, crossval
-from napari_histo.engine.uncertainty import (
-    bootstrap_ci,
-    confusion_scores,
-    format_metric,
-    validation_warnings,
-    weighted_auc,
-)
+from napari_histo.engine.uncertainty import bootstrap_ci, format_metric, validation_warnings
 
 
 def _accuracy(stats: np.ndarray, w: np.ndarray) -> np.ndarray:
