@@ -158,6 +158,94 @@ def test_pyproject_openslide_extra() -> None:
     assert names == ["openslide-bin", "openslide-python"]
 
 
+class _FakeOpenSlide:
+    """The openslide-python API surface the fallback uses, over synthetic pixels whose R/G
+    values encode the level's x/y (so misplaced reads show)."""
+
+    instances: list[_FakeOpenSlide] = []
+
+    def __init__(self, path: str) -> None:
+        from PIL import Image
+
+        self.level_count = 2
+        self.level_dimensions = ((1000, 600), (500, 300))  # (width, height)
+        self.level_downsamples = (1.0, 2.0)
+        self.properties = {"openslide.mpp-x": "0.25", "openslide.mpp-y": "0.26",
+                           "openslide.vendor": "mirax", "openslide.objective-power": "20",
+                           "openslide.level[0].tile-width": "256",
+                           "openslide.level[0].tile-height": "128"}
+        self.associated_images = {"label": Image.new("RGBA", (12, 10), (1, 2, 3, 255))}
+        self.calls: list[tuple] = []
+        self.closed = False
+        _FakeOpenSlide.instances.append(self)
+
+    def read_region(self, location, level, size):
+        from PIL import Image
+
+        self.calls.append((location, level, size))
+        (x, y), (w, h) = location, size
+        d = self.level_downsamples[level]
+        arr = np.zeros((h, w, 4), np.uint8)
+        arr[..., 0] = ((np.arange(w) + round(x / d)) % 251)[None, :]
+        arr[..., 1] = ((np.arange(h) + round(y / d)) % 241)[:, None]
+        arr[..., 2] = level
+        arr[..., 3] = 255
+        arr[:2, :2, 3] = 0  # unscanned corner: transparent -> white
+        return Image.fromarray(arr, "RGBA")
+
+    def close(self) -> None:
+        self.closed = True
+
+
+@pytest.fixture
+def fake_openslide(monkeypatch):
+    import types
+
+    mod = types.ModuleType("openslide")
+    mod.OpenSlide = _FakeOpenSlide  # type: ignore[attr-defined]
+    monkeypatch.setitem(sys.modules, "openslide", mod)
+    F._importable.cache_clear()
+    _FakeOpenSlide.instances.clear()
+    yield mod
+    monkeypatch.delitem(sys.modules, "openslide")
+    F._importable.cache_clear()
+
+
+def test_openslide_fallback_behind_the_slide_interface(fake_openslide, tmp_path: Path) -> None:
+    """With ``openslide`` importable, a .mrxs opens as a lazy Slide through read_region."""
+    from napari_histo.io.slide import open_slide
+    from napari_histo.plugin._reader import get_reader
+
+    p = tmp_path / "case.mrxs"
+    p.write_bytes(b"\xff\xd8\xff\xe0 MIRAX")
+    assert F.openslide_available() and "MIRAX" in F.describe_formats()
+    assert "extra" not in F.describe_formats()
+    assert get_reader(str(p)) is not None
+    assert F.missing_extra_message(p) is None
+    with open_slide(p) as slide:
+        (osr,) = _FakeOpenSlide.instances
+        assert osr.calls == []  # opening reads no pixel
+        assert slide.shape == (600, 1000) and slide.mpp == (0.26, 0.25)
+        assert slide.metadata.vendor == "mirax" and slide.metadata.objective_power == 20
+        assert slide.metadata.level_shapes[:2] == ((600, 1000), (300, 500))
+        assert slide.metadata.tile_shapes[0] == (128, 256)
+        region = slide.read_region((200, 100), 1, (60, 50))  # (y, x) level 0, (h, w)
+        assert region.shape == (60, 50, 3) and region.dtype == np.uint8
+        assert (region[..., 0][0] == (np.arange(50) + 50) % 251).all()
+        assert (region[..., 1][:, 0] == (np.arange(60) + 100) % 241).all()
+        assert (region[..., 2] == 1).all()
+        assert all(size[0] <= 512 and size[1] <= 512 for _, _, size in osr.calls)
+        corner = np.asarray(slide.levels[0][:4, :4])  # dask level, one tile
+        assert (corner[:2, :2] == 255).all()  # transparent composited over white
+        assert osr.calls[-1] == ((0, 0), 0, (256, 128))
+        tile = np.asarray(slide.levels[0][130:140, 260:270])
+        assert (tile[0, :, 0] == np.arange(260, 270) % 251).all()
+        assert osr.calls[-1] == ((256, 128), 0, (256, 128))
+        assert slide.metadata.associated == ("label",)
+        assert slide.associated_image("label").shape == (10, 12, 3)
+    assert osr.closed
+
+
 # ---------------------------------------------------------------- reader acceptance rule
 
 
@@ -271,7 +359,7 @@ def test_cli_train_model_help_and_choices(capsys: pytest.CaptureFixture[str]) ->
 
     with pytest.raises(SystemExit):
         main(["train", "--help"])
-    out = " ".join(capsys.readouterr().out.split())
+    out = "".join(capsys.readouterr().out.split())  # argparse wraps at hyphens too
     assert model_help() in out
     with pytest.raises(SystemExit) as info:
         main(["train", "--model", "gpt-5", "--data", "x", "--out", "y"])

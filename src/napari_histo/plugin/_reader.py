@@ -1,7 +1,10 @@
 """napari reader contribution: slides/images (with their ground truth) and annotation files.
 
-``get_reader(path)`` is called by napari for every file the user drops: it only looks at the
-suffix and a few header bytes, returns ``None`` for anything it cannot handle and never raises.
+``get_reader(path)`` is called by napari for every file the user drops: it looks at the
+suffix (formats from :mod:`napari_histo.io.formats`), a few header bytes (a TIFF's first
+IFDs, a picture's header) and the names beside the file, returns ``None`` for anything it
+cannot handle or that is a plain picture (napari's own reader shows those; see
+:func:`_kind` for the rule) and never raises.
 The returned reader functions do the real work through ``napari_histo.io`` and
 :mod:`napari_histo.plugin._layers`; they raise a ``HistoError`` whose message names the file
 and the problem (napari shows it as a notification).
