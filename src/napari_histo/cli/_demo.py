@@ -10,12 +10,12 @@ the sample's mask, printing where everything was written.
 from __future__ import annotations
 
 import argparse
-import os
 import subprocess
 import sys
 from pathlib import Path
 from typing import Any
 
+from napari_histo.core import settings
 from napari_histo.core.errors import HistoError
 
 
@@ -49,8 +49,7 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _home() -> Path:
-    root = os.environ.get("NAPARI_HISTO_HOME") or str(Path.home() / ".cache" / "napari-histo")
-    return Path(root)
+    return settings.home_dir()
 
 
 class _Bars:

@@ -15,6 +15,8 @@ import argparse
 import json
 from typing import Any
 
+from napari_histo.io.formats import describe_formats
+
 
 def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     """Add the ``info`` subcommand."""
@@ -23,7 +25,7 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
         help="print a slide's format, levels, mpp, vendor and associated images",
         description="Print what napari-histo reads from a slide (nothing is decoded).",
     )
-    p.add_argument("slide", help="slide or image file (SVS, NDPI, TIFF, OME-TIFF, OME-Zarr, PNG...)")
+    p.add_argument("slide", help=f"slide or image file: {describe_formats(probe=False)}")
     p.add_argument("--json", action="store_true", help="print JSON instead of a table")
     p.set_defaults(func=run)
 

@@ -16,13 +16,15 @@ from pathlib import Path
 from typing import Any
 
 from napari_histo.core.errors import ConfigError, HistoError
+from napari_histo.io.formats import describe_formats, missing_extra_message
 
 
 def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     """Add the ``predict`` subcommand."""
     p = sub.add_parser("predict", help="run a model over slides or images (OME-Zarr heatmaps)",
                        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("inputs", nargs="+", metavar="INPUT", help="slide or image files")
+    p.add_argument("inputs", nargs="+", metavar="INPUT",
+                   help=f"slide or image files: {describe_formats(probe=False)}")
     p.add_argument("--model", "--checkpoint", dest="model", required=True, help="checkpoint .pt")
     p.add_argument("--out", required=True, help="output folder (or NAME.ome.zarr for one input)")
     res = p.add_mutually_exclusive_group()
@@ -154,6 +156,9 @@ def run(args: argparse.Namespace) -> int:
     for p in inputs:
         if not p.exists():
             raise ConfigError(f"{p}: no such file")
+        missing = missing_extra_message(p)  # e.g. a .mrxs without the openslide extra
+        if missing is not None:
+            raise ConfigError(missing)
     model = Path(args.model)
     if not model.is_file():
         raise ConfigError(f"checkpoint not found: {model}")

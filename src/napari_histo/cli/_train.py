@@ -12,6 +12,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from napari_histo.core.model_registry import TASKS, default_model, model_help, model_task
+
 # option dest -> TrainConfig field (only options given on the command line override)
 _FIELDS = {
     "task": "task", "data": "data", "out": "out_dir", "model": "model", "epochs": "epochs",
@@ -28,16 +30,29 @@ _FIELDS = {
 }
 
 
+def _model_name(text: str) -> str:
+    """``--model``: a registered name or ``timm:<backbone>`` (argparse reports the error)."""
+    from napari_histo.core.errors import ConfigError
+
+    try:
+        model_task(text)
+    except ConfigError as err:
+        raise argparse.ArgumentTypeError(str(err)) from None
+    return text
+
+
 def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     """Add the ``train`` subcommand."""
     p = sub.add_parser("train", help="train a U-Net (segment) or patch classifier (classify)",
                        description=__doc__)
     p.add_argument("--config", help="YAML file of TrainConfig options (CLI options override)")
-    p.add_argument("--task", choices=("segment", "classify"))
+    p.add_argument("--task", choices=TASKS)
     p.add_argument("--data", action="append", help="data folder/CSV/PCam h5 (repeatable)")
     p.add_argument("--out", help="run folder for checkpoints, metrics and plots")
-    p.add_argument("--model", help="unet-tiny|unet-small|unet|cnn-small|resnet18|resnet50|"
-                                   "inception_v3|timm:<name>")
+    p.add_argument("--model", type=_model_name, metavar="NAME",
+                   help=f"{model_help()} (default: {default_model('segment')} to segment, "
+                        f"{default_model('classify')} to classify, "
+                        f"{default_model('classify', transfer=True)} with --pretrained)")
     p.add_argument("--epochs", type=int, help="epochs to run (default: until --time-limit runs "
                                               "out, the LR schedule spanning it; else 20)")
     p.add_argument("--time-limit", type=float, metavar="MINUTES", help="stop after this long")

@@ -9,13 +9,13 @@ called by the readers when they substitute a fill tile): a failed tile served la
 cache, or decoded again after eviction, still counts as a failure for whoever tracks failures
 (:meth:`TileCache.track_failures`: tissue detection, a prediction run).
 
-Knobs (environment, read only here): ``NAPARI_HISTO_TILE_CACHE_MB`` (default 64, 0 disables
-the cache) and ``NAPARI_HISTO_DECODE_THREADS`` (default: number of CPUs).
+Knobs (environment, read through :mod:`napari_histo.core.settings`):
+``NAPARI_HISTO_TILE_CACHE_MB`` (default 64, 0 disables the cache) and
+``NAPARI_HISTO_DECODE_THREADS`` (default: number of CPUs).
 """
 
 from __future__ import annotations
 
-import os
 import threading
 from collections import OrderedDict
 from collections.abc import Callable, Hashable
@@ -24,17 +24,15 @@ from typing import Any
 
 import numpy as np
 
+from napari_histo.core import settings
+
 __all__ = ["FailureTracker", "TileCache", "decode_pool", "default_cache_bytes", "in_decode_pool",
            "locate_failures"]
 
 
 def default_cache_bytes() -> int:
     """Cache size in bytes from ``NAPARI_HISTO_TILE_CACHE_MB`` (default 64 MB)."""
-    try:
-        mb = float(os.environ.get("NAPARI_HISTO_TILE_CACHE_MB", "64"))
-    except ValueError:
-        mb = 64.0
-    return max(0, int(mb * 1024 * 1024))
+    return max(0, int(settings.tile_cache_mb() * 1024 * 1024))
 
 
 class TileCache:
@@ -202,11 +200,7 @@ def in_decode_pool() -> bool:
 
 def decode_threads() -> int:
     """Number of decode threads from ``NAPARI_HISTO_DECODE_THREADS`` (default: CPU count)."""
-    try:
-        n = int(os.environ.get("NAPARI_HISTO_DECODE_THREADS", "0"))
-    except ValueError:
-        n = 0
-    return n if n > 0 else (os.cpu_count() or 2)
+    return settings.decode_threads()
 
 
 def decode_pool() -> ThreadPoolExecutor:

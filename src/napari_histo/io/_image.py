@@ -29,6 +29,7 @@ import numpy.typing as npt
 from napari_histo.core.errors import HistoError, SlideOpenError
 from napari_histo.core.limits import check_decode, check_image_size, one_line
 from napari_histo.io._pyramid import LevelArray
+from napari_histo.io.formats import plain_image_suffixes
 
 __all__ = ["to_rgb8", "PlainImage", "PlainLevel"]
 
@@ -114,7 +115,8 @@ def to_rgb8(
     return np.ascontiguousarray(color)
 
 
-PLAIN_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp"}
+#: suffixes of the formats this module reads (from the format registry's ``plain`` opener)
+PLAIN_SUFFIXES = frozenset(plain_image_suffixes())
 
 _HINT = ("PNG/JPEG/BMP have no tiles and must be decoded whole: convert a real image this "
          "large to a tiled pyramidal TIFF (e.g. vips tiffsave --tile --pyramid)")

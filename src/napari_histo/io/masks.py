@@ -29,6 +29,7 @@ import numpy as np
 
 from napari_histo.core.errors import SlideOpenError
 from napari_histo.io._cache import TileCache
+from napari_histo.io.formats import mask_suffixes, strip_suffix
 from napari_histo.io.slide import Slide, _token, assemble, open_parts
 
 __all__ = ["Mask", "find_ground_truth", "open_mask", "mask_scale_for", "ASPECT_TOLERANCE"]
@@ -39,30 +40,24 @@ ASPECT_TOLERANCE = 0.02
 #: stored levels up to this many pixels are scanned to decide the 0/255 rule
 _SCAN_PIXELS = 4096 * 4096
 
-_STRIP = (".ome.tiff", ".ome.tif", ".ome.zarr")
-
-
 def _stem(path: Path) -> str:
-    name = path.name
-    for suffix in _STRIP:
-        if name.lower().endswith(suffix):
-            return name[: -len(suffix)]
-    return path.stem
+    return strip_suffix(path.name)
 
 
 def find_ground_truth(path: str | os.PathLike[str]) -> Path | None:
     """Return the sibling ground-truth mask of slide/image ``path``, or None.
 
-    Looks for ``<name>_mask.tif``, ``<name>_mask.tiff``, ``<name>_mask.png`` beside the file,
-    then (GlaS layout) ``../labels/<name>.png`` (or the image's own suffix) when the file
-    lives in an ``images`` folder. Never raises.
+    Looks for ``<name>_mask<suffix>`` beside the file for every mask suffix of the format
+    registry (``.tif``, ``.tiff``, ``.btf``, ``.png``), then (GlaS layout)
+    ``../labels/<name>.png`` (or the image's own suffix) when the file lives in an
+    ``images`` folder. Never raises.
     """
     try:
         p = Path(path)
         stem = _stem(p)
         if stem.endswith("_mask"):
             return None  # a mask has no mask
-        for suffix in (".tif", ".tiff", ".png"):
+        for suffix in mask_suffixes():
             cand = p.with_name(f"{stem}_mask{suffix}")
             if cand.is_file() and cand != p:
                 return cand

@@ -1,8 +1,11 @@
 """Slide: one lazily read image pyramid with normalised metadata.
 
-Entry point: :func:`open_slide`. It sniffs the content (not the suffix) and opens Aperio SVS
+Entry point: :func:`open_slide`. It sniffs the content (not the suffix) and opens it with
+the opener the format registry (:mod:`napari_histo.io.formats`) names: Aperio SVS
 (JPEG / JPEG 2000), Hamamatsu NDPI, generic pyramidal TIFF (CAMELYON16 ``.tif``, SubIFD
-pyramids), OME-TIFF, OME-Zarr (NGFF 0.4 and 0.5 directories) and plain PNG/JPEG/BMP/TIFF.
+pyramids), OME-TIFF, OME-Zarr (NGFF 0.4 and 0.5 directories) and plain PNG/JPEG/BMP/TIFF;
+with the optional ``openslide`` extra also MIRAX, Hamamatsu VMS, Sakura and Zeiss slides
+(and vendor TIFFs tifffile cannot parse), through OpenSlide.
 
 - ``Slide.levels``: dask arrays (Y, X, 3) uint8, largest first, chunks aligned to the file's
   tiles; nothing is decoded until a region is computed. ``Slide.level_arrays`` are the same
@@ -42,7 +45,16 @@ from napari_histo.core.errors import SlideOpenError, UnsupportedSlideError
 from napari_histo.core.limits import check_regular_file
 from napari_histo.io._cache import TileCache
 from napari_histo.io._pyramid import MIN_SIDE, LevelArray, add_computed_levels, to_dask
-from napari_histo.io.sniff import SUPPORTED_DESCRIPTION, sniff_format
+from napari_histo.io.formats import (
+    OPENERS,
+    describe_formats,
+    format_for_path,
+    formats_for_container,
+    missing_extra_message,
+    openslide_available,
+    strip_suffix,
+)
+from napari_histo.io.sniff import sniff_format
 
 __all__ = ["Slide", "SlideMetadata", "open_slide", "ASSOCIATED_NAMES"]
 
@@ -119,11 +131,7 @@ class Slide:
     @property
     def name(self) -> str:
         """File name without its (possibly double) suffix, e.g. ``tumor_064``."""
-        name = self.path.name
-        for suffix in (".ome.tiff", ".ome.tif", ".ome.zarr"):
-            if name.lower().endswith(suffix):
-                return name[: -len(suffix)]
-        return self.path.stem
+        return strip_suffix(self.path.name)
 
     @property
     def level_count(self) -> int:
@@ -294,25 +302,48 @@ def open_parts(path: Path, *, cache: TileCache, key: str, labels: bool) -> dict[
             raise UnsupportedSlideError(
                 f"{path.name}: is a directory but not an OME-Zarr image (no zarr.json/.zattrs)"
             )
+    elif st.st_size == 0:
+        raise SlideOpenError(f"{path.name}: file is empty (0 bytes)")
+    by_name = format_for_path(path)
+    if by_name is not None and by_name.opener == "openslide":
+        # an OpenSlide vendor suffix wins over the content (a MIRAX index may start like
+        # a JPEG): OpenSlide reads it, or the message names the extra to install
+        opener = OPENERS[by_name.opener]
+    elif kind is not None:
+        opener = OPENERS[formats_for_container(kind)[0].opener]
     else:
-        size = st.st_size
-        if size == 0:
-            raise SlideOpenError(f"{path.name}: file is empty (0 bytes)")
-        if kind is None:
-            raise UnsupportedSlideError(
-                f"{path.name}: not a recognised slide or image (content sniffed, suffix "
-                f"ignored); supported: {SUPPORTED_DESCRIPTION}"
-            )
-    if kind == "tiff":
-        from napari_histo.io._tiff_open import open_tiff_slide
+        raise UnsupportedSlideError(
+            missing_extra_message(path)
+            or f"{path.name}: not a recognised slide or image (content sniffed, suffix "
+               f"ignored); supported: {describe_formats()}"
+        )
+    if not opener.available():
+        raise UnsupportedSlideError(
+            missing_extra_message(path)
+            or f"{path.name}: this format is read through an optional extra: "
+               f"pip install 'napari-histo[{opener.extra}]'"
+        )
+    try:
+        return opener.load()(path, cache=cache, key=key, labels=labels)
+    except SlideOpenError:
+        # a vendor TIFF tifffile cannot parse: OpenSlide, when installed, may still read it
+        if (opener.name != "tiff" or labels or by_name is None or by_name.vendor is None
+                or not openslide_available()):
+            raise
+        fallback = OPENERS["openslide"].load()
+        try:
+            return fallback(path, cache=cache, key=key, labels=labels)
+        except Exception:
+            pass
+        raise
 
-        return open_tiff_slide(path, cache=cache, key=key, labels=labels)
-    if kind == "zarr":
-        from napari_histo.io._zarr_source import open_ome_zarr
 
-        levels, downs, meta = open_ome_zarr(path, cache=cache, key=key, labels=labels)
-        return {**meta, "levels": levels, "downsamples": downs}
-    return _open_plain(path, cache=cache, key=key, labels=labels)
+def open_zarr_parts(path: Path, *, cache: TileCache, key: str, labels: bool) -> dict[str, Any]:
+    """Slide parts of an OME-Zarr image (the registry's ``zarr`` opener)."""
+    from napari_histo.io._zarr_source import open_ome_zarr
+
+    levels, downs, meta = open_ome_zarr(path, cache=cache, key=key, labels=labels)
+    return {**meta, "levels": levels, "downsamples": downs}
 
 
 def _token(path: Path) -> str:
@@ -367,7 +398,8 @@ def assemble(
     )
 
 
-def _open_plain(path: Path, *, cache: TileCache, key: str, labels: bool) -> dict[str, Any]:
+def open_plain_parts(path: Path, *, cache: TileCache, key: str, labels: bool) -> dict[str, Any]:
+    """Slide parts of a PNG/JPEG/BMP/GIF picture (the registry's ``plain`` opener)."""
     from napari_histo.io._image import PlainImage, PlainLevel
 
     img = PlainImage(path)

@@ -294,9 +294,9 @@ class CorrectWidget(Container):
         return self.handle
 
     def _to_config(self) -> Any:
+        from napari_histo.core.settings import runs_dir
         from napari_histo.engine.checkpoints import read_checkpoint
         from napari_histo.engine.training import TrainConfig
-        from napari_histo.plugin._segment_widget import user_dir
 
         ckpt = self._ckpt_edit.value
         if not ckpt or not Path(str(ckpt)).is_file():
@@ -305,7 +305,7 @@ class CorrectWidget(Container):
         pre = info.get("preprocessing") or {}
         mpp = pre.get("mpp")
         names = tuple(info.get("class_names") or ("background", "foreground"))
-        out = user_dir() / "runs" / time.strftime("finetune-%Y%m%d-%H%M%S")
+        out = runs_dir() / time.strftime("finetune-%Y%m%d-%H%M%S")
         return TrainConfig(
             task="segment", model=str(info["spec"]["name"]), epochs=int(self._epochs_spin.value),
             lr=float(self._lr_spin.value), batch_size=4, patch_size=128, mpp=mpp, data_mpp=mpp,

@@ -1,7 +1,10 @@
 """napari reader contribution: slides/images (with their ground truth) and annotation files.
 
-``get_reader(path)`` is called by napari for every file the user drops: it only looks at the
-suffix and a few header bytes, returns ``None`` for anything it cannot handle and never raises.
+``get_reader(path)`` is called by napari for every file the user drops: it looks at the
+suffix (formats from :mod:`napari_histo.io.formats`), a few header bytes (a TIFF's first
+IFDs, a picture's header) and the names beside the file, returns ``None`` for anything it
+cannot handle or that is a plain picture (napari's own reader shows those; see
+:func:`_kind` for the rule) and never raises.
 The returned reader functions do the real work through ``napari_histo.io`` and
 :mod:`napari_histo.plugin._layers`; they raise a ``HistoError`` whose message names the file
 and the problem (napari shows it as a notification).
@@ -17,6 +20,13 @@ from pathlib import Path
 from typing import Any
 
 from napari_histo.core.errors import HistoError, SlideOpenError
+from napari_histo.io.formats import (
+    ANNOTATION_SUFFIXES,
+    FORMATS,
+    format_for_path,
+    slide_suffixes,
+    strip_suffix,
+)
 from napari_histo.plugin._layers import (
     LayerDataTuple,
     annotations_layer_data,
@@ -36,13 +46,11 @@ __all__ = [
 
 ReaderFunction = Callable[[Any], list[LayerDataTuple]]
 
-# Whole-slide formats only napari-histo (among usual plugins) reads: always ours.
-_WSI_SUFFIXES = (".svs", ".ndpi", ".scn", ".bif", ".svslide", ".qptiff")
-# Generic images: also ours (tiles, GlaS images, pyramidal/OME-TIFF).
-_IMAGE_SUFFIXES = (".ome.tiff", ".ome.tif", ".tiff", ".tif", ".btf", ".png", ".jpg", ".jpeg")
-SLIDE_SUFFIXES = _WSI_SUFFIXES + _IMAGE_SUFFIXES
-ZARR_SUFFIXES = (".ome.zarr", ".zarr")
-ANNOTATION_SUFFIXES = (".xml", ".geojson", ".json")
+#: every slide/image suffix of the format registry (OpenSlide ones included; see _kind)
+SLIDE_SUFFIXES = slide_suffixes(available_only=False, files_only=True)
+ZARR_SUFFIXES = tuple(s for f in FORMATS if f.directory for s in f.suffixes)
+#: names of the PNG exports of a prediction store NAME.ome.zarr (engine.inference.export)
+_PREDICTION_EXPORTS = ("_probability", "_labels")
 
 
 def _lower_name(path: str | Path) -> str:
@@ -76,20 +84,56 @@ def _is_zarr_dir(path: Path) -> bool:
     )
 
 
-def _sniff_slide(path: Path) -> bool | None:
-    """``io.sniff.is_supported_slide`` when the io package provides it, else None."""
+def _looks_like_slide(path: Path) -> bool | None:
+    """``io.sniff.looks_like_slide``: True slide, False plain picture, None cannot tell."""
     try:
-        from napari_histo.io.sniff import is_supported_slide
-    except ImportError:
-        return None
-    try:
-        return bool(is_supported_slide(path))
+        from napari_histo.io.sniff import looks_like_slide
+
+        return looks_like_slide(path)
     except Exception:  # a sniff must never break get_reader
         return None
 
 
+def _has_ground_truth(path: Path) -> bool:
+    """A sibling mask (``io.masks.find_ground_truth``) or same-stem annotation file."""
+    try:
+        from napari_histo.io.masks import find_ground_truth
+
+        if find_ground_truth(path) is not None:
+            return True
+    except Exception:
+        pass
+    return _sibling_annotations(path) is not None
+
+
+def _is_prediction_export(path: Path) -> bool:
+    """``NAME_probability.png`` / ``NAME_labels.png`` beside its store ``NAME.ome.zarr``."""
+    stem = strip_suffix(path.name)
+    for tag in _PREDICTION_EXPORTS:
+        if stem.endswith(tag) and len(stem) > len(tag):
+            base = stem[: -len(tag)]
+            for store in (f"{base}.ome.zarr", f"{base}.zarr"):
+                if _prediction_meta(path.with_name(store)) is not None:
+                    return True
+    return False
+
+
 def _kind(path: str | Path) -> str | None:
-    """``"slide"``, ``"annotations"`` or None (not ours) for one path."""
+    """``"slide"``, ``"annotations"`` or None (not ours) for one path.
+
+    Acceptance rule for files (formats from :mod:`napari_histo.io.formats`):
+
+    - a whole-slide suffix (``.svs``, ``.ndpi``, ``.scn``...): always ours, even damaged
+      (the reader then reports the damage instead of napari saying "no reader found");
+    - an OpenSlide-only suffix (``.mrxs``, ``.vms``...): ours only while the ``openslide``
+      extra imports, never otherwise;
+    - a generic picture suffix (``.tif``, ``.png``, ``.jpg``...) or an unknown one: ours when
+      the content is a slide (pyramidal or tiled, vendor or OME metadata, a microscope's
+      mpp, too large for one array: ``io.sniff.looks_like_slide``), when a ground-truth
+      mask or annotation file sits beside it, or when it is a napari-histo prediction
+      export; a damaged file with a registered suffix is ours too (clear error). Anything
+      else is a plain picture, left to napari's own reader.
+    """
     p = Path(str(path))
     name = _lower_name(p)
     if p.is_dir():
@@ -100,12 +144,17 @@ def _kind(path: str | Path) -> str | None:
         return None
     if name.endswith(ANNOTATION_SUFFIXES):
         return "annotations" if _is_annotation_file(p) else None
-    if name.endswith(SLIDE_SUFFIXES):
-        # A file of a slide format is ours even when damaged: the reader then reports the
-        # damage clearly instead of napari saying "no reader found".
+    fmt = format_for_path(p)
+    if fmt is not None and not fmt.available():
+        return None  # e.g. .mrxs without the openslide extra
+    if fmt is not None and fmt.whole_slide:
         return "slide"
-    # Unusual suffix: accept only what io recognises as a slide from its content.
-    return "slide" if _sniff_slide(p) else None
+    verdict = _looks_like_slide(p)
+    if verdict:
+        return "slide"
+    if verdict is None:  # not a readable image: ours only when its suffix says it is one
+        return "slide" if fmt is not None else None
+    return "slide" if _has_ground_truth(p) or _is_prediction_export(p) else None
 
 
 def get_reader(path: str | Sequence[str]) -> ReaderFunction | None:
@@ -393,7 +442,7 @@ def _ground_truth_layer(slide: Any, path: Path) -> LayerDataTuple | None:
 def _sibling_annotations(path: Path) -> Path | None:
     """``<stem>.xml`` / ``<stem>.geojson`` next to a slide, if it is an annotation file."""
     stem = _slide_stem(path)
-    for suffix in (".xml", ".geojson", ".json"):
+    for suffix in ANNOTATION_SUFFIXES:
         cand = path.with_name(stem + suffix)
         if cand.is_file() and _is_annotation_file(cand):
             return cand
@@ -401,33 +450,19 @@ def _sibling_annotations(path: Path) -> Path | None:
 
 
 def _slide_stem(path: Path) -> str:
-    name = Path(str(path).rstrip("/\\")).name
-    for suffix in (".ome.tiff", ".ome.tif", ".ome.zarr"):
-        if name.lower().endswith(suffix):
-            return name[: -len(suffix)]
-    return Path(name).stem
+    return strip_suffix(Path(str(path).rstrip("/\\")).name)
 
 
 def _sibling_slide(path: Path) -> Path | None:
     """The slide with the annotation's stem in the same folder, if any."""
     stem = Path(path).stem
-    for suffix in (
-        ".tif",
-        ".svs",
-        ".ndpi",
-        ".tiff",
-        ".ome.tif",
-        ".ome.tiff",
-        ".mrxs",
-        ".scn",
-        ".ome.zarr",
-        ".zarr",
-        ".png",
-        ".jpg",
-    ):
-        cand = path.with_name(stem + suffix)
-        if cand.exists():
-            return cand
+    for fmt in FORMATS:
+        if not fmt.available():
+            continue
+        for suffix in fmt.suffixes:
+            cand = path.with_name(stem + suffix)
+            if cand.exists():
+                return cand
     return None
 
 

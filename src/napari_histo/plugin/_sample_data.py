@@ -12,15 +12,15 @@ Entry points: :func:`sample_slide_path` (plain path, reused by ``napari-histo de
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
+from napari_histo.core import settings
 from napari_histo.plugin._layers import LayerDataTuple
 
 __all__ = ["CACHE_ENV", "SAMPLE_NAME", "cache_dir", "make_sample_slide", "sample_slide_path"]
 
-#: Environment variable naming the cache folder (read only here).
-CACHE_ENV = "NAPARI_HISTO_CACHE"
+#: Environment variable naming the cache folder (read by core.settings.cache_dir).
+CACHE_ENV = settings.CACHE_ENV
 #: Bump when the generator's output changes so old caches are not reused.
 SAMPLE_VERSION = 1
 SAMPLE_NAME = "synthetic_he"
@@ -31,13 +31,9 @@ MASK_DOWNSAMPLE = 4
 
 
 def cache_dir() -> Path:
-    """Folder for generated sample files: ``$NAPARI_HISTO_CACHE`` or ``~/.cache/napari-histo``."""
-    env = os.environ.get(CACHE_ENV)
-    if env:
-        return Path(env).expanduser()
-    xdg = os.environ.get("XDG_CACHE_HOME")
-    base = Path(xdg).expanduser() if xdg else Path.home() / ".cache"
-    return base / "napari-histo"
+    """Folder for generated sample files: ``$NAPARI_HISTO_CACHE`` or ``~/.cache/napari-histo``
+    (:func:`napari_histo.core.settings.cache_dir`)."""
+    return settings.cache_dir()
 
 
 def sample_slide_path(

@@ -29,6 +29,7 @@ from magicgui.widgets import (
     PushButton,
 )
 
+from napari_histo.core import settings
 from napari_histo.core.progress import Event, Message, Progress
 from napari_histo.plugin import _result_layers as rl
 from napari_histo.plugin._workers import TaskHandle, start_task
@@ -57,11 +58,9 @@ _MAX_RECENT = 8
 
 
 def user_dir() -> Path:
-    """Per-user napari-histo folder (``NAPARI_HISTO_HOME`` or ``~/.cache/napari-histo``)."""
-    root = os.environ.get("NAPARI_HISTO_HOME") or str(Path.home() / ".cache" / "napari-histo")
-    path = Path(root)
-    path.mkdir(parents=True, exist_ok=True)
-    return path
+    """Per-user napari-histo folder (``NAPARI_HISTO_HOME`` or ``~/.cache/napari-histo``),
+    created (:func:`napari_histo.core.settings.home_dir`)."""
+    return settings.home_dir(create=True)
 
 
 def recent_checkpoints() -> list[str]:
@@ -400,7 +399,7 @@ class SegmentWidget(Container):
         cfg_kw: dict[str, Any] = {"threshold": threshold, "device": self._device_combo.value}
         if source is not None:
             cfg_kw.update(self._resolution_for(source))
-            out_dir = user_dir() / "predictions"
+            out_dir = settings.predictions_dir()
             out_dir.mkdir(parents=True, exist_ok=True)
             stamp = time.strftime("%Y%m%d-%H%M%S")
             out_path = str(out_dir / f"{Path(source).stem}-{stamp}-{os.getpid()}-"

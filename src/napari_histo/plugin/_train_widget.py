@@ -30,6 +30,7 @@ from magicgui.widgets import (
     SpinBox,
 )
 
+from napari_histo.core.model_registry import TIMM_ENTRY, TIMM_PREFIX, default_model, model_choices
 from napari_histo.core.progress import EpochEnd, Message, Progress
 from napari_histo.plugin import _result_layers as rl
 from napari_histo.plugin._plots import CurvePlot
@@ -40,8 +41,9 @@ if TYPE_CHECKING:
 
 __all__ = ["TrainWidget", "layer_pair_samples", "preview_job"]
 
-SEG_MODELS = ("unet-tiny", "unet-small", "unet")
-CLS_MODELS = ("cnn-small", "resnet18", "resnet50", "inception_v3")
+# menus from the model registry; "timm:<name>" (classify) enables the "timm backbone" field
+SEG_MODELS = model_choices("segment")
+CLS_MODELS = model_choices("classify")
 
 
 def layer_pair_samples(image_layer: Any, labels_layer: Any, *,
@@ -107,7 +109,7 @@ class TrainWidget(Container):
 
     def __init__(self, viewer: napari.viewer.Viewer) -> None:
         super().__init__(labels=True)
-        from napari_histo.plugin._segment_widget import user_dir
+        from napari_histo.core.settings import runs_dir
 
         self._viewer = viewer
         self._image_combo = ComboBox(label="image", choices=self._image_choices, nullable=True)
@@ -120,7 +122,13 @@ class TrainWidget(Container):
         self._folder_edit = FileEdit(label="data folder", mode="d", nullable=True)
         self._task_combo = ComboBox(label="task", choices=("segment", "classify"),
                                     value="segment")
-        self._model_combo = ComboBox(label="model", choices=SEG_MODELS, value="unet-small")
+        self._model_combo = ComboBox(label="model", choices=SEG_MODELS,
+                                     value=default_model("segment"))
+        self._timm_edit = LineEdit(label="timm backbone", value="", visible=False,
+                                   tooltip="a timm model name, e.g. efficientnet_b0 (needs the "
+                                           "timm extra); used as timm:<name>")
+        self._model_combo.changed.connect(
+            lambda v: setattr(self._timm_edit, "visible", v == TIMM_ENTRY))
         self._epochs_spin = SpinBox(label="epochs", min=1, max=1000, value=10)
         self._lr_spin = FloatSpinBox(label="learning rate", min=1e-6, max=1.0, step=1e-4,
                                      value=2e-3)
@@ -143,7 +151,7 @@ class TrainWidget(Container):
                     "never saw it), with 95 % intervals; the model for use is fold 1's.")
         self._init_edit = FileEdit(label="start from", mode="r", filter="*.pt", nullable=True)
         self._out_edit = FileEdit(label="runs folder", mode="d",
-                                  value=str(user_dir() / "runs"))
+                                  value=str(runs_dir()))
         self._preview_check = CheckBox(label="preview each epoch", value=True)
         self._start_button = PushButton(text="Start")
         self._stop_button = PushButton(text="Stop", enabled=False)
@@ -166,7 +174,8 @@ class TrainWidget(Container):
             self._start_button, self._stop_button, self._resume_button])
         self._buttons.margins = (0, 0, 0, 0)
         self.extend([
-            self._image_combo, self._labels_combo, self._model_combo, self._epochs_spin,
+            self._image_combo, self._labels_combo, self._model_combo, self._timm_edit,
+            self._epochs_spin,
             self._batch_spin, self._device_combo, self._advanced_check, self._advanced,
             self._buttons, self._use_button, self._progress_bar, self._status_label,
             self.curves.widget,
@@ -222,7 +231,18 @@ class TrainWidget(Container):
     def _on_task(self, task: str) -> None:
         models = SEG_MODELS if task == "segment" else CLS_MODELS
         self._model_combo.choices = models
-        self._model_combo.value = models[1] if task == "segment" else models[0]
+        self._model_combo.value = default_model(task)
+
+    def _model_name(self) -> str:
+        """The combo's model, ``timm:<backbone>`` when its timm entry is chosen."""
+        name = str(self._model_combo.value)
+        if name == TIMM_ENTRY:
+            backbone = str(self._timm_edit.value or "").strip()
+            if not backbone:
+                raise ValueError("type a timm backbone name (e.g. efficientnet_b0) for "
+                                 f"model {TIMM_ENTRY}")
+            return TIMM_PREFIX + backbone
+        return name
 
     def _on_add_pair(self, *_: Any) -> None:
         img, lab = self._image_combo.value, self._labels_combo.value
@@ -264,7 +284,7 @@ class TrainWidget(Container):
         out_dir = runs / time.strftime("run-%Y%m%d-%H%M%S")
         return TrainConfig(
             task=self._task_combo.value, data=data, out_dir=str(out_dir),
-            model=self._model_combo.value, epochs=int(self._epochs_spin.value),
+            model=self._model_name(), epochs=int(self._epochs_spin.value),
             lr=float(self._lr_spin.value), batch_size=int(self._batch_spin.value),
             patch_size=int(self._patch_spin.value), device=self._device_combo.value,
             group_by=str(self._group_edit.value or "auto"),

@@ -27,12 +27,13 @@ from typing import Any
 from qtpy.QtCore import QEvent, QObject
 from superqt.utils._qthreading import GeneratorWorker as _SuperGeneratorWorker
 
+from napari_histo.core import settings
 from napari_histo.core.errors import describe_failure
 from napari_histo.core.progress import Event, Progress
 
 __all__ = ["NOTHREADS_ENV", "TaskHandle", "active_handles", "start_task", "threads_disabled"]
 
-NOTHREADS_ENV = "NAPARI_HISTO_NOTHREADS"
+NOTHREADS_ENV = settings.NOTHREADS_ENV
 
 # Every handle not yet finished, so tests and benchmarks can assert no task outlives its viewer.
 _ACTIVE: set[TaskHandle] = set()
@@ -40,7 +41,7 @@ _ACTIVE: set[TaskHandle] = set()
 
 def threads_disabled() -> bool:
     """True when ``NAPARI_HISTO_NOTHREADS`` asks for synchronous tasks (debugging)."""
-    return os.environ.get(NOTHREADS_ENV, "").strip().lower() not in ("", "0", "false", "no")
+    return settings.threads_disabled()
 
 
 def active_handles() -> list[TaskHandle]:

@@ -230,3 +230,19 @@ def test_mismatched_mask_warns_and_slide_still_opens(
     with pytest.warns(UserWarning, match="case_mask.tif"):
         layers = viewer.open(slide, plugin=PLUGIN)
     assert [type(layer).__name__ for layer in layers] == ["Image"]
+
+
+def test_plain_picture_is_left_to_napari(make_napari_viewer, tmp_path: Path) -> None:
+    """A PNG without slide metadata or a mask beside it is napari's own reader's: no
+    competing napari-histo reader (issue 13); with a mask beside it, it is ours again."""
+    from PIL import Image
+
+    png = tmp_path / "photo.png"
+    Image.fromarray(np.full((40, 50, 3), 200, np.uint8)).save(png)
+    assert get_reader(str(png)) is None
+    viewer = make_napari_viewer()
+    (layer,) = viewer.open(png)
+    assert type(layer).__name__ == "Image"
+    assert "napari_histo" not in layer.metadata
+    Image.fromarray(np.zeros((40, 50), np.uint8)).save(tmp_path / "photo_mask.png")
+    assert get_reader(str(png)) is not None

@@ -187,8 +187,10 @@ def stain_glas(out: Path) -> None:
 
     viewer = _viewer()
     root = SHARED / "stain_tiles" / "torchstain"
-    target = viewer.open(str(root / "target.png"), plugin="napari-histo")[0]
-    image = viewer.open(str(root / "source.png"), plugin="napari-histo")[0]
+    # plain PNG tiles (no slide metadata, no mask beside them): napari's own reader opens
+    # them, napari-histo's declines plain pictures
+    target = viewer.open(str(root / "target.png"), plugin="napari")[0]
+    image = viewer.open(str(root / "source.png"), plugin="napari")[0]
     for lyr in list(viewer.layers):
         if lyr is not image and lyr is not target:
             viewer.layers.remove(lyr)

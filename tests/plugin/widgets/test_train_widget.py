@@ -126,3 +126,27 @@ def test_cross_validation_shows_out_of_fold_metrics(make_napari_viewer, qtbot, g
     run = Path(w.result.run_dir)
     assert (run / "crossval.json").is_file() and (run / "fold_2").is_dir()
     assert Path(w.best_checkpoint).parent.name == "fold_1"
+
+
+def test_model_menu_comes_from_the_registry(make_napari_viewer):
+    """The combo offers the registry's models per task, and the timm family as
+    ``timm:<name>`` with a backbone field (as ``napari-histo train --model timm:NAME``)."""
+    import pytest
+
+    from napari_histo.core.model_registry import TIMM_ENTRY, default_model, model_choices
+
+    w = TrainWidget(make_napari_viewer())
+    assert tuple(w._model_combo.choices) == model_choices("segment")
+    assert w._model_combo.value == default_model("segment")
+    w._task_combo.value = "classify"
+    assert tuple(w._model_combo.choices) == model_choices("classify")
+    assert w._model_combo.value == default_model("classify")
+    assert w._model_name() == "cnn-small"
+    w._model_combo.value = TIMM_ENTRY
+    assert not w._timm_edit.native.isHidden()  # (the dock itself is not shown)
+    with pytest.raises(ValueError, match="timm backbone"):
+        w._model_name()
+    w._timm_edit.value = "efficientnet_b0"
+    assert w._model_name() == "timm:efficientnet_b0"
+    w._model_combo.value = "resnet18"
+    assert w._timm_edit.native.isHidden()

@@ -23,9 +23,12 @@ from torch.utils.data import Dataset
 
 from napari_histo.core.errors import DataError
 from napari_histo.engine.datasets.images import resize_image
+from napari_histo.io.formats import ANNOTATION_SUFFIXES, FORMATS, mask_suffixes, slide_suffixes
 
-SLIDE_SUFFIXES = (".svs", ".tif", ".tiff", ".ndpi", ".mrxs", ".scn", ".vms", ".bif", ".zarr")
-ANNOTATION_SUFFIXES = (".xml", ".geojson", ".json")
+#: file suffixes of the registry's pyramidal (whole-slide capable) formats; OpenSlide-only
+#: ones are kept so that opening one says which extra it needs instead of skipping it
+SLIDE_SUFFIXES = slide_suffixes(
+    available_only=False, files_only=True, formats=(f for f in FORMATS if f.pyramidal))
 
 
 @dataclass(frozen=True)
@@ -57,7 +60,7 @@ def find_slide_truth(slide: str | Path) -> tuple[str, str] | None:
             if cand.is_file():
                 return "annotations", str(cand)
     for folder in (p.parent / "masks", p.parent.parent / "masks"):
-        for suffix in (".tif", ".tiff", ".png"):
+        for suffix in mask_suffixes():
             cand = folder / f"{p.stem}{suffix}"
             if cand.is_file():
                 return "mask", str(cand)

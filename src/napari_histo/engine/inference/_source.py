@@ -16,6 +16,7 @@ import numpy.typing as npt
 
 from napari_histo.core.errors import ConfigError, CorruptDataError
 from napari_histo.core.limits import MPP_RANGE, check_upsample, number
+from napari_histo.io.formats import plain_image_suffixes
 
 __all__ = ["ArraySource", "MPP_TOL", "Resolution", "SlideSource", "resolve_resolution"]
 
@@ -23,7 +24,7 @@ __all__ = ["ArraySource", "MPP_TOL", "Resolution", "SlideSource", "resolve_resol
 MPP_TOL = 0.05
 
 Box = tuple[int, int, int, int]
-PLAIN_IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp"}
+PLAIN_IMAGE_SUFFIXES = frozenset(plain_image_suffixes())  # untiled pictures (format registry)
 
 
 class ArraySource:

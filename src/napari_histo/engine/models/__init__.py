@@ -25,6 +25,15 @@ from napari_histo.core.limits import (
     integer,
     number,
 )
+from napari_histo.core.model_registry import (
+    MODELS,
+    is_timm,
+    model_names,
+    model_task,
+    pretrained_models,
+    supports_pretrained,
+    timm_backbone,
+)
 from napari_histo.engine.models.classifier import (
     WEIGHTS_ATTR,
     SmallCNN,
@@ -40,21 +49,15 @@ __all__ = ["PRESETS", "SEGMENTATION_MODELS", "CLASSIFICATION_MODELS", "build_mod
 #: spec keys that make a model read weights from outside its checkpoint
 EXTERNAL_WEIGHT_KEYS = ("pretrained", "weights")
 
+# names, tasks and defaults live in the torch-free registry (core.model_registry)
 UNET_PRESETS: dict[str, dict[str, Any]] = {
-    "unet-tiny": {"base": 8, "depth": 3},
-    "unet-small": {"base": 16, "depth": 4},
-    "unet": {"base": 64, "depth": 5},
-}
-SEGMENTATION_MODELS = tuple(UNET_PRESETS)
-CLASSIFICATION_MODELS = ("cnn-small", "resnet18", "resnet50", "inception_v3")
+    m.name: dict(m.defaults) for m in MODELS if m.builder == "unet"}
+SEGMENTATION_MODELS = model_names("segment")
+CLASSIFICATION_MODELS = model_names("classify")
 PRESETS = SEGMENTATION_MODELS + CLASSIFICATION_MODELS
 #: presets with published pretrained weights (plus every ``timm:<name>``)
-PRETRAINED_MODELS = ("resnet18", "resnet50", "inception_v3")
-
-
-def supports_pretrained(name: str) -> bool:
-    """Whether ``name`` can start from pretrained weights (``pretrained``/``weights``)."""
-    return name in PRETRAINED_MODELS or name.startswith("timm:")
+PRETRAINED_MODELS = pretrained_models()
+_TORCHVISION = tuple(m.name for m in MODELS if m.builder == "torchvision")
 
 
 def weights_info(model: nn.Module) -> dict[str, Any]:
@@ -68,26 +71,13 @@ def weights_info(model: nn.Module) -> dict[str, Any]:
     return dict(info) if isinstance(info, dict) else {"origin": {"kind": "none"}}
 
 
-def model_task(name: str) -> str:
-    """Return 'segment' or 'classify' for a model name."""
-    if name in SEGMENTATION_MODELS:
-        return "segment"
-    if name in CLASSIFICATION_MODELS or name.startswith("timm:"):
-        return "classify"
-    raise ConfigError(f"unknown model {name!r}; choose one of {', '.join(PRESETS)} or timm:<name>")
-
-
 def make_spec(name: str, *, in_channels: int = 3, num_classes: int = 2, **kwargs: Any) -> dict[str, Any]:
     """Build a checkpoint-storable spec dict (plain types only)."""
     model_task(name)
     return {"name": name, "in_channels": int(in_channels), "num_classes": int(num_classes), **kwargs}
 
 
-_OPTIONS: dict[str, tuple[str, ...]] = {
-    **{n: ("base", "depth", "batch_norm", "dropout") for n in SEGMENTATION_MODELS},
-    "cnn-small": ("base", "dropout"),
-    **{n: ("pretrained", "weights", "dropout") for n in ("resnet18", "resnet50", "inception_v3")},
-}
+_OPTIONS: dict[str, tuple[str, ...]] = {m.name: m.options for m in MODELS if m.options is not None}
 
 
 def validate_spec(spec: Any, *, error: type[HistoError] = ConfigError,
@@ -161,13 +151,14 @@ def _build(spec: dict[str, Any]) -> nn.Module:
             return UNet(in_channels=in_ch, num_classes=n_cls, **args)
         if name == "cnn-small":
             return SmallCNN(in_channels=in_ch, num_classes=n_cls, **kw)
-        if name in ("resnet18", "resnet50", "inception_v3"):
+        if name in _TORCHVISION:
             return build_torchvision(name, in_ch, n_cls, **kw)
-        if name.startswith("timm:"):
-            return build_timm(name[5:], in_ch, n_cls, **kw)
+        if is_timm(name):
+            return build_timm(timm_backbone(name), in_ch, n_cls, **kw)
     except (TypeError, ValueError) as err:
         raise ConfigError(f"bad option for model {name!r}: {err}") from err
-    raise ConfigError(f"unknown model {name!r}; choose one of {', '.join(PRESETS)} or timm:<name>")
+    model_task(name)  # raises the registry's "unknown model" error
+    raise ConfigError(f"model {name!r} has no builder")
 
 
 def count_params(spec: dict[str, Any]) -> int:

@@ -24,8 +24,15 @@ from napari_histo.core.limits import (
     integer,
     number,
 )
+from napari_histo.core.model_registry import (
+    TASKS,
+    TIMM_ENTRY,
+    default_model,
+    model_task,
+    pretrained_models,
+    supports_pretrained,
+)
 
-TASKS = ("segment", "classify")
 OPTIMIZERS = ("adamw", "adam", "sgd")
 SCHEDULERS = ("onecycle", "cosine", "none")
 LOSSES = ("auto", "ce", "dice", "ce+dice", "focal", "focal+dice")
@@ -123,9 +130,7 @@ class TrainConfig:
             raise ConfigError(f"task must be one of {TASKS}, got {self.task!r}")
         if self.model == "auto":
             transfer = self.pretrained is True or bool(self.weights)
-            fix("model", "unet-small" if self.task == "segment" else
-                ("resnet18" if transfer else "cnn-small"))
-        from napari_histo.engine.models import model_task
+            fix("model", default_model(self.task, transfer=transfer))
 
         if model_task(self.model) != self.task:
             raise ConfigError(f"model {self.model!r} is for task {model_task(self.model)!r}, "
@@ -235,8 +240,6 @@ class TrainConfig:
 
     def _check_weights(self) -> None:
         """``pretrained``/``weights``: right types, a model that has such weights, no --init."""
-        from napari_histo.engine.models import supports_pretrained
-
         if not isinstance(self.pretrained, bool):
             raise ConfigError(f"pretrained must be true or false, got {self.pretrained!r}")
         if self.weights is not None and not isinstance(self.weights, (str, Path)):
@@ -245,7 +248,7 @@ class TrainConfig:
             object.__setattr__(self, "weights", str(self.weights))
         if (self.pretrained or self.weights) and not supports_pretrained(self.model):
             raise ConfigError(f"model {self.model!r} has no pretrained weights; --pretrained and "
-                              "--weights need resnet18, resnet50, inception_v3 or timm:<name>")
+                              f"--weights need {', '.join(pretrained_models())} or {TIMM_ENTRY}")
         if self.weights and self.init_checkpoint:
             raise ConfigError("give either weights (a backbone's weights file) or "
                               "init_checkpoint (a napari-histo checkpoint to fine-tune), not both")

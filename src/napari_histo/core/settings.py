@@ -1,0 +1,137 @@
+"""Settings: the folders napari-histo writes to and every environment variable it reads.
+
+Nothing else in the package reads ``os.environ``: call these functions instead. Each is
+read on every call (not cached at import), so tests and users may change a variable at any
+time.
+
+Environment variables
+---------------------
+``NAPARI_HISTO_HOME``
+    The per-user folder (:func:`home_dir`): recent checkpoints, the Segment widget's
+    predictions (``predictions/``), training and fine-tuning runs of the widgets
+    (``runs/``), saved corrections (``corrections/``), stain references (``stain/``) and
+    the demo model (``demo-model/``). Default ``~/.cache/napari-histo``.
+``NAPARI_HISTO_CACHE``
+    Generated sample files, e.g. File > Open Sample's synthetic slide (:func:`cache_dir`).
+    Default ``$XDG_CACHE_HOME/napari-histo``, else ``~/.cache/napari-histo``.
+``XDG_CACHE_HOME``
+    The user's cache root (freedesktop convention), used for :func:`cache_dir`'s default.
+``NAPARI_HISTO_TILE_CACHE_MB``
+    Size of each slide's decoded-tile LRU in MB (:func:`tile_cache_mb`); default 64, 0
+    disables it.
+``NAPARI_HISTO_DECODE_THREADS``
+    Threads decoding slide tiles in parallel (:func:`decode_threads`); default (unset or
+    0): the number of CPUs.
+``NAPARI_HISTO_NOTHREADS``
+    ``1``/``true``/``yes`` run the widgets' background tasks synchronously in the caller,
+    for debugging (:func:`threads_disabled`).
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+__all__ = [
+    "CACHE_ENV",
+    "DECODE_THREADS_ENV",
+    "ENVIRONMENT",
+    "HOME_ENV",
+    "NOTHREADS_ENV",
+    "TILE_CACHE_ENV",
+    "cache_dir",
+    "decode_threads",
+    "home_dir",
+    "predictions_dir",
+    "runs_dir",
+    "threads_disabled",
+    "tile_cache_mb",
+    "user_subdir",
+]
+
+HOME_ENV = "NAPARI_HISTO_HOME"
+CACHE_ENV = "NAPARI_HISTO_CACHE"
+TILE_CACHE_ENV = "NAPARI_HISTO_TILE_CACHE_MB"
+DECODE_THREADS_ENV = "NAPARI_HISTO_DECODE_THREADS"
+NOTHREADS_ENV = "NAPARI_HISTO_NOTHREADS"
+XDG_CACHE_ENV = "XDG_CACHE_HOME"
+
+#: every environment variable the package reads -> one line of what it sets
+ENVIRONMENT: dict[str, str] = {
+    HOME_ENV: "per-user folder: recent checkpoints, predictions, runs, corrections "
+              "(default ~/.cache/napari-histo)",
+    CACHE_ENV: "generated sample files (default $XDG_CACHE_HOME/napari-histo)",
+    XDG_CACHE_ENV: "cache root for NAPARI_HISTO_CACHE's default (default ~/.cache)",
+    TILE_CACHE_ENV: "decoded-tile LRU per slide in MB (default 64, 0 disables it)",
+    DECODE_THREADS_ENV: "tile decode threads (default: number of CPUs)",
+    NOTHREADS_ENV: "1: run widget tasks synchronously (debugging)",
+}
+
+#: default decoded-tile cache size in MB
+DEFAULT_TILE_CACHE_MB = 64.0
+
+
+def _env(name: str) -> str | None:
+    value = os.environ.get(name)
+    return value if value else None
+
+
+def home_dir(*, create: bool = False) -> Path:
+    """The per-user napari-histo folder: ``$NAPARI_HISTO_HOME`` or ``~/.cache/napari-histo``."""
+    root = _env(HOME_ENV)
+    path = Path(root).expanduser() if root else Path.home() / ".cache" / "napari-histo"
+    if create:
+        path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def user_subdir(name: str, *, create: bool = False) -> Path:
+    """``home_dir() / name`` (``create`` makes it, with the home folder)."""
+    path = home_dir() / name
+    if create:
+        path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def runs_dir(*, create: bool = False) -> Path:
+    """Where the widgets put training and fine-tuning runs: ``home_dir() / "runs"``."""
+    return user_subdir("runs", create=create)
+
+
+def predictions_dir(*, create: bool = False) -> Path:
+    """Where the Segment widget writes whole-slide predictions: ``home_dir() / "predictions"``."""
+    return user_subdir("predictions", create=create)
+
+
+def cache_dir() -> Path:
+    """Generated sample files: ``$NAPARI_HISTO_CACHE``, else ``$XDG_CACHE_HOME/napari-histo``,
+    else ``~/.cache/napari-histo``."""
+    env = _env(CACHE_ENV)
+    if env:
+        return Path(env).expanduser()
+    xdg = _env(XDG_CACHE_ENV)
+    base = Path(xdg).expanduser() if xdg else Path.home() / ".cache"
+    return base / "napari-histo"
+
+
+def tile_cache_mb() -> float:
+    """Decoded-tile cache size in MB from ``NAPARI_HISTO_TILE_CACHE_MB`` (default 64;
+    an unparsable value means the default)."""
+    try:
+        return float(os.environ.get(TILE_CACHE_ENV, DEFAULT_TILE_CACHE_MB))
+    except ValueError:
+        return DEFAULT_TILE_CACHE_MB
+
+
+def decode_threads() -> int:
+    """Tile decode threads from ``NAPARI_HISTO_DECODE_THREADS`` (0 or unset: CPU count)."""
+    try:
+        n = int(os.environ.get(DECODE_THREADS_ENV, "0"))
+    except ValueError:
+        n = 0
+    return n if n > 0 else (os.cpu_count() or 2)
+
+
+def threads_disabled() -> bool:
+    """True when ``NAPARI_HISTO_NOTHREADS`` asks for synchronous widget tasks (debugging)."""
+    return os.environ.get(NOTHREADS_ENV, "").strip().lower() not in ("", "0", "false", "no")
