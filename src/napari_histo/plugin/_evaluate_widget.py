@@ -2,7 +2,8 @@
 
 Layer mode compares a heatmap Image layer (probabilities) or a Labels layer with a ground
 truth Labels layer; the truth is resampled onto the prediction's pixel grid through both
-layers' world placement (any resolution), chunk by chunk in a worker, into the engine's
+layers' world placement (any resolution), chunk by chunk in a worker
+(:func:`~napari_histo.engine.evaluation_jobs.evaluate_arrays_job`), into the engine's
 :class:`~napari_histo.engine.evaluation.PixelAccumulator`: accuracy, Dice, IoU, ROC AUC and a
 confusion matrix, with ROC and confusion plots in the dock. Folder mode runs
 ``engine.evaluation.evaluate_slides`` (per-slide metrics, slide-level AUC and the CAMELYON16
@@ -15,75 +16,18 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-import numpy as np
 from magicgui.widgets import ComboBox, Container, FileEdit, FloatSlider, Label, PushButton
 
-from napari_histo.core.progress import Message, Progress
+from napari_histo.engine.evaluation_jobs import evaluate_arrays_job, evaluate_folders_job
 from napari_histo.plugin import _result_layers as rl
+from napari_histo.plugin._jobs import layer_level0, layer_placement
 from napari_histo.plugin._plots import ConfusionPlot, RocPlot
 from napari_histo.plugin._workers import TaskHandle, start_task
 
 if TYPE_CHECKING:
     import napari
 
-__all__ = ["EvaluateWidget", "evaluate_layers_job", "evaluate_folders_job"]
-
-
-def _placement(layer: Any) -> tuple[tuple[float, float], tuple[float, float]]:
-    return (tuple(float(v) for v in layer.scale[-2:]),  # type: ignore[return-value]
-            tuple(float(v) for v in layer.translate[-2:]))
-
-
-def evaluate_layers_job(prob: Any, prob_place: tuple[Any, Any], truth: Any,
-                        truth_place: tuple[Any, Any], *, threshold: float = 0.5,
-                        is_probability: bool = True, rows: int = 512) -> Any:
-    """Pixel metrics of ``prob`` vs ``truth`` sampled on ``prob``'s grid, in row chunks."""
-    from napari_histo.engine.corrections import resample_nearest
-    from napari_histo.engine.evaluation import PixelAccumulator
-
-    acc = PixelAccumulator(threshold=threshold)
-    h, w = int(prob.shape[-2]), int(prob.shape[-1])
-    (ps, pt), (ts, tt) = prob_place, truth_place
-    n = -(-h // rows)
-    for i, y0 in enumerate(range(0, h, rows)):
-        y1 = min(h, y0 + rows)
-        p = np.asarray(prob[y0:y1]).astype(np.float32)
-        if p.ndim == 3:  # a channel axis: foreground = not background
-            p = p[1] if p.shape[0] == 2 else 1.0 - p[0]
-        if not is_probability:
-            p = (p > 0).astype(np.float32)
-        t = resample_nearest(truth, ts, tt, (y1 - y0, w), ps, (pt[0] + y0 * ps[0], pt[1]))
-        acc.add(p, t)
-        yield Progress(i + 1, n, "evaluate")
-    metrics = acc.result()
-    fpr, tpr = acc.curve()
-    cm = np.array([[metrics["tn"], metrics["fp"]], [metrics["fn"], metrics["tp"]]])
-    return {"metrics": metrics, "fpr": fpr, "tpr": tpr, "confusion": cm}
-
-
-def _stem(p: Path) -> str:
-    name = p.name
-    for suf in (".ome.zarr", ".zarr", "_mask.tif", "_mask.png", ".ome.tif", ".tif", ".png",
-                ".xml", ".geojson", ".json"):
-        if name.endswith(suf):
-            return name[: -len(suf)]
-    return p.stem
-
-
-def evaluate_folders_job(pred_dir: str, truth_dir: str, out_dir: str | None = None) -> Any:
-    """Slide-level AUC and FROC over prediction stores paired with truths by name."""
-    from napari_histo.core.errors import DataError
-    from napari_histo.engine.evaluation import evaluate_slides
-
-    preds = sorted(p for p in Path(pred_dir).iterdir() if not p.name.startswith("."))
-    truths = {_stem(t): t for t in Path(truth_dir).iterdir() if not t.name.startswith(".")}
-    pairs = [(p, truths[_stem(p)]) for p in preds if _stem(p) in truths]
-    if not pairs:
-        raise DataError(f"no prediction in {pred_dir} has a ground truth with the same name in "
-                        f"{truth_dir} (e.g. tumor_001.ome.zarr + tumor_001_mask.tif)")
-    yield Message(f"evaluating {len(pairs)} slide(s)")
-    report = evaluate_slides([p for p, _ in pairs], [t for _, t in pairs], out_dir=out_dir)
-    return report
+__all__ = ["EvaluateWidget"]
 
 
 class EvaluateWidget(Container):
@@ -156,12 +100,11 @@ class EvaluateWidget(Container):
             return None
         if self._busy():
             return None
-        data = pred.data[0] if pred.multiscale else pred.data
-        tdata = truth.data[0] if truth.multiscale else truth.data
         is_prob = type(pred).__name__ == "Image"
         self._metrics_label.value = "evaluating..."
         self.handle = start_task(
-            evaluate_layers_job, data, _placement(pred), tdata, _placement(truth),
+            evaluate_arrays_job, layer_level0(pred), layer_placement(pred), layer_level0(truth),
+            layer_placement(truth),
             threshold=float(self._threshold_slider.value), is_probability=is_prob,
             on_returned=self._show, desc="evaluate", watch=self)
         return self.handle

@@ -3,7 +3,8 @@
 Training data come from image + Labels layer pairs in the viewer (optionally restricted to
 Shapes regions), and/or from folders (GlaS-style ``images/`` + ``labels/``, class folders,
 slides with masks). The widget builds a :class:`~napari_histo.engine.training.TrainConfig`,
-turns layer pairs into ``ArraySample`` s, and runs ``engine.training.train`` in a thread
+turns layer pairs into ``ArraySample`` s (:func:`napari_histo.plugin._jobs.layer_pair_samples`),
+and runs ``engine.training.train`` in a thread
 worker: per-batch progress, loss/metric curves redrawn at every epoch, a preview prediction
 layer per epoch, Start / Stop / Resume, and "Use this model" hands the best checkpoint to the
 Segment widget. Entry point: :class:`TrainWidget`.
@@ -31,75 +32,19 @@ from magicgui.widgets import (
 )
 
 from napari_histo.core.progress import EpochEnd, Message, Progress
+from napari_histo.engine.live import preview_job
 from napari_histo.plugin import _result_layers as rl
+from napari_histo.plugin._jobs import layer_pair_samples, rgb_crop
 from napari_histo.plugin._plots import CurvePlot
 from napari_histo.plugin._workers import TaskHandle, preload_torch_training, start_task
 
 if TYPE_CHECKING:
     import napari
 
-__all__ = ["TrainWidget", "layer_pair_samples", "preview_job"]
+__all__ = ["TrainWidget"]
 
 SEG_MODELS = ("unet-tiny", "unet-small", "unet")
 CLS_MODELS = ("cnn-small", "resnet18", "resnet50", "inception_v3")
-
-
-def layer_pair_samples(image_layer: Any, labels_layer: Any, *,
-                       boxes: list[tuple[int, int, int, int]] | None = None,
-                       split_single: bool = True) -> list[Any]:
-    """``ArraySample`` s from an image layer and a Labels layer drawn over it.
-
-    Each box (level-0 px of the image; default: the whole image) becomes one sample whose
-    labels are resampled onto the image pixels through both layers' world placement, so a
-    ground truth or a correction painted at another resolution still lines up. Mask values
-    0/255 become classes 0/1. A single box is split into two halves (two groups) so the
-    run gets a validation curve.
-    """
-    from napari_histo.engine.corrections import resample_nearest, to_class_labels
-    from napari_histo.engine.datasets.segmentation import ArraySample
-
-    shape0 = rl.level0_shape(image_layer)
-    if not boxes:
-        boxes = [(0, 0, shape0[0], shape0[1])]
-    img_data = image_layer.data[0] if image_layer.multiscale else image_layer.data
-    lab_data = labels_layer.data[0] if labels_layer.multiscale else labels_layer.data
-    s_img = [float(v) for v in image_layer.scale[-2:]]
-    t_img = [float(v) for v in image_layer.translate[-2:]]
-    s_lab = [float(v) for v in labels_layer.scale[-2:]]
-    t_lab = [float(v) for v in labels_layer.translate[-2:]]
-    if len(boxes) == 1 and split_single:
-        y0, x0, y1, x1 = boxes[0]
-        if y1 - y0 >= x1 - x0:
-            mid = (y0 + y1) // 2
-            boxes = [(y0, x0, mid, x1), (mid, x0, y1, x1)]
-        else:
-            mid = (x0 + x1) // 2
-            boxes = [(y0, x0, y1, mid), (y0, mid, y1, x1)]
-    out = []
-    for k, (y0, x0, y1, x1) in enumerate(boxes):
-        img = np.asarray(img_data[y0:y1, x0:x1])
-        if img.ndim == 2:
-            img = np.repeat(img[..., None], 3, axis=2)
-        img = np.ascontiguousarray(img[..., :3]).astype(np.uint8)
-        dst_t = (t_img[0] + y0 * s_img[0], t_img[1] + x0 * s_img[1])
-        lab = resample_nearest(lab_data, s_lab, t_lab, img.shape[:2], s_img, dst_t)
-        lab = to_class_labels(lab, f"layer {labels_layer.name!r}")
-        out.append(ArraySample(img, lab, None, f"{image_layer.name}-{k}",
-                               f"{image_layer.name} region {k}"))
-    return out
-
-
-def preview_job(checkpoint: str, image: np.ndarray) -> Any:
-    """Predict a small preview crop with a checkpoint; return the foreground probability."""
-    from napari_histo.engine import inference as inf
-    from napari_histo.engine.checkpoints import load_checkpoint
-
-    model = load_checkpoint(checkpoint, device="cpu")
-    probs = yield from inf.predict_array(image, model)
-    arr = np.asarray(probs)
-    if arr.ndim == 3:
-        arr = arr[1] if arr.shape[0] == 2 else 1.0 - arr[0]
-    return arr.astype(np.float32)
 
 
 class TrainWidget(Container):
@@ -421,8 +366,7 @@ class TrainWidget(Container):
         img_layer, (y0, x0, y1, x1) = self._preview_crop
         if img_layer not in self._viewer.layers:
             return
-        data = img_layer.data[0] if img_layer.multiscale else img_layer.data
-        crop = np.ascontiguousarray(np.asarray(data[y0:y1, x0:x1])[..., :3]).astype(np.uint8)
+        crop = rgb_crop(img_layer, (y0, x0, y1, x1))
 
         def _show(prob: np.ndarray, img_layer: Any = img_layer, y0: int = y0,
                   x0: int = x0) -> None:
