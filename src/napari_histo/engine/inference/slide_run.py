@@ -140,17 +140,37 @@ def prepare_slide_run(slide: Any, loaded: Any, cfg: InferenceConfig, *, region: 
     given, an estimate of the store's size against the free disk space there. Each refusal
     is one :class:`~napari_histo.core.errors.ConfigError` line.
     """
-    from napari_histo.core.limits import (
-        MAX_TILES,
-        check_alloc,
-        check_disk,
-        human_bytes,
-        number,
-    )
-
     pre = loaded.preprocessing or {}
     res = resolve_resolution(slide, mpp=cfg.mpp, level=cfg.level, slide_mpp=cfg.slide_mpp,
                              model_mpp=pre.get("mpp"))
+    origin0, shape_work = _working_region(slide, res, region, region_units)
+    src = SlideSource(slide, res, origin0, shape_work)
+    plan = plan_for(loaded.task, shape_work, loaded, cfg, num_classes)
+    # ---- budget: model inputs, one block's buffers, the output (before any allocation)
+    _check_budget(slide, plan, cfg, shape_work, num_classes, in_memory)
+    cell = plan.cell
+    down = (res.factor[0] * cell, res.factor[1] * cell)
+    smpp = slide.metadata.mpp or ((cfg.slide_mpp,) * 2 if cfg.slide_mpp else None)
+    out_mpp = (res.mpp[0] * cell, res.mpp[1] * cell) if res.mpp else None
+    unit = smpp if smpp else (1.0, 1.0)
+    origin_um = (origin0[0] * unit[0], origin0[1] * unit[1])
+    skip = None
+    frac = 1.0
+    if cfg.tissue_only:
+        skip, frac = _tissue_skip(slide, src)
+    if out_path is not None:
+        _check_store_disk(slide, plan, cfg, num_classes, frac, Path(out_path))
+    return {"res": res, "origin0": origin0, "source": src, "plan": plan, "skip": skip,
+            "downsample": down, "out_mpp": out_mpp, "origin_um": origin_um,
+            "to_out": _output_coords(origin0, down), "tissue_fraction": frac,
+            "slide_mpp": smpp}
+
+
+def _working_region(slide: Any, res: Resolution, region: Any, region_units: str,
+                    ) -> tuple[tuple[float, float], tuple[int, int]]:
+    """Level-0 origin of the region and its (h, w) at the working resolution."""
+    from napari_histo.core.limits import number
+
     if region is not None:
         if isinstance(region, (str, bytes)) or not hasattr(region, "__len__") or len(region) != 4:
             raise ConfigError(f"region must be 4 numbers (y0, x0, y1, x1), got {region!r}")
@@ -164,9 +184,15 @@ def prepare_slide_run(slide: Any, loaded: Any, cfg: InferenceConfig, *, region: 
         lh, lw = slide.metadata.level_shapes[res.level]
         shape_work = (max(1, min(shape_work[0], lh - int(ry0 // res.factor[0]))),
                       max(1, min(shape_work[1], lw - int(rx0 // res.factor[1]))))
-    src = SlideSource(slide, res, origin0, shape_work)
-    plan = plan_for(loaded.task, shape_work, loaded, cfg, num_classes)
-    # ---- budget: model inputs, one block's buffers, the output (before any allocation)
+    return origin0, shape_work
+
+
+def _check_budget(slide: Any, plan: Plan, cfg: InferenceConfig, shape_work: tuple[int, int],
+                  num_classes: int, in_memory: bool) -> None:
+    """Refuse a run feeding the model more than ``MAX_TILES`` inputs, whose blocks in flight
+    do not fit in free memory, or (``in_memory``) whose whole output does not."""
+    from napari_histo.core.limits import MAX_TILES, check_alloc
+
     if isinstance(plan, SegmentPlan):
         step = plan.tile - plan.overlap
         n_inputs = math.ceil(shape_work[0] / step) * math.ceil(shape_work[1] / step)
@@ -184,42 +210,51 @@ def prepare_slide_run(slide: Any, loaded: Any, cfg: InferenceConfig, *, region: 
     block_bytes = block_px * (3 + 4 * (num_classes + 1)) + cfg.batch_size * side * side * 16
     check_alloc(block_bytes * (cfg.readers + 2), f"{slide.name}: the blocks in flight",
                 hint="lower --readers, --batch-size or the tile size")
-    out_px = plan.out_shape[0] * plan.out_shape[1]
-    planes = 1 if num_classes == 2 else num_classes
     if in_memory:
+        out_px = plan.out_shape[0] * plan.out_shape[1]
+        planes = 1 if num_classes == 2 else num_classes
         item = 1 if cfg.prob_dtype == "uint8" else 4
         check_alloc(out_px * (planes * item + 1), f"{slide.name}: the in-memory prediction "
                     f"({plan.out_shape[1]} x {plan.out_shape[0]} px)",
                     hint="write it to an output store, or predict a region")
-    cell = plan.cell
-    down = (res.factor[0] * cell, res.factor[1] * cell)
-    smpp = slide.metadata.mpp or ((cfg.slide_mpp,) * 2 if cfg.slide_mpp else None)
-    out_mpp = (res.mpp[0] * cell, res.mpp[1] * cell) if res.mpp else None
-    unit = smpp if smpp else (1.0, 1.0)
-    origin_um = (origin0[0] * unit[0], origin0[1] * unit[1])
-    skip = None
-    frac = 1.0
-    if cfg.tissue_only:
-        from napari_histo.engine.tissue import tissue_map
 
-        tmap = tissue_map(slide, max_side=TISSUE_MAX_SIDE)
-        frac = tmap.fraction_total
-        from napari_histo.engine.inference.writer import release_memory
 
-        release_memory()  # the thumbnail's temporaries
+def _tissue_skip(slide: Any, src: SlideSource) -> tuple[Any, float]:
+    """(skip(core box) -> True where a block holds no tissue, tissue fraction of the slide)."""
+    from napari_histo.engine.inference.writer import release_memory
+    from napari_histo.engine.tissue import tissue_map
 
-        def skip(core: Box) -> bool:
-            return tmap.fraction(src.to_level0(core)) <= 0.0
+    tmap = tissue_map(slide, max_side=TISSUE_MAX_SIDE)
+    frac = tmap.fraction_total
+    release_memory()  # the thumbnail's temporaries
 
-    if out_path is not None:
-        # a lower bound of the store: tissue blocks only (background chunks are never
-        # written), compressed ~3x, plus a third for the pyramid; refused only when even
-        # that cannot fit
-        item = 1 if cfg.prob_dtype == "uint8" else 2
-        raw = out_px * (planes * item + 1) * max(float(frac), 0.0)
-        check_disk(Path(out_path).parent, raw * 4 / 3 / 3,
-                   f"{slide.name}: the prediction store ({plan.out_shape[1]} x "
-                   f"{plan.out_shape[0]} px, {human_bytes(raw)} before compression)")
+    def skip(core: Box) -> bool:
+        return tmap.fraction(src.to_level0(core)) <= 0.0
+
+    return skip, frac
+
+
+def _check_store_disk(slide: Any, plan: Plan, cfg: InferenceConfig, num_classes: int,
+                      frac: float, out_path: Path) -> None:
+    """Refuse a store that cannot fit in the free space where it goes.
+
+    A lower bound of the store: tissue blocks only (background chunks are never written),
+    compressed ~3x, plus a third for the pyramid; refused only when even that cannot fit.
+    """
+    from napari_histo.core.limits import check_disk, human_bytes
+
+    out_px = plan.out_shape[0] * plan.out_shape[1]
+    planes = 1 if num_classes == 2 else num_classes
+    item = 1 if cfg.prob_dtype == "uint8" else 2
+    raw = out_px * (planes * item + 1) * max(float(frac), 0.0)
+    check_disk(out_path.parent, raw * 4 / 3 / 3,
+               f"{slide.name}: the prediction store ({plan.out_shape[1]} x "
+               f"{plan.out_shape[0]} px, {human_bytes(raw)} before compression)")
+
+
+def _output_coords(origin0: tuple[float, float], down: tuple[float, float]) -> Any:
+    """``to_out(near)``: a level-0 point (y, x) or box (y0, x0, y1, x1) in output pixels."""
+    from napari_histo.core.limits import number
 
     def to_out(near: Any) -> Any:
         vals = [number("near", v) for v in near]
@@ -230,9 +265,7 @@ def prepare_slide_run(slide: Any, loaded: Any, cfg: InferenceConfig, *, region: 
         return ((vals[0] - origin0[0]) / down[0], (vals[1] - origin0[1]) / down[1],
                 (vals[2] - origin0[0]) / down[0], (vals[3] - origin0[1]) / down[1])
 
-    return {"res": res, "origin0": origin0, "source": src, "plan": plan, "skip": skip,
-            "downsample": down, "out_mpp": out_mpp, "origin_um": origin_um, "to_out": to_out,
-            "tissue_fraction": frac, "slide_mpp": smpp}
+    return to_out
 
 
 def create_store(path: Path, plan: Plan, cfg: InferenceConfig, fp: dict[str, Any],
