@@ -16,26 +16,28 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from magicgui.widgets import ComboBox, Container, FileEdit, FloatSlider, Label, PushButton
+from magicgui.widgets import ComboBox, FileEdit, FloatSlider, Label, PushButton
 
 from napari_histo.engine.evaluation_jobs import evaluate_arrays_job, evaluate_folders_job
 from napari_histo.plugin import _result_layers as rl
 from napari_histo.plugin._jobs import layer_level0, layer_placement
 from napari_histo.plugin._plots import ConfusionPlot, RocPlot
-from napari_histo.plugin._workers import TaskHandle, start_task
+from napari_histo.plugin._widget_base import DockWidget
+from napari_histo.plugin._workers import TaskHandle
 
 if TYPE_CHECKING:
     import napari
 
 __all__ = ["EvaluateWidget"]
 
+_BUSY = "an evaluation is already running"
 
-class EvaluateWidget(Container):
+
+class EvaluateWidget(DockWidget):
     """Dock widget: metrics, ROC and confusion matrix of a prediction vs ground truth."""
 
     def __init__(self, viewer: napari.viewer.Viewer) -> None:
-        super().__init__(labels=True)
-        self._viewer = viewer
+        super().__init__(viewer)
         self._pred_combo = ComboBox(label="prediction", choices=self._pred_choices,
                                     nullable=True)
         self._truth_combo = ComboBox(label="ground truth", choices=self._truth_choices,
@@ -53,14 +55,10 @@ class EvaluateWidget(Container):
                      self._evaluate_button, self._metrics_label, self.roc.widget,
                      self.confusion.widget, self._pred_dir_edit, self._truth_dir_edit,
                      self._folders_button])
-        self.native.setMaximumWidth(rl.DOCK_MAX_WIDTH)
-        self.handle: TaskHandle | None = None
         self.result: dict[str, Any] | None = None
         self._evaluate_button.changed.connect(lambda *_: self.evaluate())
         self._folders_button.changed.connect(lambda *_: self.evaluate_folders())
-        for ev in (viewer.layers.events.inserted, viewer.layers.events.removed):
-            ev.connect(self._reset)
-        self._reset()
+        self._dock_ready()
 
     def _pred_choices(self, *_: Any) -> list[tuple[str, Any]]:
         out = []
@@ -75,55 +73,35 @@ class EvaluateWidget(Container):
         return [(n, lyr) for n, lyr in rl.layers_of(self._viewer, "labels")
                 if (lyr.metadata.get("napari_histo") or {}).get("kind") != "prediction"]
 
-    def _reset(self, *_: Any) -> None:
-        try:
-            self.reset_choices()
-        except RuntimeError:
-            pass
-
-    def _busy(self) -> bool:
-        if self.handle is not None and not self.handle.done:
-            from napari.utils.notifications import show_info
-
-            show_info("an evaluation is already running")
-            return True
-        return False
-
     def evaluate(self) -> TaskHandle | None:
         """Compare the chosen prediction layer with the ground-truth layer."""
-        from napari.utils.notifications import show_error
-
         pred, truth = self._pred_combo.value, self._truth_combo.value
         if pred is None or truth is None:
-            show_error("choose a prediction layer (heatmap or labels) and a ground-truth "
+            self._show_error("choose a prediction layer (heatmap or labels) and a ground-truth "
                        "Labels layer")
             return None
-        if self._busy():
+        if self._busy(_BUSY):
             return None
         is_prob = type(pred).__name__ == "Image"
         self._metrics_label.value = "evaluating..."
-        self.handle = start_task(
+        return self._run_task(
             evaluate_arrays_job, layer_level0(pred), layer_placement(pred), layer_level0(truth),
             layer_placement(truth),
             threshold=float(self._threshold_slider.value), is_probability=is_prob,
-            on_returned=self._show, desc="evaluate", watch=self)
-        return self.handle
+            on_returned=self._show, desc="evaluate")
 
     def evaluate_folders(self) -> TaskHandle | None:
         """Slide-level AUC and FROC for a folder of predictions and one of truths."""
-        from napari.utils.notifications import show_error
-
         pd, td = self._pred_dir_edit.value, self._truth_dir_edit.value
         if not pd or not td or not Path(str(pd)).is_dir() or not Path(str(td)).is_dir():
-            show_error("choose a folder of prediction stores and a folder of ground truths")
+            self._show_error("choose a folder of prediction stores and a folder of ground truths")
             return None
-        if self._busy():
+        if self._busy(_BUSY):
             return None
         self._metrics_label.value = "evaluating folders..."
-        self.handle = start_task(evaluate_folders_job, str(pd), str(td),
-                                 str(Path(str(pd)) / "evaluation"), on_returned=self._show_report,
-                                 desc="evaluate folders", watch=self)
-        return self.handle
+        return self._run_task(evaluate_folders_job, str(pd), str(td),
+                              str(Path(str(pd)) / "evaluation"), on_returned=self._show_report,
+                              desc="evaluate folders")
 
     def _show(self, res: dict[str, Any]) -> None:
         self.result = res

@@ -21,7 +21,6 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 from magicgui.widgets import (
     ComboBox,
-    Container,
     FileEdit,
     FloatSlider,
     Label,
@@ -42,7 +41,8 @@ from napari_histo.engine.live import (
 )
 from napari_histo.plugin import _result_layers as rl
 from napari_histo.plugin._jobs import rgb_crop
-from napari_histo.plugin._workers import TaskHandle, start_task
+from napari_histo.plugin._widget_base import FAILED_STATUS, DockWidget
+from napari_histo.plugin._workers import TaskHandle
 
 if TYPE_CHECKING:
     import napari
@@ -98,12 +98,11 @@ def remember_checkpoint(path: str | Path) -> None:
 # ------------------------------------------------------------------ the widget
 
 
-class SegmentWidget(Container):
+class SegmentWidget(DockWidget):
     """Dock widget: image layer + checkpoint + target -> heatmap and labels layers."""
 
     def __init__(self, viewer: napari.viewer.Viewer) -> None:
-        super().__init__(labels=True)
-        self._viewer = viewer
+        super().__init__(viewer)
         self._image_combo = ComboBox(label="image", choices=self._image_choices, nullable=True)
         self._ckpt_edit = FileEdit(label="checkpoint", mode="r", filter="*.pt")
         self._recent_combo = ComboBox(label="recent", choices=self._recent_choices, nullable=True)
@@ -124,8 +123,6 @@ class SegmentWidget(Container):
             self._opacity_slider, self._run_button, self._cancel_button, self._progress_bar,
             self._status_label,
         ])
-        self.native.setMaximumWidth(rl.DOCK_MAX_WIDTH)
-        self.handle: TaskHandle | None = None
         self.result: rl.PredictionLayers | None = None
         self.timings: dict[str, float] = {}
         self._live: rl.PredictionLayers | None = None
@@ -143,30 +140,15 @@ class SegmentWidget(Container):
         self._recent_combo.changed.connect(self._on_recent)
         self._threshold_slider.changed.connect(self._on_threshold)
         self._opacity_slider.changed.connect(self._on_opacity)
-        for ev in (viewer.layers.events.inserted, viewer.layers.events.removed):
-            ev.connect(self._reset)
-        self._reset()
+        self._dock_ready()
         recent = recent_checkpoints()
         if recent:
             self._ckpt_edit.value = recent[0]
 
     # ---------------------------------------------------------------- choices
-    def _image_choices(self, *_: Any) -> list[tuple[str, Any]]:
-        return [(n, lyr) for n, lyr in rl.layers_of(self._viewer, "image")
-                if (lyr.metadata.get("napari_histo") or {}).get("kind") != "prediction"]
-
-    def _shapes_choices(self, *_: Any) -> list[tuple[str, Any]]:
-        return rl.layers_of(self._viewer, "shapes")
-
     def _recent_choices(self, *_: Any) -> list[tuple[str, str]]:
         # "run-folder/best.pt": every run writes a best.pt, and a combo needs distinct labels
         return [(f"{Path(p).parent.name}/{Path(p).name}", p) for p in recent_checkpoints()]
-
-    def _reset(self, *_: Any) -> None:
-        try:
-            self.reset_choices()
-        except RuntimeError:  # widget already deleted
-            pass
 
     # ---------------------------------------------------------------- public API
     def set_checkpoint(self, path: str | Path) -> None:
@@ -183,28 +165,18 @@ class SegmentWidget(Container):
 
     def cancel(self, *_: Any) -> None:
         """Stop the running prediction after its current tile batch."""
-        if self.handle is not None and not self.handle.done:
-            self.handle.cancel()
-            self._status_label.value = "cancelling..."
-
-    @property
-    def running(self) -> bool:
-        """True while a prediction runs."""
-        return self.handle is not None and not self.handle.done
+        self._cancel("cancelling...")
 
     def run(self, target: str | None = None) -> TaskHandle | None:
         """Start segmenting ``target`` (default: the target combo); returns the task."""
-        from napari.utils.notifications import show_error, show_info
-
         if target is not None:
             self._target_combo.value = target
-        if self.running:
-            show_info("a prediction is already running; cancel it first")
+        if self._busy("a prediction is already running; cancel it first"):
             return None
         try:
             req, image_layer, placement = self._to_request()
         except ValueError as err:
-            show_error(str(err))
+            self._show_error(err)
             return None
         remember_checkpoint(req.checkpoint)
         self._start(req, image_layer, placement)
@@ -298,9 +270,9 @@ class SegmentWidget(Container):
         self._progress_bar.max = 1
         self._progress_bar.value = 0
         self._status_label.value = "loading model..."
-        self.handle = start_task(segment_job, req, on_event=self._on_event,
-                                 on_returned=self._on_returned, on_finished=self._on_finished,
-                                 desc=f"segment {image_layer.name}", watch=self)
+        self._run_task(segment_job, req, on_event=self._on_event,
+                       on_returned=self._on_returned, on_finished=self._on_finished,
+                       desc=f"segment {image_layer.name}")
         self._lay_out_early(req)
 
     def _lay_out_early(self, req: SegmentRequest) -> None:
@@ -357,8 +329,7 @@ class SegmentWidget(Container):
         else:
             return
         if total:
-            self._progress_bar.max = int(total)
-            self._progress_bar.value = min(int(done), int(total))
+            self._show_progress(done, total)
             self._status_label.value = f"{done}/{total} tiles"
 
     def _request_redraw(self) -> None:
@@ -449,10 +420,11 @@ class SegmentWidget(Container):
     def _on_finished(self) -> None:
         self._run_button.enabled = True
         self._cancel_button.enabled = False
-        if self.handle is not None and self.handle.cancelled:
+        outcome = self._outcome()
+        if outcome == "cancelled":
             self._status_label.value = "cancelled"
-        elif self.handle is not None and self.handle.error is not None:
-            self._status_label.value = "failed (see notification)"
+        elif outcome == "failed":
+            self._status_label.value = FAILED_STATUS
         else:
             t = self.timings
             if "first_tile" in t and "model_loaded" in t:

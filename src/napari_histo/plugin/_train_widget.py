@@ -36,6 +36,7 @@ from napari_histo.engine.live import preview_job
 from napari_histo.plugin import _result_layers as rl
 from napari_histo.plugin._jobs import layer_pair_samples, rgb_crop
 from napari_histo.plugin._plots import CurvePlot
+from napari_histo.plugin._widget_base import FAILED_STATUS, DockWidget
 from napari_histo.plugin._workers import TaskHandle, preload_torch_training, start_task
 
 if TYPE_CHECKING:
@@ -47,14 +48,13 @@ SEG_MODELS = ("unet-tiny", "unet-small", "unet")
 CLS_MODELS = ("cnn-small", "resnet18", "resnet50", "inception_v3")
 
 
-class TrainWidget(Container):
+class TrainWidget(DockWidget):
     """Dock widget: data + options -> training run with live curves."""
 
     def __init__(self, viewer: napari.viewer.Viewer) -> None:
-        super().__init__(labels=True)
+        super().__init__(viewer)
         from napari_histo.plugin._segment_widget import user_dir
 
-        self._viewer = viewer
         self._image_combo = ComboBox(label="image", choices=self._image_choices, nullable=True)
         self._labels_combo = ComboBox(label="labels", choices=self._labels_choices,
                                       nullable=True)
@@ -116,9 +116,7 @@ class TrainWidget(Container):
             self._buttons, self._use_button, self._progress_bar, self._status_label,
             self.curves.widget,
         ])
-        self.native.setMaximumWidth(rl.DOCK_MAX_WIDTH)
         self._pairs: list[tuple[Any, Any, Any]] = []
-        self.handle: TaskHandle | None = None
         self._preview_handle: TaskHandle | None = None
         self._preview_crop: tuple[Any, tuple[int, int, int, int]] | None = None
         self.preview_layer: Any = None
@@ -137,29 +135,14 @@ class TrainWidget(Container):
         self._stop_button.changed.connect(lambda *_: self.stop())
         self._resume_button.changed.connect(lambda *_: self.start(resume=True))
         self._use_button.changed.connect(lambda *_: self.use_model())
-        for ev in (viewer.layers.events.inserted, viewer.layers.events.removed):
-            ev.connect(self._reset)
-        self._reset()
+        self._dock_ready()
         from qtpy.QtCore import QTimer
 
         QTimer.singleShot(0, preload_torch_training)  # once the dock is shown
 
     # ---------------------------------------------------------------- choices
-    def _image_choices(self, *_: Any) -> list[tuple[str, Any]]:
-        return [(n, lyr) for n, lyr in rl.layers_of(self._viewer, "image")
-                if (lyr.metadata.get("napari_histo") or {}).get("kind") != "prediction"]
-
     def _labels_choices(self, *_: Any) -> list[tuple[str, Any]]:
         return rl.layers_of(self._viewer, "labels")
-
-    def _shapes_choices(self, *_: Any) -> list[tuple[str, Any]]:
-        return rl.layers_of(self._viewer, "shapes")
-
-    def _reset(self, *_: Any) -> None:
-        try:
-            self.reset_choices()
-        except RuntimeError:
-            pass
 
     def _toggle_advanced(self, show: bool) -> None:
         self._advanced.visible = bool(show)
@@ -172,9 +155,7 @@ class TrainWidget(Container):
     def _on_add_pair(self, *_: Any) -> None:
         img, lab = self._image_combo.value, self._labels_combo.value
         if img is None or lab is None:
-            from napari.utils.notifications import show_error
-
-            show_error("choose an image layer and a Labels layer to add as a training pair")
+            self._show_error("choose an image layer and a Labels layer to add as a training pair")
             return
         self._pairs.append((img, lab, self._shapes_combo.value))
         self._pairs_label.value = "; ".join(f"{i.name} + {lb.name}" for i, lb, _ in self._pairs)
@@ -242,19 +223,11 @@ class TrainWidget(Container):
         self._stain_ref_edit.value = reference
 
     # ---------------------------------------------------------------- actions
-    @property
-    def running(self) -> bool:
-        """True while training runs."""
-        return self.handle is not None and not self.handle.done
-
     def start(self, *, resume: bool = False) -> TaskHandle | None:
         """Start (or resume) training; returns the task handle."""
-        from napari.utils.notifications import show_error, show_info
-
         from napari_histo.core.errors import HistoError
 
-        if self.running:
-            show_info("training is already running; stop it first")
+        if self._busy("training is already running; stop it first"):
             return None
         try:
             if not resume:
@@ -265,7 +238,7 @@ class TrainWidget(Container):
                 raise ValueError("no training data: pick an image layer and its Labels layer, "
                                  "or a data folder")
         except (HistoError, ValueError) as err:
-            show_error(str(err))
+            self._show_error(err)
             return None
         from napari_histo.engine.training import train
         from napari_histo.engine.training.crossval import crossval
@@ -279,24 +252,19 @@ class TrainWidget(Container):
         self.warnings = []
         self._epoch_t0 = time.perf_counter()
         self._fold_prefix = ""
-        self.handle = start_task(crossval if cfg.folds else train, cfg, arrays=self._arrays or None,
-                                 on_event=self._on_event, on_returned=self._on_returned,
-                                 on_finished=self._on_finished, desc="train", watch=self)
-        return self.handle
+        return self._run_task(crossval if cfg.folds else train, cfg, arrays=self._arrays or None,
+                              on_event=self._on_event, on_returned=self._on_returned,
+                              on_finished=self._on_finished, desc="train")
 
     def stop(self) -> None:
         """Stop after the current batch; the last checkpoint stays loadable."""
-        if self.running and self.handle is not None:
-            self.handle.cancel()
-            self._status_label.value = "stopping after this batch..."
+        self._cancel("stopping after this batch...")
 
     def use_model(self) -> Any:
         """Hand the best (else last) checkpoint to the Segment widget; return that widget."""
         ckpt = self.best_checkpoint
         if ckpt is None:
-            from napari.utils.notifications import show_error
-
-            show_error("no checkpoint yet: train at least one epoch")
+            self._show_error("no checkpoint yet: train at least one epoch")
             return None
         seg = find_or_add_segment_widget(self._viewer)
         seg.set_checkpoint(ckpt)
@@ -319,9 +287,7 @@ class TrainWidget(Container):
 
     def _on_event(self, ev: Any) -> None:
         if isinstance(ev, Progress):
-            if ev.total:
-                self._progress_bar.max = int(ev.total)
-                self._progress_bar.value = min(int(ev.done), int(ev.total))
+            self._show_progress(ev.done, ev.total)
             self._status_label.value = (f"{self._fold_prefix}{ev.desc or 'train'} "
                                         f"batch {ev.done}/{ev.total}")
         elif isinstance(ev, EpochEnd):
@@ -346,10 +312,11 @@ class TrainWidget(Container):
 
     def _on_finished(self) -> None:
         self._set_running(False)
-        if self.handle is not None and self.handle.cancelled:
+        outcome = self._outcome()
+        if outcome == "cancelled":
             self._status_label.value = "stopped; Resume continues from the last checkpoint"
-        elif self.handle is not None and self.handle.error is not None:
-            self._status_label.value = "failed (see notification)"
+        elif outcome == "failed":
+            self._status_label.value = FAILED_STATUS
         elif self.result is not None:
             best = getattr(self.result, "best_metrics", {}) or {}
             note = f" ({len(self.warnings)} warning(s): small validation)" if self.warnings else ""
