@@ -176,39 +176,22 @@ def _predict_slide(slide: Any, loaded: Any, runner: Runner, cfg: InferenceConfig
         ctx = prepare_slide_run(slide, loaded, cfg, region=region, region_units=region_units,
                                 num_classes=runner.num_classes, out_path=out_path,
                                 in_memory=out_path is None)
-        plan, src, res, origin0 = ctx["plan"], ctx["source"], ctx["res"], ctx["origin0"]
+        plan, src, origin0 = ctx["plan"], ctx["source"], ctx["origin0"]
         if cfg.tissue_only:
             yield Message(f"{slide.name}: tissue covers {ctx['tissue_fraction']:.0%} of the slide")
         if tracker.keys:
             yield Message(f"{slide.name}: {len(tracker.keys)} tile(s) could not be decoded while "
                           "detecting tissue; their area is predicted anyway", "warning")
-        done: set[tuple[int, int]] = set()
-        prior: dict[tuple[int, int, int], Any] = {}
-        created = False
         path = Path(out_path) if out_path is not None else None
         if path is None:
             dt = "float32" if cfg.prob_dtype == "float16" else cfg.prob_dtype
             sink: Any = MemorySink(plan.out_shape, plan.num_classes, cfg.threshold, dt)
+            created, done, prior = False, set(), {}
         else:
-            state = prepare_output(path, resume=cfg.resume, overwrite=cfg.overwrite,
-                                   inputs=[getattr(slide, "path", None), loaded.path])
-            fp = run_fingerprint(plan, res, origin0, loaded, cfg)
-            ident = run_identity(slide, loaded)
-            if state == "new":
-                sink = create_store(path, plan, cfg, fp, ctx, slide, loaded, ident=ident)
-                created = True
-            else:
-                sink = ZarrSink.open(path)
-                check_resume(path, sink.meta, fingerprint=fp, **ident)
-            if lock_note:  # said once the run goes ahead (a refusal stays one line)
-                yield Message(lock_note, "warning")
-            if state != "new":
-                if state == "done":
-                    yield Message(f"{path.name} is already complete; nothing to do")
-                    return result_from_store(path)
-                done = sink.done_blocks()
-                prior = segments_from_meta(sink.meta.get("failed_segments"))
-                yield Message(f"resuming {path.name}: {len(done)} block(s) already written")
+            opened = yield from _open_store(path, slide, loaded, cfg, ctx, lock_note)
+            if opened is None:  # already complete
+                return result_from_store(path)
+            sink, created, done, prior = opened
         order = _order(plan, order_near, ctx["to_out"])
         stats = RunStats()
         jobs = plan_jobs(plan, order, ctx["skip"], done, stats)
@@ -221,30 +204,8 @@ def _predict_slide(slide: Any, loaded: Any, runner: Runner, cfg: InferenceConfig
             # the store exists: a viewer can lay out its layers while the first batch runs
             yield Progress(stats.skipped_tiles + stats.resumed_tiles, stats.total_tiles,
                            "predict", {"store": str(path)})
-        blocks = run_blocks(plan, src, runner, sink, jobs, stats, readers=cfg.readers)
-        seen = (0, 0)
-        try:
-            for ev in blocks:
-                now = (stats.failed_tiles, len(tracker.keys))
-                if isinstance(sink, ZarrSink) and now != seen:  # kept even if the run is killed
-                    seen = now
-                    n, boxes, segs = failures()
-                    sink.update_meta(failed_tiles=n, failed_boxes=[list(b) for b in boxes],
-                                     failed_segments=segments_to_meta(segs))
-                yield ev
-            n, boxes, segs = failures()
-            if isinstance(sink, ZarrSink):
-                sink.finish(skipped_tiles=stats.skipped_tiles, total_tiles=stats.total_tiles,
-                            failed_tiles=n, failed_boxes=[list(b) for b in boxes],
-                            failed_segments=segments_to_meta(segs))
-        except Exception:
-            # a new store that never got a block is ours and worthless: do not leave it
-            # behind looking like a result (an interrupt or cancel keeps it resumable)
-            if created and path is not None and not sink.done_blocks():
-                discard_store(path)
-            raise
-        finally:
-            blocks.close()
+        n, boxes = yield from _run_into(sink, plan, src, runner, jobs, stats, cfg, failures,
+                                        tracker, discard=path if created else None)
     if isinstance(sink, ZarrSink):
         if path is not None and set(cfg.formats) - {"zarr"}:
             from napari_histo.engine.inference.export import export_outputs
@@ -260,6 +221,75 @@ def _predict_slide(slide: Any, loaded: Any, runner: Runner, cfg: InferenceConfig
         total_tiles=stats.total_tiles, failed_tiles=n, failed_boxes=boxes, task=loaded.task,
         class_names=list(loaded.class_names), downsample=ctx["downsample"],
         origin_px=origin0, source=str(getattr(slide, "path", "")), stats=stats)
+
+
+def _open_store(path: Path, slide: Any, loaded: Any, cfg: InferenceConfig, ctx: dict[str, Any],
+                lock_note: str | None) -> Task[tuple[ZarrSink, bool, set[tuple[int, int]],
+                                                    dict[tuple[int, int, int], Any]] | None]:
+    """Create the output store, or reopen one to resume; None when it is already complete.
+
+    Returns (sink, created here, blocks already written, failed segments recorded before).
+    """
+    plan, res, origin0 = ctx["plan"], ctx["res"], ctx["origin0"]
+    done: set[tuple[int, int]] = set()
+    prior: dict[tuple[int, int, int], Any] = {}
+    created = False
+    state = prepare_output(path, resume=cfg.resume, overwrite=cfg.overwrite,
+                           inputs=[getattr(slide, "path", None), loaded.path])
+    fp = run_fingerprint(plan, res, origin0, loaded, cfg)
+    ident = run_identity(slide, loaded)
+    if state == "new":
+        sink = create_store(path, plan, cfg, fp, ctx, slide, loaded, ident=ident)
+        created = True
+    else:
+        sink = ZarrSink.open(path)
+        check_resume(path, sink.meta, fingerprint=fp, **ident)
+    if lock_note:  # said once the run goes ahead (a refusal stays one line)
+        yield Message(lock_note, "warning")
+    if state != "new":
+        if state == "done":
+            yield Message(f"{path.name} is already complete; nothing to do")
+            return None
+        done = sink.done_blocks()
+        prior = segments_from_meta(sink.meta.get("failed_segments"))
+        yield Message(f"resuming {path.name}: {len(done)} block(s) already written")
+    return sink, created, done, prior
+
+
+def _run_into(sink: Any, plan: Plan, src: Any, runner: Runner, jobs: Any, stats: RunStats,
+              cfg: InferenceConfig, failures: Any, tracker: Any, *, discard: Path | None,
+              ) -> Task[tuple[int, list[Box]]]:
+    """Run the blocks into ``sink``, keeping a store's failure record current; returns the
+    failed tile count and boxes.
+
+    ``discard``: a store created by this run, removed again when the run fails before
+    writing any block (an interrupt or cancel keeps it resumable).
+    """
+    blocks = run_blocks(plan, src, runner, sink, jobs, stats, readers=cfg.readers)
+    seen = (0, 0)
+    try:
+        for ev in blocks:
+            now = (stats.failed_tiles, len(tracker.keys))
+            if isinstance(sink, ZarrSink) and now != seen:  # kept even if the run is killed
+                seen = now
+                n, boxes, segs = failures()
+                sink.update_meta(failed_tiles=n, failed_boxes=[list(b) for b in boxes],
+                                 failed_segments=segments_to_meta(segs))
+            yield ev
+        n, boxes, segs = failures()
+        if isinstance(sink, ZarrSink):
+            sink.finish(skipped_tiles=stats.skipped_tiles, total_tiles=stats.total_tiles,
+                        failed_tiles=n, failed_boxes=[list(b) for b in boxes],
+                        failed_segments=segments_to_meta(segs))
+    except Exception:
+        # a new store that never got a block is ours and worthless: do not leave it
+        # behind looking like a result (an interrupt or cancel keeps it resumable)
+        if discard is not None and not sink.done_blocks():
+            discard_store(discard)
+        raise
+    finally:
+        blocks.close()
+    return n, boxes
 
 
 def output_geometry(source: Any, model: Any, cfg: InferenceConfig | None = None, *,
