@@ -39,7 +39,8 @@ __all__ = [
     "warm_up",
 ]
 
-#: results up to this side (px) are shown from memory; larger ones from the store's pyramid
+#: longest side (px) a viewer holds in memory: the live overview while tiles stream in, and a
+#: finished result (a larger one is shown from the store's pyramid)
 LIVE_MAX_SIDE = 2048
 
 
@@ -83,6 +84,7 @@ class SegmentOutcome:
 
 
 def foreground(prob: Any) -> np.ndarray:
+    """Foreground probability (H, W) float32 of (H, W) or (C, H, W) class probabilities."""
     arr = np.asarray(prob)
     if arr.ndim == 3:
         arr = arr[1] if arr.shape[0] == 2 else 1.0 - arr[0]
@@ -178,6 +180,8 @@ class TileReader:
         self._scale = 1.0
 
     def events_for(self, ev: Event) -> list[Any]:
+        """What the GUI gets instead of ``ev``: StoreReady / TileReady events, or [] (pass
+        ``ev`` on as it is)."""
         if not isinstance(ev, Progress) or not ev.info or self.path is None:
             return []
         info = ev.info

@@ -92,9 +92,6 @@ def remember_checkpoint(path: str | Path) -> None:
     os.replace(tmp, target)
 
 
-# ------------------------------------------------------------------ the job
-
-
 # ------------------------------------------------------------------ the widget
 
 
@@ -447,5 +444,3 @@ class SegmentWidget(DockWidget):
     def _on_recent(self, value: str | None) -> None:
         if value:
             self._ckpt_edit.value = value
-
-
