@@ -7,6 +7,8 @@ array work behind that:
   translate of pixel centres, napari's convention) so a Labels layer painted at any
   resolution lines up with the image pixels it describes;
 * :func:`to_class_labels` maps masks (0/255, 0/1, class indices) to class indices;
+* :func:`region_samples` turns boxes of an image and a label map drawn over it (any
+  placement) into training samples (the Train widget's image + Labels layer pairs);
 * :func:`correction_samples` picks training patches around the edited pixels (more patches
   where more was edited) with per-pixel weights that favour the edits, as
   :class:`~napari_histo.engine.datasets.segmentation.ArraySample` for ``train(arrays=...)``;
@@ -29,9 +31,15 @@ __all__ = [
     "LabelEditStore",
     "correction_samples",
     "edited_mask",
+    "region_samples",
     "resample_nearest",
+    "rgb_uint8",
     "to_class_labels",
 ]
+
+Box = tuple[int, int, int, int]
+#: (scale, translate) of an array's pixel centres in world units (napari's convention)
+Placement = tuple[Sequence[float], Sequence[float]]
 
 
 def resample_nearest(
@@ -81,6 +89,61 @@ def to_class_labels(mask: npt.NDArray[Any], source: str = "labels layer") -> npt
     from napari_histo.engine.datasets.images import mask_to_classes
 
     return mask_to_classes(np.asarray(mask), source)
+
+
+def rgb_uint8(arr: Any) -> npt.NDArray[np.uint8]:
+    """A contiguous (H, W, 3) uint8 copy of an image crop: gray replicated, alpha dropped."""
+    img = np.asarray(arr)
+    if img.ndim == 2:
+        img = np.repeat(img[..., None], 3, axis=2)
+    return np.ascontiguousarray(img[..., :3]).astype(np.uint8)
+
+
+def _halves(box: Box) -> list[Box]:
+    """``box`` cut across its longer side into two halves."""
+    y0, x0, y1, x1 = box
+    if y1 - y0 >= x1 - x0:
+        mid = (y0 + y1) // 2
+        return [(y0, x0, mid, x1), (mid, x0, y1, x1)]
+    mid = (x0 + x1) // 2
+    return [(y0, x0, y1, mid), (y0, mid, y1, x1)]
+
+
+def region_samples(
+    image: Any,
+    image_place: Placement,
+    labels: Any,
+    labels_place: Placement,
+    boxes: Sequence[Box],
+    *,
+    name: str,
+    labels_name: str = "labels",
+    split_single: bool = True,
+) -> list[Any]:
+    """``ArraySample`` s from boxes of ``image`` and a label map drawn over it.
+
+    ``image`` (Y, X[, C]) and ``labels`` (Y, X) may be lazy and sit at different placements
+    (``(scale, translate)``); each box (pixels of ``image``) becomes one sample whose labels
+    are resampled onto the image pixels, so labels painted at another resolution still line
+    up. Mask values 0/255 become classes 0/1. A single box is split into two halves (two
+    groups) when ``split_single``, so the run gets a validation curve.
+    """
+    from napari_histo.engine.datasets.segmentation import ArraySample
+
+    s_img = [float(v) for v in image_place[0]]
+    t_img = [float(v) for v in image_place[1]]
+    s_lab = [float(v) for v in labels_place[0]]
+    t_lab = [float(v) for v in labels_place[1]]
+    if len(boxes) == 1 and split_single:
+        boxes = _halves(boxes[0])
+    out = []
+    for k, (y0, x0, y1, x1) in enumerate(boxes):
+        img = rgb_uint8(image[y0:y1, x0:x1])
+        dst_t = (t_img[0] + y0 * s_img[0], t_img[1] + x0 * s_img[1])
+        lab = resample_nearest(labels, s_lab, t_lab, img.shape[:2], s_img, dst_t)
+        lab = to_class_labels(lab, f"layer {labels_name!r}")
+        out.append(ArraySample(img, lab, None, f"{name}-{k}", f"{name} region {k}"))
+    return out
 
 
 def edited_mask(original: npt.NDArray[Any], corrected: npt.NDArray[Any]) -> npt.NDArray[np.bool_]:

@@ -84,7 +84,7 @@ def _run_group(source: str, model: Any, cfg_dict: dict[str, Any], region: Any,
     from napari_histo.engine.inference._pipeline import RunStats, _Job, run_blocks
     from napari_histo.engine.inference.config import InferenceConfig
     from napari_histo.engine.inference.failures import segments_to_meta
-    from napari_histo.engine.inference.predict import prepare_slide_run
+    from napari_histo.engine.inference.slide_run import prepare_slide_run
     from napari_histo.engine.inference.writer import ZarrSink
     from napari_histo.io._cache import locate_failures
     from napari_histo.io.slide import open_slide
@@ -143,11 +143,11 @@ def _predict_distributed(sources: Sequence[str | Path], model: Any, cfg: Any,
     from napari_histo.engine.inference._pipeline import RunStats, plan_jobs
     from napari_histo.engine.inference.failures import segments_from_meta
     from napari_histo.engine.inference.identity import run_identity
-    from napari_histo.engine.inference.predict import (
-        _fingerprint,
+    from napari_histo.engine.inference.slide_run import (
         create_store,
         prepare_slide_run,
         result_from_store,
+        run_fingerprint,
     )
     from napari_histo.engine.inference.writer import ZarrSink, check_resume, prepare_output
     from napari_histo.io._cache import locate_failures
@@ -168,7 +168,7 @@ def _predict_distributed(sources: Sequence[str | Path], model: Any, cfg: Any,
                                     num_classes=ncls, out_path=out)
             state = prepare_output(out, resume=cfg.resume, overwrite=cfg.overwrite,
                                    inputs=[slide.path, loaded.path])
-            fp = _fingerprint(ctx["plan"], ctx["res"], ctx["origin0"], loaded, cfg)
+            fp = run_fingerprint(ctx["plan"], ctx["res"], ctx["origin0"], loaded, cfg)
             ident = run_identity(slide, loaded)
             done: set[tuple[int, int]] = set()
             segments: dict[tuple[int, int, int], Any] = {}

@@ -31,7 +31,7 @@ import numpy.typing as npt
 
 from napari_histo.core.errors import DataError
 from napari_histo.core.limits import MAX_ANNOTATION_BYTES, MAX_NESTING, one_line
-from napari_histo.io.annotations import (
+from napari_histo.io.annotation_model import (
     Annotation,
     assign_unknown_labels,
     clean_ring,

@@ -30,7 +30,7 @@ import numpy as np
 from napari_histo.core.errors import SlideOpenError
 from napari_histo.io._cache import TileCache
 from napari_histo.io.formats import mask_suffixes, strip_suffix
-from napari_histo.io.slide import Slide, _token, assemble, open_parts
+from napari_histo.io.slide import Slide, assemble, open_parts, slide_token
 
 __all__ = ["Mask", "find_ground_truth", "open_mask", "mask_scale_for", "ASPECT_TOLERANCE"]
 
@@ -105,7 +105,7 @@ def open_mask(path: str | os.PathLike[str], *, cache_bytes: int | None = None) -
     """
     p = Path(path)
     cache = TileCache(cache_bytes)
-    token = _token(p) + "-mask"
+    token = slide_token(p) + "-mask"
     parts = open_parts(p, cache=cache, key=token, labels=True)
     levels = parts["levels"]
     binary = False
@@ -117,7 +117,7 @@ def open_mask(path: str | os.PathLike[str], *, cache_bytes: int | None = None) -
     if binary:
         parts["postprocess"] = _map_255
     parts["format"] = f"{parts['format']}-mask"
-    mask = assemble(p, parts, cache=cache, token=token, cls=Mask)
+    mask = assemble(p, parts, cache=cache, token=token, cls=Mask, reopen=open_mask)
     assert isinstance(mask, Mask)
     mask.binary_255 = binary
     return mask

@@ -283,9 +283,9 @@ def open_slide(path: str | Path, *, cache_bytes: int | None = None) -> Slide:
     """
     path = Path(path)
     cache = TileCache(cache_bytes)
-    token = _token(path)
+    token = slide_token(path)
     parts = open_parts(path, cache=cache, key=token, labels=False)
-    return assemble(path, parts, cache=cache, token=token, cls=Slide)
+    return assemble(path, parts, cache=cache, token=token, cls=Slide, reopen=open_slide)
 
 
 def open_parts(path: Path, *, cache: TileCache, key: str, labels: bool) -> dict[str, Any]:
@@ -346,7 +346,12 @@ def open_zarr_parts(path: Path, *, cache: TileCache, key: str, labels: bool) -> 
     return {**meta, "levels": levels, "downsamples": downs}
 
 
-def _token(path: Path) -> str:
+def slide_token(path: Path) -> str:
+    """A short key naming this version of the file: path, size and modification time hashed.
+
+    Keys the decoded-tile cache and names the dask arrays of an opened slide or mask, so a
+    file rewritten in place never serves stale tiles.
+    """
     try:
         st = path.stat()
         stamp = f"{path.resolve()}:{st.st_size}:{st.st_mtime_ns}"
@@ -356,9 +361,21 @@ def _token(path: Path) -> str:
 
 
 def assemble(
-    path: Path, parts: dict[str, Any], *, cache: TileCache, token: str, cls: type[Slide] = Slide
+    path: Path,
+    parts: dict[str, Any],
+    *,
+    cache: TileCache,
+    token: str,
+    cls: type[Slide] = Slide,
+    reopen: Callable[[str], Slide] | None = None,
 ) -> Slide:
-    """Build a :class:`Slide` (or subclass ``cls``) from opened parts, adding computed levels."""
+    """Build a :class:`Slide` (or subclass ``cls``) from opened parts, adding computed levels.
+
+    ``reopen`` is the module-level function that opens ``path`` again in another process
+    when a level is pickled (dask distributed, DataLoader workers): :func:`open_slide` by
+    default, :func:`~napari_histo.io.masks.open_mask` for masks.
+    """
+    opener = open_slide if reopen is None else reopen
     native: list[LevelArray] = parts["levels"]
     downs_yx: list[tuple[float, float]] = list(parts["downsamples"])
     arrays = add_computed_levels(native, cache=cache, key=token, min_side=MIN_SIDE)
@@ -369,7 +386,7 @@ def assemble(
         py, px = downs_yx[-1]
         downs_yx.append((py * 2.0, px * 2.0))
     for i, arr in enumerate(arrays):
-        arr.reopen = (_reopen_level, (str(path), i, cls is not Slide))
+        arr.reopen = (_reopen_level, (str(path), i, opener))
     levels = [to_dask(a, f"napari-histo-{token}-{i}") for i, a in enumerate(arrays)]
     meta = SlideMetadata(
         format=parts["format"],
@@ -423,16 +440,12 @@ _REOPENED: dict[str, Slide] = {}
 _REOPEN_LOCK = threading.Lock()
 
 
-def _reopen_level(path: str, index: int, labels: bool = False) -> LevelArray:
+def _reopen_level(path: str, index: int, opener: Callable[[str], Slide]) -> LevelArray:
+    key = f"{opener.__module__}.{opener.__qualname__}:{path}"
     with _REOPEN_LOCK:
-        slide = _REOPENED.get(f"{labels}:{path}")
+        slide = _REOPENED.get(key)
         if slide is None:
-            if labels:
-                from napari_histo.io.masks import open_mask
-
-                slide = open_mask(path)
-            else:
-                slide = open_slide(path)
-            _REOPENED[f"{labels}:{path}"] = slide
+            slide = opener(path)
+            _REOPENED[key] = slide
     assert slide.level_arrays is not None
     return slide.level_arrays[index]

@@ -19,7 +19,6 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 from magicgui.widgets import (
     ComboBox,
-    Container,
     FileEdit,
     FloatSpinBox,
     Label,
@@ -31,7 +30,8 @@ from magicgui.widgets import (
 from napari_histo.core.progress import EpochEnd, Message, Progress
 from napari_histo.plugin import _result_layers as rl
 from napari_histo.plugin._plots import CurvePlot
-from napari_histo.plugin._workers import TaskHandle, preload_torch_training, start_task
+from napari_histo.plugin._widget_base import DockWidget
+from napari_histo.plugin._workers import TaskHandle, preload_torch_training
 
 if TYPE_CHECKING:
     import napari
@@ -86,12 +86,11 @@ class EditSession:
         self.saves += 1
 
 
-class CorrectWidget(Container):
+class CorrectWidget(DockWidget):
     """Dock widget: editable correction window, autosave, fine-tune on corrections."""
 
     def __init__(self, viewer: napari.viewer.Viewer) -> None:
-        super().__init__(labels=True)
-        self._viewer = viewer
+        super().__init__(viewer)
         self._prediction_combo = ComboBox(label="prediction", choices=self._prediction_choices,
                                           nullable=True)
         self._image_combo = ComboBox(label="image", choices=self._image_choices, nullable=True)
@@ -113,9 +112,7 @@ class CorrectWidget(Container):
             self._finetune_button, self._stop_button, self._progress_bar, self._status_label,
             self.curves.widget,
         ])
-        self.native.setMaximumWidth(rl.DOCK_MAX_WIDTH)
         self.session: EditSession | None = None
-        self.handle: TaskHandle | None = None
         self.result: Any = None
         self.finetuned_checkpoint: str | None = None
         self.rerun_task: Any = None
@@ -129,25 +126,13 @@ class CorrectWidget(Container):
         self._finetune_button.changed.connect(lambda *_: self.fine_tune())
         self._stop_button.changed.connect(lambda *_: self.stop())
         self._prediction_combo.changed.connect(self._on_prediction)
-        for ev in (viewer.layers.events.inserted, viewer.layers.events.removed):
-            ev.connect(self._reset)
-        self._reset()
+        self._dock_ready()
         QTimer.singleShot(0, preload_torch_training)
 
     # ---------------------------------------------------------------- choices
     def _prediction_choices(self, *_: Any) -> list[tuple[str, Any]]:
         return [(n, lyr) for n, lyr in rl.layers_of(self._viewer, "labels")
                 if (lyr.metadata.get("napari_histo") or {}).get("role") == "labels"]
-
-    def _image_choices(self, *_: Any) -> list[tuple[str, Any]]:
-        return [(n, lyr) for n, lyr in rl.layers_of(self._viewer, "image")
-                if (lyr.metadata.get("napari_histo") or {}).get("kind") != "prediction"]
-
-    def _reset(self, *_: Any) -> None:
-        try:
-            self.reset_choices()
-        except RuntimeError:
-            pass
 
     def _on_prediction(self, layer: Any) -> None:
         if layer is None:
@@ -167,15 +152,13 @@ class CorrectWidget(Container):
     # ---------------------------------------------------------------- editing
     def edit_visible_region(self) -> EditSession | None:
         """Open an editable Labels window over the part of the prediction in view."""
-        from napari.utils.notifications import show_error
-
         pred = self._prediction_combo.value
         if pred is None:
-            show_error("segment something first: pick a prediction labels layer to correct")
+            self._show_error("segment something first: pick a prediction labels layer to correct")
             return None
         box = rl.visible_box(self._viewer, pred)
         if box is None:
-            show_error(f"{pred.name} is not in view; pan to the region you want to correct")
+            self._show_error(f"{pred.name} is not in view; pan to the region you want to correct")
             return None
         self.save_now()
         y0, x0, y1, x1 = box
@@ -267,19 +250,16 @@ class CorrectWidget(Container):
 
     def fine_tune(self) -> TaskHandle | None:
         """Continue training the current model on the corrections, in the background."""
-        from napari.utils.notifications import show_error, show_info
-
         from napari_histo.core.errors import HistoError
 
-        if self.handle is not None and not self.handle.done:
-            show_info("fine-tuning is already running")
+        if self._busy("fine-tuning is already running"):
             return None
         self.save_now()
         try:
             arrays = self._samples()
             cfg = self._to_config()
         except (HistoError, ValueError) as err:
-            show_error(str(err))
+            self._show_error(err)
             return None
         from napari_histo.engine.training import train
 
@@ -288,10 +268,9 @@ class CorrectWidget(Container):
         self._finetune_button.enabled = False
         self._stop_button.enabled = True
         self._status_label.value = f"fine-tuning on {len(arrays)} patches around your edits..."
-        self.handle = start_task(train, cfg, arrays=arrays, on_event=self._on_event,
-                                 on_returned=self._on_returned, on_finished=self._on_finished,
-                                 desc="fine-tune", watch=self)
-        return self.handle
+        return self._run_task(train, cfg, arrays=arrays, on_event=self._on_event,
+                              on_returned=self._on_returned, on_finished=self._on_finished,
+                              desc="fine-tune")
 
     def _to_config(self) -> Any:
         from napari_histo.core.settings import runs_dir
@@ -316,14 +295,11 @@ class CorrectWidget(Container):
 
     def stop(self) -> None:
         """Stop fine-tuning after the current batch."""
-        if self.handle is not None and not self.handle.done:
-            self.handle.cancel()
+        self._cancel()
 
     def _on_event(self, ev: Any) -> None:
         if isinstance(ev, Progress):
-            if ev.total:
-                self._progress_bar.max = int(ev.total)
-                self._progress_bar.value = min(int(ev.done), int(ev.total))
+            self._show_progress(ev.done, ev.total)
         elif isinstance(ev, EpochEnd):
             self.curves.add_epoch(ev.epoch, ev.metrics)
             loss = ev.metrics.get("train_loss", float("nan"))

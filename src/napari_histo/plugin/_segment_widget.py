@@ -1,7 +1,8 @@
 """Segment dock widget: run a checkpoint on the current view, a drawn box, or the whole slide.
 
 The widget builds an :class:`~napari_histo.engine.inference.InferenceConfig` and a
-:class:`SegmentRequest`, runs :func:`segment_job` (a generator driving the engine's
+:class:`~napari_histo.engine.live.SegmentRequest`, runs
+:func:`~napari_histo.engine.live.segment_job` (a generator driving the engine's
 ``predict_slide`` / ``predict_array``) in a thread worker, and turns what comes back into a
 heatmap Image + Labels pair (:mod:`napari_histo.plugin._result_layers`). Tiles land on screen
 as they finish: the job reads each finished tile back from the prediction store and yields it;
@@ -14,14 +15,12 @@ from __future__ import annotations
 import json
 import os
 import time
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from magicgui.widgets import (
     ComboBox,
-    Container,
     FileEdit,
     FloatSlider,
     Label,
@@ -30,25 +29,35 @@ from magicgui.widgets import (
 )
 
 from napari_histo.core import settings
-from napari_histo.core.progress import Event, Message, Progress
+from napari_histo.core.progress import Message, Progress
+from napari_histo.engine.live import (
+    LIVE_MAX_SIDE,
+    SegmentOutcome,
+    SegmentRequest,
+    StoreReady,
+    TileReady,
+    display_probability,
+    segment_job,
+    store_geometry,
+)
 from napari_histo.plugin import _result_layers as rl
-from napari_histo.plugin._workers import TaskHandle, start_task
+from napari_histo.plugin._jobs import rgb_crop
+from napari_histo.plugin._widget_base import FAILED_STATUS, DockWidget
+from napari_histo.plugin._workers import TaskHandle
 
 if TYPE_CHECKING:
     import napari
 
+# The job and its events (SegmentRequest, segment_job, TileReady, StoreReady, ...) live in
+# napari_histo.engine.live.
 __all__ = [
-    "SegmentRequest",
     "SegmentWidget",
-    "TileReady",
     "recent_checkpoints",
     "remember_checkpoint",
-    "segment_job",
     "user_dir",
 ]
 
 TARGETS = ("current view", "shapes region", "whole slide")
-LIVE_MAX_SIDE = 2048
 REDRAW_S = 0.25
 _RECENT_FILE = "recent_checkpoints.json"
 _MAX_RECENT = 8
@@ -82,181 +91,14 @@ def remember_checkpoint(path: str | Path) -> None:
     os.replace(tmp, target)
 
 
-# ------------------------------------------------------------------ the job
-
-
-@dataclass(frozen=True)
-class TileReady:
-    """A finished piece of the prediction: foreground probability at ``box`` (output px)."""
-
-    box: tuple[int, int, int, int]
-    data: np.ndarray
-    done: int = 0
-    total: int = 0
-
-
-@dataclass(frozen=True)
-class SegmentRequest:
-    """Everything one segmentation run needs (plain data; no napari objects)."""
-
-    checkpoint: str
-    cfg: Any  # InferenceConfig
-    source: str | None = None  # slide file; None -> ``image`` is predicted in memory
-    image: np.ndarray | None = None
-    region: tuple[int, int, int, int] | None = None  # level-0 px box
-    order_near: tuple[float, float] | None = None
-    out_path: str | None = None
-    device: str = "auto"
-    image_offset: tuple[float, float] = (0.0, 0.0)  # level-0 px of ``image``'s top-left
-
-
-@dataclass
-class SegmentOutcome:
-    """What a run returns: probabilities, where they sit, the labels, and the store on disk."""
-
-    probability: Any  # (H, W) foreground probability (numpy or lazy) or list of levels
-    downsample: tuple[float, float]
-    offset_px: tuple[float, float]
-    class_names: list[str]
-    path: str | None = None
-    complete: bool = True
-    model_load_s: float = 0.0
-    extra: dict[str, Any] = field(default_factory=dict)
-
-
-def _foreground_np(prob: Any) -> np.ndarray:
-    arr = np.asarray(prob)
-    if arr.ndim == 3:
-        arr = arr[1] if arr.shape[0] == 2 else 1.0 - arr[0]
-    return arr.astype(np.float32, copy=False)
-
-
-@dataclass(frozen=True)
-class StoreReady:
-    """The prediction store exists: its output shape and placement on the slide."""
-
-    path: str
-    shape: tuple[int, int]
-    downsample: tuple[float, float]  # level-0 px per output px
-    origin_px: tuple[float, float]  # top-left of the output in level-0 px
-    class_names: tuple[str, ...] = ()
-
-
-def _geometry(ev: StoreReady) -> tuple[tuple[int, ...], tuple[float, ...], tuple[float, ...]]:
-    """A store's placement, normalised so an early layout and the store compare equal."""
-    return (tuple(int(v) for v in ev.shape), tuple(round(float(v), 9) for v in ev.downsample),
-            tuple(round(float(v), 6) for v in ev.origin_px))
-
-
-def segment_job(req: SegmentRequest) -> Any:
-    """Load the model, predict, and yield finished tiles; return a :class:`SegmentOutcome`.
-
-    Runs in a worker thread. ``Progress`` events from the engine that carry a finished tile
-    box are turned into :class:`TileReady` events holding that tile's probabilities, read back
-    from the engine's output store in this (worker) thread so the GUI thread only pastes.
-    """
-    from napari_histo.engine import inference as inf
-    from napari_histo.engine.checkpoints import load_checkpoint_cached
-
-    t0 = time.perf_counter()
-    model = load_checkpoint_cached(req.checkpoint, device=req.device)
-    _warm_up(model)
-    load_s = time.perf_counter() - t0
-    yield Message(f"model loaded in {load_s:.2f} s", level="info")
-    if req.source is None:
-        if req.image is None:
-            raise ValueError("segment_job needs a source slide or an image array")
-        probs = yield from inf.predict_array(req.image, model, batch_size=req.cfg.batch_size,
-                                             stride=req.cfg.stride, context=req.cfg.context)
-        fg = _foreground_np(probs)
-        ds = (req.image.shape[0] / fg.shape[0], req.image.shape[1] / fg.shape[1])
-        return SegmentOutcome(fg, ds, req.image_offset, list(model.class_names),
-                              model_load_s=load_s)
-    gen = inf.predict_slide(req.source, model, req.cfg, region=req.region,
-                            order_near=req.order_near, out_path=req.out_path)
-    reader = _TileReader(req.out_path)
-    try:
-        while True:
-            try:
-                ev = next(gen)
-            except StopIteration as stop:
-                result = stop.value
-                break
-            extra = reader.events_for(ev)
-            if extra:
-                yield from extra
-            else:
-                yield ev
-    finally:
-        gen.close()
-    return SegmentOutcome(
-        result.probabilities, tuple(float(v) for v in result.downsample),  # type: ignore[arg-type]
-        tuple(float(v) for v in result.origin_px), list(result.class_names or  # type: ignore[arg-type]
-                                                        model.class_names),
-        path=str(result.path) if result.path else None, complete=bool(result.complete),
-        model_load_s=load_s, extra={"skipped_tiles": result.skipped_tiles,
-                                    "failed_tiles": int(result.failed_tiles),
-                                    "failed_boxes": [list(b) for b in result.failed_boxes]})
-
-
-def _warm_up(model: Any) -> None:
-    """One tiny forward pass so the first real tile does not pay the backend's setup cost."""
-    pre = model.preprocessing or {}
-    size = 64 if model.task == "segment" else int(pre.get("context_size") or
-                                                   pre.get("patch_size") or 96)
-    try:
-        model.predict_proba(np.zeros((1, size, size, 3), dtype=np.uint8))
-    except RuntimeError:  # an odd input size for this network: the real run reports problems
-        pass
-
-
-class _TileReader:
-    """Reads finished tiles back from the prediction store named in Progress events."""
-
-    def __init__(self, path: str | None) -> None:
-        self.path = path
-        self._prob: Any = None
-        self._scale = 1.0
-
-    def events_for(self, ev: Event) -> list[Any]:
-        if not isinstance(ev, Progress) or not ev.info or self.path is None:
-            return []
-        info = ev.info
-        if "store" in info:  # announced before the first batch: the GUI builds the layers
-            return self._open() if self._prob is None else []
-        if not all(k in info for k in ("y0", "x0", "y1", "x1")):
-            return []
-        out: list[Any] = self._open() if self._prob is None else []
-        box = (int(info["y0"]), int(info["x0"]), int(info["y1"]), int(info["x1"]))
-        data = np.asarray(self._prob[..., box[0]:box[2], box[1]:box[3]]).astype(np.float32)
-        if self._scale != 1.0:
-            data *= self._scale
-        out.append(TileReady(box, _foreground_np(data), ev.done, ev.total))
-        return out
-
-    def _open(self) -> list[Any]:
-        """Open the store; one :class:`StoreReady` event describing it."""
-        from napari_histo.engine.inference.writer import open_prediction
-
-        prob, _, meta = open_prediction(self.path)
-        self._prob = prob
-        self._scale = 1.0 / 255.0 if str(prob.dtype) == "uint8" else 1.0
-        shape = tuple(int(s) for s in prob.shape[-2:])
-        return [StoreReady(self.path, shape,  # type: ignore[arg-type]
-                           tuple(float(v) for v in meta.get("downsample") or (1, 1)),
-                           tuple(float(v) for v in meta.get("origin_px") or (0, 0)),
-                           tuple(meta.get("class_names") or ()))]
-
-
 # ------------------------------------------------------------------ the widget
 
 
-class SegmentWidget(Container):
+class SegmentWidget(DockWidget):
     """Dock widget: image layer + checkpoint + target -> heatmap and labels layers."""
 
     def __init__(self, viewer: napari.viewer.Viewer) -> None:
-        super().__init__(labels=True)
-        self._viewer = viewer
+        super().__init__(viewer)
         self._image_combo = ComboBox(label="image", choices=self._image_choices, nullable=True)
         self._ckpt_edit = FileEdit(label="checkpoint", mode="r", filter="*.pt")
         self._recent_combo = ComboBox(label="recent", choices=self._recent_choices, nullable=True)
@@ -277,8 +119,6 @@ class SegmentWidget(Container):
             self._opacity_slider, self._run_button, self._cancel_button, self._progress_bar,
             self._status_label,
         ])
-        self.native.setMaximumWidth(rl.DOCK_MAX_WIDTH)
-        self.handle: TaskHandle | None = None
         self.result: rl.PredictionLayers | None = None
         self.timings: dict[str, float] = {}
         self._live: rl.PredictionLayers | None = None
@@ -296,30 +136,15 @@ class SegmentWidget(Container):
         self._recent_combo.changed.connect(self._on_recent)
         self._threshold_slider.changed.connect(self._on_threshold)
         self._opacity_slider.changed.connect(self._on_opacity)
-        for ev in (viewer.layers.events.inserted, viewer.layers.events.removed):
-            ev.connect(self._reset)
-        self._reset()
+        self._dock_ready()
         recent = recent_checkpoints()
         if recent:
             self._ckpt_edit.value = recent[0]
 
     # ---------------------------------------------------------------- choices
-    def _image_choices(self, *_: Any) -> list[tuple[str, Any]]:
-        return [(n, lyr) for n, lyr in rl.layers_of(self._viewer, "image")
-                if (lyr.metadata.get("napari_histo") or {}).get("kind") != "prediction"]
-
-    def _shapes_choices(self, *_: Any) -> list[tuple[str, Any]]:
-        return rl.layers_of(self._viewer, "shapes")
-
     def _recent_choices(self, *_: Any) -> list[tuple[str, str]]:
         # "run-folder/best.pt": every run writes a best.pt, and a combo needs distinct labels
         return [(f"{Path(p).parent.name}/{Path(p).name}", p) for p in recent_checkpoints()]
-
-    def _reset(self, *_: Any) -> None:
-        try:
-            self.reset_choices()
-        except RuntimeError:  # widget already deleted
-            pass
 
     # ---------------------------------------------------------------- public API
     def set_checkpoint(self, path: str | Path) -> None:
@@ -336,28 +161,18 @@ class SegmentWidget(Container):
 
     def cancel(self, *_: Any) -> None:
         """Stop the running prediction after its current tile batch."""
-        if self.handle is not None and not self.handle.done:
-            self.handle.cancel()
-            self._status_label.value = "cancelling..."
-
-    @property
-    def running(self) -> bool:
-        """True while a prediction runs."""
-        return self.handle is not None and not self.handle.done
+        self._cancel("cancelling...")
 
     def run(self, target: str | None = None) -> TaskHandle | None:
         """Start segmenting ``target`` (default: the target combo); returns the task."""
-        from napari.utils.notifications import show_error, show_info
-
         if target is not None:
             self._target_combo.value = target
-        if self.running:
-            show_info("a prediction is already running; cancel it first")
+        if self._busy("a prediction is already running; cancel it first"):
             return None
         try:
             req, image_layer, placement = self._to_request()
         except ValueError as err:
-            show_error(str(err))
+            self._show_error(err)
             return None
         remember_checkpoint(req.checkpoint)
         self._start(req, image_layer, placement)
@@ -412,14 +227,10 @@ class SegmentWidget(Container):
                                  region=None if whole else region, order_near=order_near,
                                  out_path=out_path, device=self._device_combo.value)
         else:
-            data = image_layer.data[0] if image_layer.multiscale else image_layer.data
             y0, x0, y1, x1 = region
-            crop = np.asarray(data[y0:y1, x0:x1])
-            if crop.ndim == 2:
-                crop = np.repeat(crop[..., None], 3, axis=2)
             cfg_kw.update(self._extra_cfg(whole))
             req = SegmentRequest(checkpoint=ckpt, cfg=InferenceConfig(**cfg_kw), source=None,
-                                 image=np.ascontiguousarray(crop[..., :3]).astype(np.uint8),
+                                 image=rgb_crop(image_layer, region),
                                  device=self._device_combo.value,
                                  image_offset=(float(y0), float(x0)))
         placement = {"region": region, "whole": whole, "target": target}
@@ -455,9 +266,9 @@ class SegmentWidget(Container):
         self._progress_bar.max = 1
         self._progress_bar.value = 0
         self._status_label.value = "loading model..."
-        self.handle = start_task(segment_job, req, on_event=self._on_event,
-                                 on_returned=self._on_returned, on_finished=self._on_finished,
-                                 desc=f"segment {image_layer.name}", watch=self)
+        self._run_task(segment_job, req, on_event=self._on_event,
+                       on_returned=self._on_returned, on_finished=self._on_finished,
+                       desc=f"segment {image_layer.name}")
         self._lay_out_early(req)
 
     def _lay_out_early(self, req: SegmentRequest) -> None:
@@ -489,7 +300,7 @@ class SegmentWidget(Container):
             self._status_label.value = ev.text
             return
         if isinstance(ev, StoreReady):
-            geometry = _geometry(ev)
+            geometry = store_geometry(ev)
             if self._live is not None and geometry == self._live_geometry:
                 return  # laid out early, and the store agrees
             if self._live is not None:  # laid out early with another geometry: redo
@@ -514,8 +325,7 @@ class SegmentWidget(Container):
         else:
             return
         if total:
-            self._progress_bar.max = int(total)
-            self._progress_bar.value = min(int(done), int(total))
+            self._show_progress(done, total)
             self._status_label.value = f"{done}/{total} tiles"
 
     def _request_redraw(self) -> None:
@@ -587,7 +397,7 @@ class SegmentWidget(Container):
             return
         if self._live is not None:  # replace the overview by the full pyramid
             self._drop_live_layers()
-        prob = _display_probability(out)
+        prob = display_probability(out, LIVE_MAX_SIDE)
         self.result = rl.add_prediction_layers(
             self._viewer, image_layer, prob, downsample=out.downsample,
             offset_px=out.offset_px, threshold=float(self._threshold_slider.value),
@@ -606,10 +416,11 @@ class SegmentWidget(Container):
     def _on_finished(self) -> None:
         self._run_button.enabled = True
         self._cancel_button.enabled = False
-        if self.handle is not None and self.handle.cancelled:
+        outcome = self._outcome()
+        if outcome == "cancelled":
             self._status_label.value = "cancelled"
-        elif self.handle is not None and self.handle.error is not None:
-            self._status_label.value = "failed (see notification)"
+        elif outcome == "failed":
+            self._status_label.value = FAILED_STATUS
         else:
             t = self.timings
             if "first_tile" in t and "model_loaded" in t:
@@ -632,33 +443,3 @@ class SegmentWidget(Container):
     def _on_recent(self, value: str | None) -> None:
         if value:
             self._ckpt_edit.value = value
-
-
-
-
-def _display_probability(out: SegmentOutcome) -> Any:
-    """What the heatmap layer shows: numpy for small results, the store's pyramid otherwise."""
-    prob = out.probability
-    if isinstance(prob, np.ndarray):
-        return prob.astype(np.float32, copy=False)
-    shape = tuple(int(s) for s in prob.shape[-2:])
-    if shape[0] * shape[1] <= LIVE_MAX_SIDE * LIVE_MAX_SIDE or not out.path:
-        arr = np.asarray(prob).astype(np.float32)
-        if str(prob.dtype) == "uint8":
-            arr /= 255.0
-        return _foreground_np(arr)
-    import dask.array as da
-    import zarr
-
-    group = zarr.open_group(out.path, mode="r")
-    levels = []
-    k = 0
-    while str(k) in group:
-        lv = da.from_zarr(group[str(k)]).astype(np.float32)
-        if str(group[str(k)].dtype) == "uint8":
-            lv = lv / 255.0
-        if lv.ndim == 3:
-            lv = lv[1] if lv.shape[0] == 2 else 1.0 - lv[0]
-        levels.append(lv)
-        k += 1
-    return levels if len(levels) > 1 else levels[0]

@@ -14,10 +14,12 @@ import time
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
-from magicgui.widgets import ComboBox, Container, Label, PushButton
+from magicgui.widgets import ComboBox, Label, PushButton
 
 from napari_histo.plugin import _result_layers as rl
-from napari_histo.plugin._workers import TaskHandle, start_task
+from napari_histo.plugin._jobs import rgb_crop
+from napari_histo.plugin._widget_base import DockWidget
+from napari_histo.plugin._workers import TaskHandle
 
 if TYPE_CHECKING:
     import napari
@@ -56,12 +58,11 @@ def normalized_levels(levels: list[Any], params: dict[str, Any], chunk: int = 51
     return out
 
 
-class StainWidget(Container):
+class StainWidget(DockWidget):
     """Dock widget: reference region -> fitted stain -> lazily normalised image layer."""
 
     def __init__(self, viewer: napari.viewer.Viewer) -> None:
-        super().__init__(labels=True)
-        self._viewer = viewer
+        super().__init__(viewer)
         self._image_combo = ComboBox(label="image", choices=self._image_choices, nullable=True)
         self._ref_combo = ComboBox(label="reference image", choices=self._image_choices,
                                    nullable=True)
@@ -74,59 +75,41 @@ class StainWidget(Container):
         self._status_label = Label(label="", value="")
         self.extend([self._image_combo, self._ref_combo, self._shapes_combo, self._method_combo,
                      self._fit_button, self._use_button, self._status_label])
-        self.native.setMaximumWidth(rl.DOCK_MAX_WIDTH)
-        self.handle: TaskHandle | None = None
         self.params: dict[str, Any] | None = None
         self.layer: Any = None
         self.reference_path: str | None = None
         self._region: np.ndarray | None = None
         self._fit_button.changed.connect(lambda *_: self.fit())
         self._use_button.changed.connect(lambda *_: self.use_for_training())
-        for ev in (viewer.layers.events.inserted, viewer.layers.events.removed):
-            ev.connect(self._reset)
-        self._reset()
+        self._dock_ready()
 
     def _image_choices(self, *_: Any) -> list[tuple[str, Any]]:
-        return [(n, lyr) for n, lyr in rl.layers_of(self._viewer, "image")
-                if getattr(lyr, "rgb", False)
-                and (lyr.metadata.get("napari_histo") or {}).get("kind") != "prediction"]
-
-    def _shapes_choices(self, *_: Any) -> list[tuple[str, Any]]:
-        return rl.layers_of(self._viewer, "shapes")
-
-    def _reset(self, *_: Any) -> None:
-        try:
-            self.reset_choices()
-        except RuntimeError:
-            pass
+        """RGB image layers that are not predictions (stain needs colour)."""
+        return [(n, lyr) for n, lyr in super()._image_choices() if getattr(lyr, "rgb", False)]
 
     def fit(self) -> TaskHandle | None:
         """Fit on the drawn region of the reference image (default: the image itself)."""
-        from napari.utils.notifications import show_error
-
         image = self._image_combo.value
         if image is None:
-            show_error("choose an RGB image layer to normalise")
+            self._show_error("choose an RGB image layer to normalise")
             return None
         ref = self._ref_combo.value or image  # fit on another slide, or on this one
         box = rl.shapes_box(self._shapes_combo.value, ref) if self._shapes_combo.value \
             else rl.visible_box(self._viewer, ref)
         if box is None:
-            show_error("draw a rectangle on well-stained tissue (Shapes layer) as the reference")
+            self._show_error("draw a rectangle on well-stained tissue (Shapes layer) as the reference")
             return None
         y0, x0, y1, x1 = box
         if (y1 - y0) * (x1 - x0) > MAX_REFERENCE_PX:
-            show_error("the reference region is too large; draw a smaller rectangle "
+            self._show_error("the reference region is too large; draw a smaller rectangle "
                        f"(at most {MAX_REFERENCE_PX:,} pixels)")
             return None
-        data = ref.data[0] if ref.multiscale else ref.data
-        region = np.ascontiguousarray(np.asarray(data[y0:y1, x0:x1])[..., :3]).astype(np.uint8)
+        region = rgb_crop(ref, box)
         self._region = region
         method = str(self._method_combo.value)
         self._status_label.value = "fitting..."
-        self.handle = start_task(fit_job, region, method, on_returned=self._show,
-                                 desc="stain fit", watch=self, progress_bar=False)
-        return self.handle
+        return self._run_task(fit_job, region, method, on_returned=self._show,
+                              desc="stain fit", progress_bar=False)
 
     def _show(self, params: dict[str, Any]) -> None:
         self.params = params

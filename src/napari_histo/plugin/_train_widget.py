@@ -3,7 +3,8 @@
 Training data come from image + Labels layer pairs in the viewer (optionally restricted to
 Shapes regions), and/or from folders (GlaS-style ``images/`` + ``labels/``, class folders,
 slides with masks). The widget builds a :class:`~napari_histo.engine.training.TrainConfig`,
-turns layer pairs into ``ArraySample`` s, and runs ``engine.training.train`` in a thread
+turns layer pairs into ``ArraySample`` s (:func:`napari_histo.plugin._jobs.layer_pair_samples`),
+and runs ``engine.training.train`` in a thread
 worker: per-batch progress, loss/metric curves redrawn at every epoch, a preview prediction
 layer per epoch, Start / Stop / Resume, and "Use this model" hands the best checkpoint to the
 Segment widget. Entry point: :class:`TrainWidget`.
@@ -32,86 +33,30 @@ from magicgui.widgets import (
 
 from napari_histo.core.model_registry import TIMM_ENTRY, TIMM_PREFIX, default_model, model_choices
 from napari_histo.core.progress import EpochEnd, Message, Progress
+from napari_histo.engine.live import preview_job
 from napari_histo.plugin import _result_layers as rl
+from napari_histo.plugin._jobs import layer_pair_samples, rgb_crop
 from napari_histo.plugin._plots import CurvePlot
+from napari_histo.plugin._widget_base import FAILED_STATUS, DockWidget
 from napari_histo.plugin._workers import TaskHandle, preload_torch_training, start_task
 
 if TYPE_CHECKING:
     import napari
 
-__all__ = ["TrainWidget", "layer_pair_samples", "preview_job"]
+__all__ = ["TrainWidget"]
 
 # menus from the model registry; "timm:<name>" (classify) enables the "timm backbone" field
 SEG_MODELS = model_choices("segment")
 CLS_MODELS = model_choices("classify")
 
 
-def layer_pair_samples(image_layer: Any, labels_layer: Any, *,
-                       boxes: list[tuple[int, int, int, int]] | None = None,
-                       split_single: bool = True) -> list[Any]:
-    """``ArraySample`` s from an image layer and a Labels layer drawn over it.
-
-    Each box (level-0 px of the image; default: the whole image) becomes one sample whose
-    labels are resampled onto the image pixels through both layers' world placement, so a
-    ground truth or a correction painted at another resolution still lines up. Mask values
-    0/255 become classes 0/1. A single box is split into two halves (two groups) so the
-    run gets a validation curve.
-    """
-    from napari_histo.engine.corrections import resample_nearest, to_class_labels
-    from napari_histo.engine.datasets.segmentation import ArraySample
-
-    shape0 = rl.level0_shape(image_layer)
-    if not boxes:
-        boxes = [(0, 0, shape0[0], shape0[1])]
-    img_data = image_layer.data[0] if image_layer.multiscale else image_layer.data
-    lab_data = labels_layer.data[0] if labels_layer.multiscale else labels_layer.data
-    s_img = [float(v) for v in image_layer.scale[-2:]]
-    t_img = [float(v) for v in image_layer.translate[-2:]]
-    s_lab = [float(v) for v in labels_layer.scale[-2:]]
-    t_lab = [float(v) for v in labels_layer.translate[-2:]]
-    if len(boxes) == 1 and split_single:
-        y0, x0, y1, x1 = boxes[0]
-        if y1 - y0 >= x1 - x0:
-            mid = (y0 + y1) // 2
-            boxes = [(y0, x0, mid, x1), (mid, x0, y1, x1)]
-        else:
-            mid = (x0 + x1) // 2
-            boxes = [(y0, x0, y1, mid), (y0, mid, y1, x1)]
-    out = []
-    for k, (y0, x0, y1, x1) in enumerate(boxes):
-        img = np.asarray(img_data[y0:y1, x0:x1])
-        if img.ndim == 2:
-            img = np.repeat(img[..., None], 3, axis=2)
-        img = np.ascontiguousarray(img[..., :3]).astype(np.uint8)
-        dst_t = (t_img[0] + y0 * s_img[0], t_img[1] + x0 * s_img[1])
-        lab = resample_nearest(lab_data, s_lab, t_lab, img.shape[:2], s_img, dst_t)
-        lab = to_class_labels(lab, f"layer {labels_layer.name!r}")
-        out.append(ArraySample(img, lab, None, f"{image_layer.name}-{k}",
-                               f"{image_layer.name} region {k}"))
-    return out
-
-
-def preview_job(checkpoint: str, image: np.ndarray) -> Any:
-    """Predict a small preview crop with a checkpoint; return the foreground probability."""
-    from napari_histo.engine import inference as inf
-    from napari_histo.engine.checkpoints import load_checkpoint
-
-    model = load_checkpoint(checkpoint, device="cpu")
-    probs = yield from inf.predict_array(image, model)
-    arr = np.asarray(probs)
-    if arr.ndim == 3:
-        arr = arr[1] if arr.shape[0] == 2 else 1.0 - arr[0]
-    return arr.astype(np.float32)
-
-
-class TrainWidget(Container):
+class TrainWidget(DockWidget):
     """Dock widget: data + options -> training run with live curves."""
 
     def __init__(self, viewer: napari.viewer.Viewer) -> None:
-        super().__init__(labels=True)
+        super().__init__(viewer)
         from napari_histo.core.settings import runs_dir
 
-        self._viewer = viewer
         self._image_combo = ComboBox(label="image", choices=self._image_choices, nullable=True)
         self._labels_combo = ComboBox(label="labels", choices=self._labels_choices,
                                       nullable=True)
@@ -180,9 +125,7 @@ class TrainWidget(Container):
             self._buttons, self._use_button, self._progress_bar, self._status_label,
             self.curves.widget,
         ])
-        self.native.setMaximumWidth(rl.DOCK_MAX_WIDTH)
         self._pairs: list[tuple[Any, Any, Any]] = []
-        self.handle: TaskHandle | None = None
         self._preview_handle: TaskHandle | None = None
         self._preview_crop: tuple[Any, tuple[int, int, int, int]] | None = None
         self.preview_layer: Any = None
@@ -201,29 +144,14 @@ class TrainWidget(Container):
         self._stop_button.changed.connect(lambda *_: self.stop())
         self._resume_button.changed.connect(lambda *_: self.start(resume=True))
         self._use_button.changed.connect(lambda *_: self.use_model())
-        for ev in (viewer.layers.events.inserted, viewer.layers.events.removed):
-            ev.connect(self._reset)
-        self._reset()
+        self._dock_ready()
         from qtpy.QtCore import QTimer
 
         QTimer.singleShot(0, preload_torch_training)  # once the dock is shown
 
     # ---------------------------------------------------------------- choices
-    def _image_choices(self, *_: Any) -> list[tuple[str, Any]]:
-        return [(n, lyr) for n, lyr in rl.layers_of(self._viewer, "image")
-                if (lyr.metadata.get("napari_histo") or {}).get("kind") != "prediction"]
-
     def _labels_choices(self, *_: Any) -> list[tuple[str, Any]]:
         return rl.layers_of(self._viewer, "labels")
-
-    def _shapes_choices(self, *_: Any) -> list[tuple[str, Any]]:
-        return rl.layers_of(self._viewer, "shapes")
-
-    def _reset(self, *_: Any) -> None:
-        try:
-            self.reset_choices()
-        except RuntimeError:
-            pass
 
     def _toggle_advanced(self, show: bool) -> None:
         self._advanced.visible = bool(show)
@@ -247,9 +175,7 @@ class TrainWidget(Container):
     def _on_add_pair(self, *_: Any) -> None:
         img, lab = self._image_combo.value, self._labels_combo.value
         if img is None or lab is None:
-            from napari.utils.notifications import show_error
-
-            show_error("choose an image layer and a Labels layer to add as a training pair")
+            self._show_error("choose an image layer and a Labels layer to add as a training pair")
             return
         self._pairs.append((img, lab, self._shapes_combo.value))
         self._pairs_label.value = "; ".join(f"{i.name} + {lb.name}" for i, lb, _ in self._pairs)
@@ -317,19 +243,11 @@ class TrainWidget(Container):
         self._stain_ref_edit.value = reference
 
     # ---------------------------------------------------------------- actions
-    @property
-    def running(self) -> bool:
-        """True while training runs."""
-        return self.handle is not None and not self.handle.done
-
     def start(self, *, resume: bool = False) -> TaskHandle | None:
         """Start (or resume) training; returns the task handle."""
-        from napari.utils.notifications import show_error, show_info
-
         from napari_histo.core.errors import HistoError
 
-        if self.running:
-            show_info("training is already running; stop it first")
+        if self._busy("training is already running; stop it first"):
             return None
         try:
             if not resume:
@@ -340,7 +258,7 @@ class TrainWidget(Container):
                 raise ValueError("no training data: pick an image layer and its Labels layer, "
                                  "or a data folder")
         except (HistoError, ValueError) as err:
-            show_error(str(err))
+            self._show_error(err)
             return None
         from napari_histo.engine.training import train
         from napari_histo.engine.training.crossval import crossval
@@ -354,24 +272,19 @@ class TrainWidget(Container):
         self.warnings = []
         self._epoch_t0 = time.perf_counter()
         self._fold_prefix = ""
-        self.handle = start_task(crossval if cfg.folds else train, cfg, arrays=self._arrays or None,
-                                 on_event=self._on_event, on_returned=self._on_returned,
-                                 on_finished=self._on_finished, desc="train", watch=self)
-        return self.handle
+        return self._run_task(crossval if cfg.folds else train, cfg, arrays=self._arrays or None,
+                              on_event=self._on_event, on_returned=self._on_returned,
+                              on_finished=self._on_finished, desc="train")
 
     def stop(self) -> None:
         """Stop after the current batch; the last checkpoint stays loadable."""
-        if self.running and self.handle is not None:
-            self.handle.cancel()
-            self._status_label.value = "stopping after this batch..."
+        self._cancel("stopping after this batch...")
 
     def use_model(self) -> Any:
         """Hand the best (else last) checkpoint to the Segment widget; return that widget."""
         ckpt = self.best_checkpoint
         if ckpt is None:
-            from napari.utils.notifications import show_error
-
-            show_error("no checkpoint yet: train at least one epoch")
+            self._show_error("no checkpoint yet: train at least one epoch")
             return None
         seg = find_or_add_segment_widget(self._viewer)
         seg.set_checkpoint(ckpt)
@@ -394,9 +307,7 @@ class TrainWidget(Container):
 
     def _on_event(self, ev: Any) -> None:
         if isinstance(ev, Progress):
-            if ev.total:
-                self._progress_bar.max = int(ev.total)
-                self._progress_bar.value = min(int(ev.done), int(ev.total))
+            self._show_progress(ev.done, ev.total)
             self._status_label.value = (f"{self._fold_prefix}{ev.desc or 'train'} "
                                         f"batch {ev.done}/{ev.total}")
         elif isinstance(ev, EpochEnd):
@@ -421,10 +332,11 @@ class TrainWidget(Container):
 
     def _on_finished(self) -> None:
         self._set_running(False)
-        if self.handle is not None and self.handle.cancelled:
+        outcome = self._outcome()
+        if outcome == "cancelled":
             self._status_label.value = "stopped; Resume continues from the last checkpoint"
-        elif self.handle is not None and self.handle.error is not None:
-            self._status_label.value = "failed (see notification)"
+        elif outcome == "failed":
+            self._status_label.value = FAILED_STATUS
         elif self.result is not None:
             best = getattr(self.result, "best_metrics", {}) or {}
             note = f" ({len(self.warnings)} warning(s): small validation)" if self.warnings else ""
@@ -441,8 +353,7 @@ class TrainWidget(Container):
         img_layer, (y0, x0, y1, x1) = self._preview_crop
         if img_layer not in self._viewer.layers:
             return
-        data = img_layer.data[0] if img_layer.multiscale else img_layer.data
-        crop = np.ascontiguousarray(np.asarray(data[y0:y1, x0:x1])[..., :3]).astype(np.uint8)
+        crop = rgb_crop(img_layer, (y0, x0, y1, x1))
 
         def _show(prob: np.ndarray, img_layer: Any = img_layer, y0: int = y0,
                   x0: int = x0) -> None:

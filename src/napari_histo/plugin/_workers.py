@@ -25,7 +25,7 @@ from collections.abc import Callable, Generator
 from typing import Any
 
 from qtpy.QtCore import QEvent, QObject
-from superqt.utils._qthreading import GeneratorWorker as _SuperGeneratorWorker
+from superqt.utils import GeneratorWorker
 
 from napari_histo.core import settings
 from napari_histo.core.errors import describe_failure
@@ -49,18 +49,36 @@ def active_handles() -> list[TaskHandle]:
     return [h for h in list(_ACTIVE) if not h.done]
 
 
-class _ClosingGeneratorWorker(_SuperGeneratorWorker):
+def _delegate(gen: Generator[Event, None, Any]) -> Generator[Event, None, Any]:
+    """A generator function standing for an already created generator (see below)."""
+    return (yield from gen)
+
+
+class _ClosingGeneratorWorker(GeneratorWorker):
     """A generator worker that always closes its generator in the worker thread.
 
-    superqt's loop leaves an aborted generator suspended (its ``finally`` would run later, on
-    whatever thread garbage-collects it) and turns any ``RuntimeError`` (e.g. a torch shape
-    error) into a warning; this loop does neither.
+    The stock loop (``GeneratorWorker.work``) leaves an aborted generator suspended (its
+    ``finally`` would run later, on whatever thread garbage-collects it) and turns any
+    ``RuntimeError`` (e.g. a torch shape error) into a warning; this loop does neither.
+
+    Only public API: superqt's ``superqt.utils.GeneratorWorker`` (not napari's subclass of
+    it, whose mixin would relay every error and warning to the notification manager a
+    second time: :func:`start_task` notifies itself), whose documented extension point is
+    ``work()``. The task's generator is created here and kept in our own attribute
+    (the base class is handed :func:`_delegate` over it, a generator it never starts), so
+    nothing reads the base class's private state. Pause/resume are not offered.
     """
 
     _napari_histo_handle: TaskHandle | None = None
 
+    def __init__(self, func: Callable[..., Generator[Event, None, Any]], *args: Any,
+                 **kwargs: Any) -> None:
+        gen = func(*args, **kwargs)
+        super().__init__(_delegate, gen)
+        self._task_gen = gen
+
     def work(self) -> Any:
-        gen = self._gen
+        gen = self._task_gen
         _lower_thread_priority()
         try:
             while True:
@@ -305,6 +323,7 @@ def start_task(
 
     from napari.qt.threading import create_worker
 
+    # create_worker also shows the task in the viewer's activity/status (napari's own API)
     worker = create_worker(
         task_fn,
         *args,

@@ -7,7 +7,8 @@ from pathlib import Path
 
 import numpy as np
 
-from napari_histo.plugin._train_widget import TrainWidget, layer_pair_samples
+from napari_histo.plugin._jobs import layer_pair_samples
+from napari_histo.plugin._train_widget import TrainWidget
 
 
 def _glas_layers(viewer, glas_pair):

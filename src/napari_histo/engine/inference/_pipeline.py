@@ -119,104 +119,132 @@ def plan_jobs(plan: Plan, order: list[int], skip: Callable[[Box], bool] | None,
 def run_blocks(plan: Plan, source: Any, runner: Any, sink: Any, jobs: list[_Job],
                stats: RunStats, *, readers: int = 4, desc: str = "predict",
                ) -> Generator[Event, None, RunStats]:
-    """Compute ``jobs`` and write them to ``sink``; see the module docstring."""
+    """Compute ``jobs`` and write them to ``sink``; see the module docstring.
+
+    Each turn either takes the next block read (:meth:`_BlockPipeline.take_read`) while the
+    batch is not full, or runs the model on a batch (:meth:`_BlockPipeline.run_batch`).
+    """
     t_start = time.perf_counter()
-    bs = runner.batch_size
-    pool = ThreadPoolExecutor(max_workers=readers, thread_name_prefix="histo-read")
-    writer = ThreadPoolExecutor(max_workers=2, thread_name_prefix="histo-write")
-    # blocks read ahead: enough for two batches and one per reader, no more (flat memory)
-    prefetch = max(2, readers, -(-2 * bs // max(1, len(jobs[0].offsets))) if jobs else 2)
-    reads: deque[tuple[_Job, Future[Any]]] = deque()
-    writes: deque[tuple[_Job, Future[Any]]] = deque()
-    buf: deque[tuple[_Job, int, np.ndarray]] = deque()
-    job_iter = iter(jobs)
-    done = stats.skipped_tiles + stats.resumed_tiles
-    total = stats.total_tiles
-
-    def read(job: _Job) -> np.ndarray:
-        region = source.read(plan.read_box(job.block))
-        return plan.extract(region, job.offsets)
-
-    def finish(job: _Job) -> None:
-        box = plan.block_box(job.block)
-        sink.write(job.block, box, plan.assemble(job.block, job.offsets, job.probs))
-        job.probs = None
-
-    def refill() -> None:
-        while len(reads) < prefetch:
-            job = next(job_iter, None)
-            if job is None:
-                return
-            reads.append((job, pool.submit(read, job)))
-
-    written = [0]
-
-    def drain_writes(keep: int) -> list[Event]:
-        """Collect finished writes; block until at most ``keep`` are pending."""
-        events: list[Event] = []
-        while writes and (len(writes) > keep or writes[0][1].done()):
-            job, fut = writes.popleft()
-            fut.result()
-            written[0] += 1
-            release_memory()
-            y0, x0, y1, x1 = plan.block_box(job.block)
-            events.append(Progress(done, total, "tile",
-                                   {"y0": y0, "x0": x0, "y1": y1, "x1": x1}))
-        return events
-
-    recorder = _DecodeWarnings().__enter__()
+    pipe = _BlockPipeline(plan, source, runner, sink, jobs, stats, readers)
     try:
-        refill()
-        while reads or buf:
-            if reads and len(buf) < bs:
-                job, fut = reads.popleft()
-                t0 = time.perf_counter()
-                try:
-                    tiles = fut.result()
-                except CorruptDataError as err:
-                    stats.failed_tiles += len(job.offsets)
-                    stats.failed_block_tiles += len(job.offsets)
-                    stats.failed_boxes.append(plan.block_box(job.block))
-                    done += len(job.offsets)
-                    yield Message(f"{err}; block {plan.block_box(job.block)} (output px) "
-                                  "written as 0, the rest is predicted", "warning")
-                    refill()
-                    continue
-                finally:
-                    stats.wait_read_s += time.perf_counter() - t0
-                for text in recorder.pop():
-                    stats.failed_tiles += 1
-                    stats.read_warnings.append(text)
-                    yield Message(f"{text}; predicted as such, the rest is unaffected", "warning")
-                for k in range(tiles.shape[0]):
-                    buf.append((job, k, tiles[k]))
-                refill()
+        pipe.refill()
+        while pipe.reads or pipe.buf:
+            if pipe.reads and len(pipe.buf) < pipe.bs:
+                yield from pipe.take_read()
                 continue
-            n = min(bs, len(buf))
-            items = [buf.popleft() for _ in range(n)]
-            batch = np.stack([t for _, _, t in items])
-            t0 = time.perf_counter()
-            probs = runner(batch)
-            stats.model_s += time.perf_counter() - t0
-            stats.computed_tiles += n
-            done += n
-            for (job, k, _), p in zip(items, probs, strict=False):
-                if job.probs is None:
-                    job.probs = np.empty((len(job.offsets), *p.shape), dtype=np.float32)
-                job.probs[k] = p
-                job.remaining -= 1
-                if job.remaining == 0:
-                    writes.append((job, writer.submit(finish, job)))
-            yield Progress(done, total, desc)
-            # the first block is reported as soon as it is written (the GUI's first tile on
-            # screen); later ones as their writes finish, up to 4 in flight
-            for ev in drain_writes(0 if written[0] == 0 else 4):
-                yield ev
-        for ev in drain_writes(0):
-            yield ev
+            yield from pipe.run_batch(desc)
+        yield from pipe.drain_writes(0)
         stats.wall_s = time.perf_counter() - t_start
         return stats
     finally:
-        pool.shutdown(wait=True, cancel_futures=True)
-        writer.shutdown(wait=True)
-        recorder.__exit__(None, None, None)
+        pipe.close()
+
+
+class _BlockPipeline:
+    """One :func:`run_blocks` call: reader and writer pools, their queues and the tile buffer."""
+
+    def __init__(self, plan: Plan, source: Any, runner: Any, sink: Any, jobs: list[_Job],
+                 stats: RunStats, readers: int) -> None:
+        self.plan, self.source, self.runner, self.sink, self.stats = (
+            plan, source, runner, sink, stats)
+        self.bs = runner.batch_size
+        self.pool = ThreadPoolExecutor(max_workers=readers, thread_name_prefix="histo-read")
+        self.writer = ThreadPoolExecutor(max_workers=2, thread_name_prefix="histo-write")
+        # blocks read ahead: enough for two batches and one per reader, no more (flat memory)
+        self.prefetch = max(2, readers, -(-2 * self.bs // max(1, len(jobs[0].offsets)))
+                            if jobs else 2)
+        self.reads: deque[tuple[_Job, Future[Any]]] = deque()
+        self.writes: deque[tuple[_Job, Future[Any]]] = deque()
+        self.buf: deque[tuple[_Job, int, np.ndarray]] = deque()
+        self.job_iter = iter(jobs)
+        self.done = stats.skipped_tiles + stats.resumed_tiles
+        self.total = stats.total_tiles
+        self.written = 0
+        self.recorder = _DecodeWarnings().__enter__()
+
+    def close(self) -> None:
+        """Cancel reads not started, wait for writes under way, restore warnings."""
+        self.pool.shutdown(wait=True, cancel_futures=True)
+        self.writer.shutdown(wait=True)
+        self.recorder.__exit__(None, None, None)
+
+    def _read(self, job: _Job) -> np.ndarray:
+        region = self.source.read(self.plan.read_box(job.block))
+        return self.plan.extract(region, job.offsets)
+
+    def _finish(self, job: _Job) -> None:
+        box = self.plan.block_box(job.block)
+        self.sink.write(job.block, box, self.plan.assemble(job.block, job.offsets, job.probs))
+        job.probs = None
+
+    def refill(self) -> None:
+        """Submit reads until ``prefetch`` blocks are in flight (or no job is left)."""
+        while len(self.reads) < self.prefetch:
+            job = next(self.job_iter, None)
+            if job is None:
+                return
+            self.reads.append((job, self.pool.submit(self._read, job)))
+
+    def drain_writes(self, keep: int) -> Generator[Event, None, None]:
+        """Collect finished writes, one Progress (with the block's box) each; block until at
+        most ``keep`` are pending."""
+        events: list[Event] = []
+        writes = self.writes
+        while writes and (len(writes) > keep or writes[0][1].done()):
+            job, fut = writes.popleft()
+            fut.result()
+            self.written += 1
+            release_memory()
+            y0, x0, y1, x1 = self.plan.block_box(job.block)
+            events.append(Progress(self.done, self.total, "tile",
+                                   {"y0": y0, "x0": x0, "y1": y1, "x1": x1}))
+        yield from events
+
+    def take_read(self) -> Generator[Event, None, None]:
+        """The oldest block read: its tiles into the buffer, or a failed block (written as 0)."""
+        stats, plan = self.stats, self.plan
+        job, fut = self.reads.popleft()
+        t0 = time.perf_counter()
+        try:
+            tiles = fut.result()
+        except CorruptDataError as err:
+            stats.failed_tiles += len(job.offsets)
+            stats.failed_block_tiles += len(job.offsets)
+            stats.failed_boxes.append(plan.block_box(job.block))
+            self.done += len(job.offsets)
+            yield Message(f"{err}; block {plan.block_box(job.block)} (output px) "
+                          "written as 0, the rest is predicted", "warning")
+            self.refill()
+            return
+        finally:
+            stats.wait_read_s += time.perf_counter() - t0
+        for text in self.recorder.pop():
+            stats.failed_tiles += 1
+            stats.read_warnings.append(text)
+            yield Message(f"{text}; predicted as such, the rest is unaffected", "warning")
+        for k in range(tiles.shape[0]):
+            self.buf.append((job, k, tiles[k]))
+        self.refill()
+
+    def run_batch(self, desc: str) -> Generator[Event, None, None]:
+        """The model on up to ``bs`` buffered tiles; finished blocks go to the writers."""
+        stats = self.stats
+        n = min(self.bs, len(self.buf))
+        items = [self.buf.popleft() for _ in range(n)]
+        batch = np.stack([t for _, _, t in items])
+        t0 = time.perf_counter()
+        probs = self.runner(batch)
+        stats.model_s += time.perf_counter() - t0
+        stats.computed_tiles += n
+        self.done += n
+        for (job, k, _), p in zip(items, probs, strict=False):
+            if job.probs is None:
+                job.probs = np.empty((len(job.offsets), *p.shape), dtype=np.float32)
+            job.probs[k] = p
+            job.remaining -= 1
+            if job.remaining == 0:
+                self.writes.append((job, self.writer.submit(self._finish, job)))
+        yield Progress(self.done, self.total, desc)
+        # the first block is reported as soon as it is written (the GUI's first tile on
+        # screen); later ones as their writes finish, up to 4 in flight
+        yield from self.drain_writes(0 if self.written == 0 else 4)

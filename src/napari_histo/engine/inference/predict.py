@@ -9,7 +9,6 @@ All are generators (Task): they yield Progress/Message events and return the res
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -18,15 +17,11 @@ import numpy.typing as npt
 
 from napari_histo.core.errors import ConfigError
 from napari_histo.core.progress import Message, Progress, Task
+from napari_histo.engine.distributed import predict_distributed
 from napari_histo.engine.inference._model import Runner, as_loaded
 from napari_histo.engine.inference._pipeline import RunStats, plan_jobs, run_blocks
-from napari_histo.engine.inference._plan import HeatmapPlan, Plan, SegmentPlan
-from napari_histo.engine.inference._source import (
-    ArraySource,
-    Resolution,
-    SlideSource,
-    resolve_resolution,
-)
+from napari_histo.engine.inference._plan import Plan, SegmentPlan
+from napari_histo.engine.inference._source import ArraySource
 from napari_histo.engine.inference.config import InferenceConfig
 from napari_histo.engine.inference.failures import (
     segments_from_meta,
@@ -34,88 +29,32 @@ from napari_histo.engine.inference.failures import (
     summarise_failures,
 )
 from napari_histo.engine.inference.identity import run_identity
+from napari_histo.engine.inference.slide_run import (
+    Box,
+    PredictionResult,
+    create_store,
+    plan_for,
+    prepare_slide_run,
+    result_from_store,
+    run_fingerprint,
+)
 from napari_histo.engine.inference.writer import (
     MemorySink,
     StoreLock,
     ZarrSink,
     check_resume,
     discard_store,
-    open_prediction,
     prepare_output,
 )
 from napari_histo.engine.tiling import order_blocks
 
+# PredictionResult, prepare_slide_run and result_from_store live in slide_run (shared with
+# the cluster run in engine.distributed) and are re-exported here.
 __all__ = ["PredictionResult", "output_geometry", "predict_array", "predict_heatmap",
-           "predict_slide"]
-
-Box = tuple[int, int, int, int]
-#: longest side of the thumbnail the tissue mask is computed on (>= 1024: a mask pixel is
-#: at most ~1/100 of the slide, far finer than a tile; bounded, so memory stays flat)
-TISSUE_MAX_SIDE = 1024
-
-
-@dataclass
-class PredictionResult:
-    """A finished (or partial) prediction.
-
-    ``probabilities``: (H, W) positive-class probability for binary models, (C, H, W)
-    otherwise (numpy in memory, zarr arrays when streamed; uint8 stores hold 255 p).
-    ``labels``: (H, W) uint8 (threshold or argmax). ``mpp``: output um/px (y, x) or None.
-    ``origin_um``: top-left corner of the output in slide microns (level-0 px if no mpp).
-    ``downsample``: level-0 px per output px; ``origin_px``: top-left in level-0 px.
-    ``translate``: napari ``translate`` (pixel-centre convention) that overlays the output on
-    a slide layer shown with ``scale = slide mpp`` (or 1 when no mpp).
-    """
-
-    path: Path | None
-    probabilities: Any
-    labels: Any
-    mpp: tuple[float, float] | None
-    origin_um: tuple[float, float]
-    complete: bool
-    skipped_tiles: int
-    total_tiles: int = 0
-    failed_tiles: int = 0
-    failed_boxes: list[Box] = field(default_factory=list)
-    task: str = "segment"
-    class_names: list[str] = field(default_factory=list)
-    downsample: tuple[float, float] = (1.0, 1.0)
-    origin_px: tuple[float, float] = (0.0, 0.0)
-    source: str | None = None
-    stats: RunStats | None = None
-
-    @property
-    def scale(self) -> tuple[float, float]:
-        """napari ``scale`` of the output: um/px, or level-0 px per px without mpp."""
-        return self.mpp if self.mpp else self.downsample
-
-    @property
-    def translate(self) -> tuple[float, float]:
-        """napari ``translate`` aligning output pixel centres with the slide's."""
-        unit = (self.mpp[0] / self.downsample[0], self.mpp[1] / self.downsample[1]) if self.mpp \
-            else (1.0, 1.0)
-        return tuple(  # type: ignore[return-value]
-            (self.origin_px[i] + (self.downsample[i] - 1) / 2) * unit[i] for i in range(2))
+           "predict_slide", "prepare_slide_run", "result_from_store"]
 
 
 # ------------------------------------------------------------------------------ planning
-
-
-def _plan_for(task: str, shape_work: tuple[int, int], loaded: Any, cfg: InferenceConfig,
-              num_classes: int) -> Plan:
-    pre = loaded.preprocessing or {}
-    if task == "segment":
-        tile = int(cfg.tile or max(int(pre.get("patch_size") or 256), 256))
-        overlap = cfg.overlap if cfg.overlap is not None else (tile // 4) // 2 * 2
-        if overlap >= tile:
-            raise ConfigError(f"overlap {overlap} must be smaller than tile {tile}")
-        return SegmentPlan(shape_work, 0, num_classes, tile=tile, overlap=overlap,
-                           block_tiles=cfg.block_tiles)
-    context = int(cfg.context or pre.get("context_size") or pre.get("patch_size") or 96)
-    stride = int(cfg.stride or pre.get("center_size") or context)
-    out = (math.ceil(shape_work[0] / stride), math.ceil(shape_work[1] / stride))
-    cells = max(4, min(64, 2048 // stride))
-    return HeatmapPlan(out, 0, num_classes, stride=stride, context=context, block_cells=cells)
 
 
 def _order(plan: Plan, near: Any, to_out: Any) -> list[int]:
@@ -144,7 +83,7 @@ def predict_array(image: npt.NDArray[np.uint8], model: Any, *, tile: int | None 
     src = ArraySource(image)
     cfg = InferenceConfig(tile=tile, overlap=overlap, batch_size=batch_size, stride=stride,
                           context=context, tissue_only=False)
-    plan = _plan_for(loaded.task, src.shape, loaded, cfg, runner.num_classes)
+    plan = plan_for(loaded.task, src.shape, loaded, cfg, runner.num_classes)
     if isinstance(plan, SegmentPlan):  # one block: exact global blending, no block seams
         n = math.ceil(max(src.shape) / plan.layout.stride)
         plan = SegmentPlan(src.shape, 0, runner.num_classes, tile=plan.tile,
@@ -176,38 +115,6 @@ def _open(source: Any) -> tuple[Any, bool]:
     return source, False
 
 
-def _region_level0(slide: Any, region: Any, units: str) -> tuple[float, float, float, float]:
-    h0, w0 = slide.shape
-    if region is None:
-        return (0.0, 0.0, float(h0), float(w0))
-    y0, x0, y1, x1 = (float(v) for v in region)
-    if units == "um":
-        mpp = slide.metadata.mpp
-        if mpp is None:
-            raise ConfigError(f"{slide.name} has no mpp: give the region in level-0 pixels")
-        y0, y1, x0, x1 = y0 / mpp[0], y1 / mpp[0], x0 / mpp[1], x1 / mpp[1]
-    elif units != "px":
-        raise ConfigError(f"region units must be 'px' or 'um', got {units!r}")
-    y0, x0 = max(0.0, y0), max(0.0, x0)
-    y1, x1 = min(float(h0), y1), min(float(w0), x1)
-    if y1 <= y0 or x1 <= x0:
-        raise ConfigError(f"region {region} does not overlap the slide ({h0} x {w0} px)")
-    return (y0, x0, y1, x1)
-
-
-def _fingerprint(plan: Plan, res: Resolution, origin0: tuple[float, float], loaded: Any,
-                 cfg: InferenceConfig) -> dict[str, Any]:
-    return {
-        "out_shape": list(plan.out_shape), "chunk": plan.chunk, "task": loaded.task,
-        "num_classes": plan.num_classes, "level": res.level, "factor": list(res.factor),
-        "origin_px": list(origin0), "tile": getattr(plan, "tile", None),
-        "overlap": getattr(plan, "overlap", None), "stride": getattr(plan, "stride", None),
-        "context": getattr(plan, "context", None), "prob_dtype": cfg.prob_dtype,
-        "threshold": cfg.threshold, "tissue_only": cfg.tissue_only,
-        "model": str(loaded.spec.get("name")),
-    }
-
-
 def predict_slide(source: Any, model: Any, cfg: InferenceConfig | None = None, *,
                   region: Any = None, region_units: str = "px", order_near: Any = None,
                   out_path: str | Path | None = None) -> Task[PredictionResult]:
@@ -235,8 +142,6 @@ def predict_slide(source: Any, model: Any, cfg: InferenceConfig | None = None, *
     """
     cfg = cfg or InferenceConfig()
     if cfg.scheduler and out_path is not None and isinstance(source, (str, Path)):
-        from napari_histo.engine.distributed import predict_distributed
-
         results = yield from predict_distributed([source], model, cfg, [out_path],
                                                  region=region, region_units=region_units)
         if results[0] is None:
@@ -271,39 +176,22 @@ def _predict_slide(slide: Any, loaded: Any, runner: Runner, cfg: InferenceConfig
         ctx = prepare_slide_run(slide, loaded, cfg, region=region, region_units=region_units,
                                 num_classes=runner.num_classes, out_path=out_path,
                                 in_memory=out_path is None)
-        plan, src, res, origin0 = ctx["plan"], ctx["source"], ctx["res"], ctx["origin0"]
+        plan, src, origin0 = ctx["plan"], ctx["source"], ctx["origin0"]
         if cfg.tissue_only:
             yield Message(f"{slide.name}: tissue covers {ctx['tissue_fraction']:.0%} of the slide")
         if tracker.keys:
             yield Message(f"{slide.name}: {len(tracker.keys)} tile(s) could not be decoded while "
                           "detecting tissue; their area is predicted anyway", "warning")
-        done: set[tuple[int, int]] = set()
-        prior: dict[tuple[int, int, int], Any] = {}
-        created = False
         path = Path(out_path) if out_path is not None else None
         if path is None:
             dt = "float32" if cfg.prob_dtype == "float16" else cfg.prob_dtype
             sink: Any = MemorySink(plan.out_shape, plan.num_classes, cfg.threshold, dt)
+            created, done, prior = False, set(), {}
         else:
-            state = prepare_output(path, resume=cfg.resume, overwrite=cfg.overwrite,
-                                   inputs=[getattr(slide, "path", None), loaded.path])
-            fp = _fingerprint(plan, res, origin0, loaded, cfg)
-            ident = run_identity(slide, loaded)
-            if state == "new":
-                sink = create_store(path, plan, cfg, fp, ctx, slide, loaded, ident=ident)
-                created = True
-            else:
-                sink = ZarrSink.open(path)
-                check_resume(path, sink.meta, fingerprint=fp, **ident)
-            if lock_note:  # said once the run goes ahead (a refusal stays one line)
-                yield Message(lock_note, "warning")
-            if state != "new":
-                if state == "done":
-                    yield Message(f"{path.name} is already complete; nothing to do")
-                    return result_from_store(path)
-                done = sink.done_blocks()
-                prior = segments_from_meta(sink.meta.get("failed_segments"))
-                yield Message(f"resuming {path.name}: {len(done)} block(s) already written")
+            opened = yield from _open_store(path, slide, loaded, cfg, ctx, lock_note)
+            if opened is None:  # already complete
+                return result_from_store(path)
+            sink, created, done, prior = opened
         order = _order(plan, order_near, ctx["to_out"])
         stats = RunStats()
         jobs = plan_jobs(plan, order, ctx["skip"], done, stats)
@@ -316,30 +204,8 @@ def _predict_slide(slide: Any, loaded: Any, runner: Runner, cfg: InferenceConfig
             # the store exists: a viewer can lay out its layers while the first batch runs
             yield Progress(stats.skipped_tiles + stats.resumed_tiles, stats.total_tiles,
                            "predict", {"store": str(path)})
-        blocks = run_blocks(plan, src, runner, sink, jobs, stats, readers=cfg.readers)
-        seen = (0, 0)
-        try:
-            for ev in blocks:
-                now = (stats.failed_tiles, len(tracker.keys))
-                if isinstance(sink, ZarrSink) and now != seen:  # kept even if the run is killed
-                    seen = now
-                    n, boxes, segs = failures()
-                    sink.update_meta(failed_tiles=n, failed_boxes=[list(b) for b in boxes],
-                                     failed_segments=segments_to_meta(segs))
-                yield ev
-            n, boxes, segs = failures()
-            if isinstance(sink, ZarrSink):
-                sink.finish(skipped_tiles=stats.skipped_tiles, total_tiles=stats.total_tiles,
-                            failed_tiles=n, failed_boxes=[list(b) for b in boxes],
-                            failed_segments=segments_to_meta(segs))
-        except Exception:
-            # a new store that never got a block is ours and worthless: do not leave it
-            # behind looking like a result (an interrupt or cancel keeps it resumable)
-            if created and path is not None and not sink.done_blocks():
-                discard_store(path)
-            raise
-        finally:
-            blocks.close()
+        n, boxes = yield from _run_into(sink, plan, src, runner, jobs, stats, cfg, failures,
+                                        tracker, discard=path if created else None)
     if isinstance(sink, ZarrSink):
         if path is not None and set(cfg.formats) - {"zarr"}:
             from napari_histo.engine.inference.export import export_outputs
@@ -355,6 +221,75 @@ def _predict_slide(slide: Any, loaded: Any, runner: Runner, cfg: InferenceConfig
         total_tiles=stats.total_tiles, failed_tiles=n, failed_boxes=boxes, task=loaded.task,
         class_names=list(loaded.class_names), downsample=ctx["downsample"],
         origin_px=origin0, source=str(getattr(slide, "path", "")), stats=stats)
+
+
+def _open_store(path: Path, slide: Any, loaded: Any, cfg: InferenceConfig, ctx: dict[str, Any],
+                lock_note: str | None) -> Task[tuple[ZarrSink, bool, set[tuple[int, int]],
+                                                    dict[tuple[int, int, int], Any]] | None]:
+    """Create the output store, or reopen one to resume; None when it is already complete.
+
+    Returns (sink, created here, blocks already written, failed segments recorded before).
+    """
+    plan, res, origin0 = ctx["plan"], ctx["res"], ctx["origin0"]
+    done: set[tuple[int, int]] = set()
+    prior: dict[tuple[int, int, int], Any] = {}
+    created = False
+    state = prepare_output(path, resume=cfg.resume, overwrite=cfg.overwrite,
+                           inputs=[getattr(slide, "path", None), loaded.path])
+    fp = run_fingerprint(plan, res, origin0, loaded, cfg)
+    ident = run_identity(slide, loaded)
+    if state == "new":
+        sink = create_store(path, plan, cfg, fp, ctx, slide, loaded, ident=ident)
+        created = True
+    else:
+        sink = ZarrSink.open(path)
+        check_resume(path, sink.meta, fingerprint=fp, **ident)
+    if lock_note:  # said once the run goes ahead (a refusal stays one line)
+        yield Message(lock_note, "warning")
+    if state != "new":
+        if state == "done":
+            yield Message(f"{path.name} is already complete; nothing to do")
+            return None
+        done = sink.done_blocks()
+        prior = segments_from_meta(sink.meta.get("failed_segments"))
+        yield Message(f"resuming {path.name}: {len(done)} block(s) already written")
+    return sink, created, done, prior
+
+
+def _run_into(sink: Any, plan: Plan, src: Any, runner: Runner, jobs: Any, stats: RunStats,
+              cfg: InferenceConfig, failures: Any, tracker: Any, *, discard: Path | None,
+              ) -> Task[tuple[int, list[Box]]]:
+    """Run the blocks into ``sink``, keeping a store's failure record current; returns the
+    failed tile count and boxes.
+
+    ``discard``: a store created by this run, removed again when the run fails before
+    writing any block (an interrupt or cancel keeps it resumable).
+    """
+    blocks = run_blocks(plan, src, runner, sink, jobs, stats, readers=cfg.readers)
+    seen = (0, 0)
+    try:
+        for ev in blocks:
+            now = (stats.failed_tiles, len(tracker.keys))
+            if isinstance(sink, ZarrSink) and now != seen:  # kept even if the run is killed
+                seen = now
+                n, boxes, segs = failures()
+                sink.update_meta(failed_tiles=n, failed_boxes=[list(b) for b in boxes],
+                                 failed_segments=segments_to_meta(segs))
+            yield ev
+        n, boxes, segs = failures()
+        if isinstance(sink, ZarrSink):
+            sink.finish(skipped_tiles=stats.skipped_tiles, total_tiles=stats.total_tiles,
+                        failed_tiles=n, failed_boxes=[list(b) for b in boxes],
+                        failed_segments=segments_to_meta(segs))
+    except Exception:
+        # a new store that never got a block is ours and worthless: do not leave it
+        # behind looking like a result (an interrupt or cancel keeps it resumable)
+        if discard is not None and not sink.done_blocks():
+            discard_store(discard)
+        raise
+    finally:
+        blocks.close()
+    return n, boxes
 
 
 def output_geometry(source: Any, model: Any, cfg: InferenceConfig | None = None, *,
@@ -376,162 +311,6 @@ def output_geometry(source: Any, model: Any, cfg: InferenceConfig | None = None,
     finally:
         if own:
             slide.close()
-
-
-def prepare_slide_run(slide: Any, loaded: Any, cfg: InferenceConfig, *, region: Any = None,
-                      region_units: str = "px", num_classes: int = 2,
-                      out_path: str | Path | None = None,
-                      in_memory: bool = False) -> dict[str, Any]:
-    """Resolution, geometry, plan, tissue test and coordinate helpers of one slide run.
-
-    Everything the run will allocate is budgeted here, from the slide's header and the
-    settings, before any of it is: the working resolution (at most ``MAX_UPSAMPLE`` times
-    finer than level 0), the number of model inputs (``MAX_TILES``), one block's buffers
-    against free memory, the whole output when ``in_memory``, and, when ``out_path`` is
-    given, an estimate of the store's size against the free disk space there. Each refusal
-    is one :class:`~napari_histo.core.errors.ConfigError` line.
-    """
-    from napari_histo.core.limits import (
-        MAX_TILES,
-        check_alloc,
-        check_disk,
-        human_bytes,
-        number,
-    )
-
-    pre = loaded.preprocessing or {}
-    res = resolve_resolution(slide, mpp=cfg.mpp, level=cfg.level, slide_mpp=cfg.slide_mpp,
-                             model_mpp=pre.get("mpp"))
-    if region is not None:
-        if isinstance(region, (str, bytes)) or not hasattr(region, "__len__") or len(region) != 4:
-            raise ConfigError(f"region must be 4 numbers (y0, x0, y1, x1), got {region!r}")
-        region = tuple(number(f"region {k}", v) for k, v in zip(("y0", "x0", "y1", "x1"),
-                                                                region, strict=True))
-    ry0, rx0, ry1, rx1 = _region_level0(slide, region, region_units)
-    origin0 = (ry0, rx0)
-    shape_work = (max(1, math.ceil((ry1 - ry0) / res.factor[0] - 1e-6)),
-                  max(1, math.ceil((rx1 - rx0) / res.factor[1] - 1e-6)))
-    if not res.resample:  # never run past the level's own pixels
-        lh, lw = slide.metadata.level_shapes[res.level]
-        shape_work = (max(1, min(shape_work[0], lh - int(ry0 // res.factor[0]))),
-                      max(1, min(shape_work[1], lw - int(rx0 // res.factor[1]))))
-    src = SlideSource(slide, res, origin0, shape_work)
-    plan = _plan_for(loaded.task, shape_work, loaded, cfg, num_classes)
-    # ---- budget: model inputs, one block's buffers, the output (before any allocation)
-    if isinstance(plan, SegmentPlan):
-        step = plan.tile - plan.overlap
-        n_inputs = math.ceil(shape_work[0] / step) * math.ceil(shape_work[1] / step)
-    else:
-        n_inputs = plan.out_shape[0] * plan.out_shape[1]
-    if n_inputs > MAX_TILES:
-        raise ConfigError(
-            f"{slide.name}: this run would feed the model {n_inputs:,} tiles (working image "
-            f"{shape_work[1]} x {shape_work[0]} px), more than the {MAX_TILES:,} one run may "
-            "plan; choose a coarser --mpp, a --region or a larger tile/stride")
-    side = plan.input_size()
-    rb = plan.read_box((0, 0))
-    block_px = (rb[2] - rb[0]) * (rb[3] - rb[1])
-    # read region (uint8 RGB), blend accumulator + weights (float32), model inputs
-    block_bytes = block_px * (3 + 4 * (num_classes + 1)) + cfg.batch_size * side * side * 16
-    check_alloc(block_bytes * (cfg.readers + 2), f"{slide.name}: the blocks in flight",
-                hint="lower --readers, --batch-size or the tile size")
-    out_px = plan.out_shape[0] * plan.out_shape[1]
-    planes = 1 if num_classes == 2 else num_classes
-    if in_memory:
-        item = 1 if cfg.prob_dtype == "uint8" else 4
-        check_alloc(out_px * (planes * item + 1), f"{slide.name}: the in-memory prediction "
-                    f"({plan.out_shape[1]} x {plan.out_shape[0]} px)",
-                    hint="write it to an output store, or predict a region")
-    cell = plan.cell
-    down = (res.factor[0] * cell, res.factor[1] * cell)
-    smpp = slide.metadata.mpp or ((cfg.slide_mpp,) * 2 if cfg.slide_mpp else None)
-    out_mpp = (res.mpp[0] * cell, res.mpp[1] * cell) if res.mpp else None
-    unit = smpp if smpp else (1.0, 1.0)
-    origin_um = (origin0[0] * unit[0], origin0[1] * unit[1])
-    skip = None
-    frac = 1.0
-    if cfg.tissue_only:
-        from napari_histo.engine.tissue import tissue_map
-
-        tmap = tissue_map(slide, max_side=TISSUE_MAX_SIDE)
-        frac = tmap.fraction_total
-        from napari_histo.engine.inference.writer import release_memory
-
-        release_memory()  # the thumbnail's temporaries
-
-        def skip(core: Box) -> bool:
-            return tmap.fraction(src.to_level0(core)) <= 0.0
-
-    if out_path is not None:
-        # a lower bound of the store: tissue blocks only (background chunks are never
-        # written), compressed ~3x, plus a third for the pyramid; refused only when even
-        # that cannot fit
-        item = 1 if cfg.prob_dtype == "uint8" else 2
-        raw = out_px * (planes * item + 1) * max(float(frac), 0.0)
-        check_disk(Path(out_path).parent, raw * 4 / 3 / 3,
-                   f"{slide.name}: the prediction store ({plan.out_shape[1]} x "
-                   f"{plan.out_shape[0]} px, {human_bytes(raw)} before compression)")
-
-    def to_out(near: Any) -> Any:
-        vals = [number("near", v) for v in near]
-        if len(vals) == 2:
-            return ((vals[0] - origin0[0]) / down[0], (vals[1] - origin0[1]) / down[1])
-        if len(vals) != 4:
-            raise ConfigError(f"near must be a point (y, x) or a box (y0, x0, y1, x1), got {near!r}")
-        return ((vals[0] - origin0[0]) / down[0], (vals[1] - origin0[1]) / down[1],
-                (vals[2] - origin0[0]) / down[0], (vals[3] - origin0[1]) / down[1])
-
-    return {"res": res, "origin0": origin0, "source": src, "plan": plan, "skip": skip,
-            "downsample": down, "out_mpp": out_mpp, "origin_um": origin_um, "to_out": to_out,
-            "tissue_fraction": frac, "slide_mpp": smpp}
-
-
-def create_store(path: Path, plan: Plan, cfg: InferenceConfig, fp: dict[str, Any],
-                 ctx: dict[str, Any], slide: Any, loaded: Any, *,
-                 ident: dict[str, Any] | None = None) -> ZarrSink:
-    """A fresh prediction store with all metadata a reader needs to place it.
-
-    ``ident`` (:func:`run_identity`) records the checkpoint's sha256 and the slide's
-    fingerprint, which a resume must match.
-    """
-    down = ctx["downsample"]
-    smpp = ctx["slide_mpp"]
-    origin0 = ctx["origin0"]
-    unit = (smpp[0], smpp[1]) if smpp else (1.0, 1.0)
-    translate = ((origin0[0] + (down[0] - 1) / 2) * unit[0], (origin0[1] + (down[1] - 1) / 2) * unit[1])
-    meta = {
-        "fingerprint": fp, "task": loaded.task, "class_names": list(loaded.class_names),
-        "mpp": list(ctx["out_mpp"]) if ctx["out_mpp"] else None,
-        "origin_um": list(ctx["origin_um"]), "origin_px": list(origin0),
-        "downsample": list(down), "threshold": cfg.threshold, "prob_dtype": cfg.prob_dtype,
-        "source": str(getattr(slide, "path", "")), "slide_name": getattr(slide, "name", ""),
-        "slide_shape": list(slide.shape), "config": cfg.to_dict(),
-        "checkpoint": str(loaded.path) if loaded.path else None,
-        **(ident if ident is not None else run_identity(slide, loaded)),
-        "failed_tiles": 0, "failed_boxes": [], "failed_segments": [],
-    }
-    scale = ctx["out_mpp"] or down
-    return ZarrSink.create(path, shape=plan.out_shape, chunk=plan.chunk,
-                           num_classes=plan.num_classes, prob_dtype=cfg.prob_dtype,
-                           threshold=cfg.threshold, meta=meta, mpp=tuple(scale),
-                           origin_um=translate, name=getattr(slide, "name", "prediction"))
-
-
-def result_from_store(path: str | Path) -> PredictionResult:
-    """A PredictionResult backed by the zarr arrays of a written store."""
-    prob, lab, meta = open_prediction(path)
-    return PredictionResult(
-        path=Path(path), probabilities=prob, labels=lab,
-        mpp=tuple(meta["mpp"]) if meta.get("mpp") else None,  # type: ignore[arg-type]
-        origin_um=tuple(meta.get("origin_um") or (0.0, 0.0)),  # type: ignore[arg-type]
-        complete=bool(meta.get("complete")), skipped_tiles=int(meta.get("skipped_tiles") or 0),
-        total_tiles=int(meta.get("total_tiles") or 0),
-        failed_tiles=int(meta.get("failed_tiles") or 0),
-        failed_boxes=[tuple(b) for b in meta.get("failed_boxes") or []],  # type: ignore[misc]
-        task=str(meta.get("task")), class_names=list(meta.get("class_names") or []),
-        downsample=tuple(meta.get("downsample") or (1.0, 1.0)),  # type: ignore[arg-type]
-        origin_px=tuple(meta.get("origin_px") or (0.0, 0.0)),  # type: ignore[arg-type]
-        source=meta.get("source"))
 
 
 def predict_heatmap(source: Any, model: Any, cfg: InferenceConfig | None = None, *,

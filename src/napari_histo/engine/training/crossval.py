@@ -127,7 +127,12 @@ def _load_items(run_dir: Path) -> dict[str, np.ndarray] | None:
 
 
 def crossval(cfg: TrainConfig, *, arrays: list[ArraySample] | None = None) -> Task[CrossValResult]:
-    """Group k-fold cross-validation of ``cfg`` (``cfg.folds`` folds); yields the folds' events."""
+    """Group k-fold cross-validation of ``cfg`` (``cfg.folds`` folds); yields the folds' events.
+
+    Steps: assign the groups to folds, train each fold (:func:`_train_fold`), pool the folds'
+    out-of-fold predictions (:func:`_pooled_metrics`) and write ``crossval.json``
+    (:func:`_write_report`).
+    """
     k = cfg.folds
     if not k:
         raise ConfigError("crossval needs folds >= 2")
@@ -149,21 +154,7 @@ def crossval(cfg: TrainConfig, *, arrays: list[ArraySample] | None = None) -> Ta
     per_fold: list[dict[str, Any]] = []
     for i, fg in enumerate(fold_groups, 1):
         fdir = out / f"fold_{i}"
-        fcfg = cfg.replace(out_dir=str(fdir), val_groups=tuple(fg), folds=None,
-                           resume=bool(cfg.resume and (fdir / "last.pt").is_file()))
-        yield Message(f"fold {i}/{k}: training in {fdir}")
-        task = train(fcfg, arrays=arrays)
-        try:
-            ev = next(task)
-            while True:
-                if isinstance(ev, Message) and ev.level == "warning":
-                    ev = Message(f"fold {i}: " + ev.text.replace(_HINT, ""), "warning")
-                yield ev
-                ev = next(task)
-        except StopIteration as stop:
-            res: TrainResult = stop.value
-        finally:
-            task.close()
+        res = yield from _train_fold(cfg, fdir, i, k, fg, arrays)
         results.append(res)
         items = _load_items(fdir)
         if items is not None:
@@ -176,18 +167,7 @@ def crossval(cfg: TrainConfig, *, arrays: list[ArraySample] | None = None) -> Ta
             t for t in (format_metric(best, key) for key in ("val_dice", "val_auc", "val_accuracy")) if t))
     if not pooled:
         raise ConfigError("no fold produced validation predictions")
-    items = {key: np.concatenate([p[key] for p in pooled]) for key in pooled[0] if key != "groups"}
-    item_groups = [str(x) for p in pooled for x in p["groups"]]
-    metrics: dict[str, Any] = item_metrics(items, "val")
-    metrics.update(item_cis(items, item_groups, "val", seed=cfg.seed))
-    metrics["items"] = len(item_groups)
-    metrics["groups"] = len(set(item_groups))
-    if "truth" in items:
-        n_pos = int(np.asarray(items["truth"]).sum())
-        unit = "positive patches"
-    else:
-        n_pos = int(sum(1 for cm in items["cm"] if cm[1:, :].sum() > 0))
-        unit = "images with foreground"
+    metrics, item_groups, n_pos, unit = _pooled_metrics(pooled, cfg.seed)
     warned += validation_warnings(n_pos, item_groups, unit=unit + " in all folds together",
                                   folds_hint=False)
     for w in warned:
@@ -196,16 +176,67 @@ def crossval(cfg: TrainConfig, *, arrays: list[ArraySample] | None = None) -> Ta
     final_desc = (f"fold_1/{Path(final).name} (trained on {k - 1}/{k} of the groups; "
                   "not refit on all data)")
     result = CrossValResult(out, results, fold_groups, metrics, Path(final), final_desc, warned)
+    _write_report(out, cfg, result, per_fold)
+    return result
+
+
+def _train_fold(cfg: TrainConfig, fdir: Path, i: int, k: int, fg: list[str],
+                arrays: list[ArraySample] | None) -> Task[TrainResult]:
+    """Train fold ``i`` of ``k`` (validation groups ``fg``) in ``fdir``; its warnings are
+    prefixed with the fold (and lose the hint to use folds)."""
+    fcfg = cfg.replace(out_dir=str(fdir), val_groups=tuple(fg), folds=None,
+                       resume=bool(cfg.resume and (fdir / "last.pt").is_file()))
+    yield Message(f"fold {i}/{k}: training in {fdir}")
+    task = train(fcfg, arrays=arrays)
+    try:
+        ev = next(task)
+        while True:
+            if isinstance(ev, Message) and ev.level == "warning":
+                ev = Message(f"fold {i}: " + ev.text.replace(_HINT, ""), "warning")
+            yield ev
+            ev = next(task)
+    except StopIteration as stop:
+        res: TrainResult = stop.value
+    finally:
+        task.close()
+    return res
+
+
+def _pooled_metrics(pooled: list[dict[str, np.ndarray]], seed: int,
+                    ) -> tuple[dict[str, Any], list[str], int, str]:
+    """Out-of-fold metrics (with 95 % intervals) of every fold's validation items together.
+
+    Returns the metrics, the item groups, the count of positive items and its unit.
+    """
+    items = {key: np.concatenate([p[key] for p in pooled]) for key in pooled[0] if key != "groups"}
+    item_groups = [str(x) for p in pooled for x in p["groups"]]
+    metrics: dict[str, Any] = item_metrics(items, "val")
+    metrics.update(item_cis(items, item_groups, "val", seed=seed))
+    metrics["items"] = len(item_groups)
+    metrics["groups"] = len(set(item_groups))
+    if "truth" in items:
+        n_pos = int(np.asarray(items["truth"]).sum())
+        unit = "positive patches"
+    else:
+        n_pos = int(sum(1 for cm in items["cm"] if cm[1:, :].sum() > 0))
+        unit = "images with foreground"
+    return metrics, item_groups, n_pos, unit
+
+
+def _write_report(out: Path, cfg: TrainConfig, result: CrossValResult,
+                  per_fold: list[dict[str, Any]]) -> None:
+    """``crossval.json``: pooled and per-fold metrics, fold groups, warnings, final model."""
+    from napari_histo.engine.training.reports import _clean
+
     report = {
-        "folds": k, "selection": results[0].selection, "monitor": cfg.monitor_metric,
-        "pooled_out_of_fold": metrics, "per_fold": per_fold,
+        "folds": cfg.folds, "selection": result.folds[0].selection,
+        "monitor": cfg.monitor_metric, "pooled_out_of_fold": result.metrics,
+        "per_fold": per_fold,
         "per_fold_mean": {key: float(np.nanmean([f.get(key) if isinstance(f.get(key), float)
                                                  else math.nan for f in per_fold]))
                           for key in ("val_dice", "val_auc", "val_accuracy")
                           if any(isinstance(f.get(key), float) for f in per_fold)},
-        "fold_groups": fold_groups, "warnings": warned, "final_model": final_desc,
-        "final_checkpoint": str(final), "summary": result.summary_line()}
-    from napari_histo.engine.training.reports import _clean
-
+        "fold_groups": result.fold_groups, "warnings": result.warnings,
+        "final_model": result.final_model, "final_checkpoint": str(result.final_checkpoint),
+        "summary": result.summary_line()}
     (out / "crossval.json").write_text(json.dumps(_clean(report), indent=1), encoding="utf-8")
-    return result

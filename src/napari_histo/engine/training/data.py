@@ -216,51 +216,15 @@ def build_classification(cfg: TrainConfig, stain: dict[str, Any] | None = None) 
     mpp = cfg.mpp
     fixed: tuple[Any, Any] | None = None  # (train, val) of a dataset with fixed splits
     if slides:
-        from napari_histo.engine.datasets.slides import SlidePatchDataset, sample_slide_patches
-
         mpp = slides_mpp(cfg)
         assert mpp is not None
-        center = cfg.center_size or _default_center(cfg.patch_size)
-        patches = []
-        for i, (path, truth) in enumerate(slides):
-            patches += sample_slide_patches(path, truth, mpp=mpp, context_size=cfg.patch_size,
-                                            center_size=center, seed=cfg.seed + i)
-        full = SlidePatchDataset(patches, mpp, cfg.patch_size)
-        n = int(full.labels.max()) + 1
-        names = list(cfg.class_names or (["normal", "tumor"] if n <= 2 else
-                                         [f"class_{i}" for i in range(n)]))
+        full, names = _slide_patches(cfg, slides, mpp)
         labels = full.labels
     elif pcam is not None:
         names = list(cfg.class_names or ["normal", "tumor"])
-        if "" in pcam:  # one unsplit file: split it by group (meta.csv wsi) like any set
-            full = _pcam_dataset(pcam[""], cfg.patch_size, "")
-            labels = full.labels
-        else:  # standard PCam: train on train, validate on valid; test only when evaluating
-            if "train" not in pcam:
-                raise DataError(f"no PCam train split in {cfg.data[0]}: expected "
-                                "camelyonpatch_level_2_split_train_x.h5")
-            if cfg.val_groups:
-                raise ConfigError("PCam has a fixed validation split (valid): leave val_groups "
-                                  "empty")
-            train_ds = _pcam_dataset(pcam["train"], cfg.patch_size, "train")
-            val_ds = (_pcam_dataset(pcam["valid"], cfg.patch_size, "valid") if "valid" in pcam
-                      else None)
-            if val_ds is None:
-                warnings.warn(f"no PCam valid split in {cfg.data[0]}: validating on a group "
-                              "split of train", stacklevel=2)
-                full, labels = train_ds, train_ds.labels
-            else:
-                fixed = (train_ds, val_ds)
+        full, labels, fixed = _pcam_sets(cfg, pcam)
     else:
-        records = []
-        for src in cfg.data:
-            if Path(src).is_dir() and not any(Path(src).iterdir()):
-                raise DataError(f"data folder {src} is empty")
-            records += find_classification_items(src, cfg.group_by)
-        names = list(cfg.class_names or sorted({r.label for r in records}))
-        if len(names) < 2:
-            raise DataError(f"classification needs >= 2 classes; found only {names}")
-        full = PatchDataset.from_records(records, names, cfg.patch_size, cfg.scale)
+        full, names = _folder_patches(cfg)
         labels = full.labels
     if fixed is not None:
         train, val = fixed
@@ -269,15 +233,7 @@ def build_classification(cfg: TrainConfig, stain: dict[str, Any] | None = None) 
                                 val_groups=cfg.val_groups or None, labels=labels)
         train, val = full.subset(tr), full.subset(va)
     if cfg.stain_norm or stain:
-        first = train.get_batch([0], None)[0][0].numpy() if len(train) and not stain else None
-        stain = _stain_params(cfg, first, stain)
-        if isinstance(train, PatchDataset):
-            from napari_histo.engine.stain import normalize_image
-
-            cache: dict[int, np.ndarray] = {}
-            for ds in (train, val):
-                for i, im in enumerate(ds.images):
-                    ds.images[i] = cache.setdefault(id(im), normalize_image(im, stain))
+        stain = _normalise_patches(cfg, train, val, stain)
     ctx = cfg.patch_size
     center = cfg.center_size or (_default_center(cfg.patch_size) if slides else None)
     pre = default_preprocessing(mpp=mpp, patch_size=cfg.patch_size, stain=stain,
@@ -285,6 +241,76 @@ def build_classification(cfg: TrainConfig, stain: dict[str, Any] | None = None) 
     counts = np.bincount(train.labels, minlength=len(names)).tolist()
     return DataBundle("classify", names, train, val, pre, sorted(set(train.groups)),
                       sorted(set(val.groups)), counts)
+
+
+def _slide_patches(cfg: TrainConfig, slides: list[Any], mpp: float) -> tuple[Any, list[str]]:
+    """Tissue patches of annotated slides (CAMELYON centre rule) and the class names."""
+    from napari_histo.engine.datasets.slides import SlidePatchDataset, sample_slide_patches
+
+    center = cfg.center_size or _default_center(cfg.patch_size)
+    patches = []
+    for i, (path, truth) in enumerate(slides):
+        patches += sample_slide_patches(path, truth, mpp=mpp, context_size=cfg.patch_size,
+                                        center_size=center, seed=cfg.seed + i)
+    full = SlidePatchDataset(patches, mpp, cfg.patch_size)
+    n = int(full.labels.max()) + 1
+    names = list(cfg.class_names or (["normal", "tumor"] if n <= 2 else
+                                     [f"class_{i}" for i in range(n)]))
+    return full, names
+
+
+def _pcam_sets(cfg: TrainConfig, pcam: dict[str, Any]) -> tuple[Any, Any, tuple[Any, Any] | None]:
+    """(dataset to split by group, its labels, None) or (None, None, (train, valid)) of PCam.
+
+    One unsplit file is split by group (meta.csv wsi) like any set; a standard PCam folder
+    trains on train and validates on valid (test only when evaluating).
+    """
+    if "" in pcam:
+        full = _pcam_dataset(pcam[""], cfg.patch_size, "")
+        return full, full.labels, None
+    if "train" not in pcam:
+        raise DataError(f"no PCam train split in {cfg.data[0]}: expected "
+                        "camelyonpatch_level_2_split_train_x.h5")
+    if cfg.val_groups:
+        raise ConfigError("PCam has a fixed validation split (valid): leave val_groups "
+                          "empty")
+    train_ds = _pcam_dataset(pcam["train"], cfg.patch_size, "train")
+    val_ds = (_pcam_dataset(pcam["valid"], cfg.patch_size, "valid") if "valid" in pcam
+              else None)
+    if val_ds is None:
+        # stacklevel 3: the caller of build_classification, as before this step was split out
+        warnings.warn(f"no PCam valid split in {cfg.data[0]}: validating on a group "
+                      "split of train", stacklevel=3)
+        return train_ds, train_ds.labels, None
+    return None, None, (train_ds, val_ds)
+
+
+def _folder_patches(cfg: TrainConfig) -> tuple[PatchDataset, list[str]]:
+    """Patches of class folders or CSV indexes, and the class names (>= 2)."""
+    records = []
+    for src in cfg.data:
+        if Path(src).is_dir() and not any(Path(src).iterdir()):
+            raise DataError(f"data folder {src} is empty")
+        records += find_classification_items(src, cfg.group_by)
+    names = list(cfg.class_names or sorted({r.label for r in records}))
+    if len(names) < 2:
+        raise DataError(f"classification needs >= 2 classes; found only {names}")
+    return PatchDataset.from_records(records, names, cfg.patch_size, cfg.scale), names
+
+
+def _normalise_patches(cfg: TrainConfig, train: Any, val: Any,
+                       stain: dict[str, Any] | None) -> dict[str, Any] | None:
+    """Fit (or take) the stain parameters; normalise in-memory patches once, in place."""
+    first = train.get_batch([0], None)[0][0].numpy() if len(train) and not stain else None
+    stain = _stain_params(cfg, first, stain)
+    if isinstance(train, PatchDataset):
+        from napari_histo.engine.stain import normalize_image
+
+        cache: dict[int, np.ndarray] = {}
+        for ds in (train, val):
+            for i, im in enumerate(ds.images):
+                ds.images[i] = cache.setdefault(id(im), normalize_image(im, stain))
+    return stain
 
 
 def _pcam_dataset(files: tuple[Path, Path, Path | None], patch_size: int,

@@ -52,8 +52,50 @@ def evaluate_checkpoint(checkpoint: str | Path, data: Sequence[str | Path], *, s
     mpp = lm.preprocessing.get("mpp")
     scale = float(data_mpp) / float(mpp) if (data_mpp and mpp) else 1.0
     group_by = group_by or cfg.get("group_by") or "auto"
+    keep, pcam_splits, fixed_pcam = _split_groups(lm, checkpoint, data, split)
+    n_cls = lm.num_classes
+    kind = cfg.get("loss") or "auto"
+    if kind == "auto":
+        kind = "ce+dice" if lm.task == "segment" else "ce"
+    loss_fn = SegClsLoss(kind, n_cls).to(lm.device)
+    yield Message(f"evaluating {Path(checkpoint).name} ({lm.task}, {n_cls} classes) at scale {scale:.3g}")
+
+    def wanted(group: str) -> bool:
+        if keep is None:
+            return True
+        return (group in keep) == (split == "val")
+
+    if lm.task == "segment":
+        acc, n_items, item_groups, n_pos, unit = yield from _evaluate_segmentation(
+            lm, model, data, split, group_by, wanted, scale, loss_fn)
+    else:
+        acc, n_items, item_groups, n_pos, unit = yield from _evaluate_classification(
+            lm, model, data, split, group_by, wanted, scale, loss_fn, batch_size,
+            pcam_splits, fixed_pcam)
+    res = {k[4:]: v for k, v in acc.result("val").items()}
+    # 95 % intervals: bootstrap over images/patches, resampling whole groups (slides)
+    res.update({k[4:]: v for k, v in metric_cis(acc, item_groups, "val").items()})
+    res["groups"] = len(set(item_groups))
+    res["warnings"] = validation_warnings(n_pos, item_groups, unit=unit, folds_hint=False)
+    for text in res["warnings"]:
+        yield Message(text, level="warning")
+    res["confusion"] = acc.cm.tolist()
+    res["class_names"] = list(lm.class_names)
+    res["items"] = n_items
+    res["split"] = split
+    if out_dir is not None:
+        _write_evaluation(Path(out_dir), res, acc, lm.class_names)
+    return res
+
+
+def _split_groups(lm: Any, checkpoint: str | Path, data: Sequence[str | Path], split: str,
+                  ) -> tuple[set[str] | None, Any, bool]:
+    """(groups of the run's validation side or None for all, PCam splits found, fixed PCam?).
+
+    A standard PCam folder has fixed train/valid/test files: the split picks the file;
+    elsewhere "val"/"train" select by the validation groups recorded in the checkpoint.
+    """
     keep: set[str] | None = None
-    # a standard PCam folder has fixed train/valid/test files: the split picks the file
     pcam_splits = find_pcam_splits(data[0]) if lm.task == "classify" and data else None
     fixed_pcam = pcam_splits is not None and "" not in pcam_splits
     if split == "test" and not fixed_pcam:
@@ -67,89 +109,82 @@ def evaluate_checkpoint(checkpoint: str | Path, data: Sequence[str | Path], *, s
             raise DataError(f"{Path(checkpoint).name} does not record its validation groups; "
                             "use split 'all'")
         keep = set(map(str, groups))
+    return keep, pcam_splits, fixed_pcam
+
+
+def _evaluate_segmentation(lm: Any, model: Any, data: Sequence[str | Path], split: str,
+                           group_by: str, wanted: Any, scale: float, loss_fn: SegClsLoss,
+                           ) -> Task[tuple[Any, int, list[str], int, str]]:
+    """Image/label pairs of ``data`` through the model: (metrics accumulator, items, item
+    groups, images with foreground, unit of that count)."""
     n_cls = lm.num_classes
-    kind = cfg.get("loss") or "auto"
-    if kind == "auto":
-        kind = "ce+dice" if lm.task == "segment" else "ce"
-    loss_fn = SegClsLoss(kind, n_cls).to(lm.device)
     pre = dict(lm.preprocessing)
-    yield Message(f"evaluating {Path(checkpoint).name} ({lm.task}, {n_cls} classes) at scale {scale:.3g}")
+    records = []
+    for src in data:
+        records += [r for r in find_segmentation_pairs(src, group_by) if wanted(r.group)]
+    if not records:
+        raise DataError(f"no {split} items in {list(map(str, data))}")
+    samples = load_pairs(records, scale)
+    if pre.get("stain"):
+        from napari_histo.engine.stain import normalize_image
 
-    def wanted(group: str) -> bool:
-        if keep is None:
-            return True
-        return (group in keep) == (split == "val")
+        for s in samples:
+            s.image = normalize_image(s.image, pre["stain"])
+    mx = max(int(s.labels[s.labels != 255].max(initial=0)) for s in samples)
+    if mx >= n_cls:
+        raise DataError(f"labels go up to {mx} but the model has {n_cls} classes")
+    tile = max(512, int(pre.get("patch_size") or 256))
+    acc, _ = yield from validate_segmentation(model, samples, pre, lm.device, loss_fn.cpu(),
+                                              n_cls, tile, keep_first=False)
+    item_groups = [str(s.group) for s in samples]
+    n_pos = sum(int(((s.labels > 0) & (s.labels != 255)).any()) for s in samples)
+    return acc, len(samples), item_groups, n_pos, "images with foreground"
 
-    if lm.task == "segment":
-        records = []
+
+def _evaluate_classification(lm: Any, model: Any, data: Sequence[str | Path], split: str,
+                             group_by: str, wanted: Any, scale: float, loss_fn: SegClsLoss,
+                             batch_size: int, pcam_splits: Any, fixed_pcam: bool,
+                             ) -> Task[tuple[Any, int, list[str], int, str]]:
+    """Patches of ``data`` (a PCam split or class folders) through the model: (metrics
+    accumulator, items, item groups, positive patches, unit of that count)."""
+    n_cls = lm.num_classes
+    pre = dict(lm.preprocessing)
+    pcam = (find_pcam(data[0], split if fixed_pcam else None)
+            if pcam_splits is not None else None)
+    ds: Any
+    if pcam is not None:
+        ds = PCamDataset(pcam[0], pcam[1], int(pre["patch_size"]))
+    else:
+        recs = []
         for src in data:
-            records += [r for r in find_segmentation_pairs(src, group_by) if wanted(r.group)]
-        if not records:
+            recs += [r for r in find_classification_items(src, group_by) if wanted(r.group)]
+        unknown = sorted({r.label for r in recs} - set(lm.class_names))
+        if unknown:
+            raise DataError(f"labels {unknown} are not classes of this model {lm.class_names}")
+        if not recs:
             raise DataError(f"no {split} items in {list(map(str, data))}")
-        samples = load_pairs(records, scale)
+        ds = PatchDataset.from_records(recs, lm.class_names, int(pre["patch_size"]), scale)
         if pre.get("stain"):
             from napari_histo.engine.stain import normalize_image
 
-            for s in samples:
-                s.image = normalize_image(s.image, pre["stain"])
-        mx = max(int(s.labels[s.labels != 255].max(initial=0)) for s in samples)
-        if mx >= n_cls:
-            raise DataError(f"labels go up to {mx} but the model has {n_cls} classes")
-        tile = max(512, int(pre.get("patch_size") or 256))
-        acc, _ = yield from validate_segmentation(model, samples, pre, lm.device, loss_fn.cpu(),
-                                                  n_cls, tile, keep_first=False)
-        n_items = len(samples)
-        item_groups = [str(s.group) for s in samples]
-        n_pos = sum(int(((s.labels > 0) & (s.labels != 255)).any()) for s in samples)
-        unit = "images with foreground"
-    else:
-        pcam = (find_pcam(data[0], split if fixed_pcam else None)
-                if pcam_splits is not None else None)
-        ds: Any
-        if pcam is not None:
-            ds = PCamDataset(pcam[0], pcam[1], int(pre["patch_size"]))
-        else:
-            recs = []
-            for src in data:
-                recs += [r for r in find_classification_items(src, group_by) if wanted(r.group)]
-            unknown = sorted({r.label for r in recs} - set(lm.class_names))
-            if unknown:
-                raise DataError(f"labels {unknown} are not classes of this model {lm.class_names}")
-            if not recs:
-                raise DataError(f"no {split} items in {list(map(str, data))}")
-            ds = PatchDataset.from_records(recs, lm.class_names, int(pre["patch_size"]), scale)
-            if pre.get("stain"):
-                from napari_histo.engine.stain import normalize_image
+            ds.images = [normalize_image(im, pre["stain"]) for im in ds.images]
+    maker = BatchMaker(ds, pre, None, int(pre["patch_size"]))
+    acc, _ = yield from validate_classification(model, ds, maker, batch_size, lm.device,
+                                                loss_fn, n_cls)
+    item_groups = [str(g) for g in ds.groups]
+    n_pos = int((np.asarray(ds.labels) > 0).sum())
+    return acc, len(ds), item_groups, n_pos, "positive patches"
 
-                ds.images = [normalize_image(im, pre["stain"]) for im in ds.images]
-        maker = BatchMaker(ds, pre, None, int(pre["patch_size"]))
-        acc, _ = yield from validate_classification(model, ds, maker, batch_size, lm.device,
-                                                    loss_fn, n_cls)
-        n_items = len(ds)
-        item_groups = [str(g) for g in ds.groups]
-        n_pos = int((np.asarray(ds.labels) > 0).sum())
-        unit = "positive patches"
-    res = {k[4:]: v for k, v in acc.result("val").items()}
-    # 95 % intervals: bootstrap over images/patches, resampling whole groups (slides)
-    res.update({k[4:]: v for k, v in metric_cis(acc, item_groups, "val").items()})
-    res["groups"] = len(set(item_groups))
-    res["warnings"] = validation_warnings(n_pos, item_groups, unit=unit, folds_hint=False)
-    for text in res["warnings"]:
-        yield Message(text, level="warning")
-    res["confusion"] = acc.cm.tolist()
-    res["class_names"] = list(lm.class_names)
-    res["items"] = n_items
-    res["split"] = split
-    if out_dir is not None:
-        import json
 
-        from napari_histo.engine.training import reports
+def _write_evaluation(out: Path, res: dict[str, Any], acc: Any, class_names: Any) -> None:
+    """``evaluation.json``, ``roc.png`` and ``confusion.png`` in ``out``."""
+    import json
 
-        out = Path(out_dir)
-        out.mkdir(parents=True, exist_ok=True)
-        (out / "evaluation.json").write_text(json.dumps(reports._clean(res), indent=1))
-        fpr, tpr = acc.roc()
-        reports.plot_roc(out / "roc.png", fpr, tpr, float(res.get("auc", np.nan)), "ROC",
-                         res.get("auc_ci"))
-        reports.plot_confusion(out / "confusion.png", acc.cm, lm.class_names, "Confusion")
-    return res
+    from napari_histo.engine.training import reports
+
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "evaluation.json").write_text(json.dumps(reports._clean(res), indent=1))
+    fpr, tpr = acc.roc()
+    reports.plot_roc(out / "roc.png", fpr, tpr, float(res.get("auc", np.nan)), "ROC",
+                     res.get("auc_ci"))
+    reports.plot_confusion(out / "confusion.png", acc.cm, class_names, "Confusion")

@@ -22,6 +22,7 @@ import torch
 from napari_histo.core.errors import (
     CheckpointError,
     ConfigError,
+    DataError,
     HistoError,
     OutputExistsError,
 )
@@ -263,6 +264,13 @@ def sweep_partial_checkpoints(run_dir: Path) -> None:
 def train(cfg: TrainConfig, *, arrays: list[ArraySample] | None = None) -> Task[TrainResult]:
     """Train a model as described by ``cfg``; yields progress events, returns a TrainResult.
 
+    The steps: check the run folder (:func:`_check_output`), seed torch
+    (:func:`_set_up_torch`), load the data (:func:`_load_data`), build the network,
+    optimiser and losses (:func:`_set_up`), restore a resumed run (:func:`_restore`), then
+    per epoch train (:func:`_train_epoch`), validate (:func:`_validate_epoch`), keep the
+    best and last checkpoints (:func:`_keep_checkpoints`), write the reports and decide
+    whether to stop (:func:`_stop_reason`); :func:`_finish` writes the summary.
+
     Raises
     ------
     DataError, ConfigError, CheckpointError, OutputExistsError
@@ -271,7 +279,134 @@ def train(cfg: TrainConfig, *, arrays: list[ArraySample] | None = None) -> Task[
         The loss became NaN/inf.
     """
     run_dir = Path(cfg.out_dir)
-    last_path, best_path = run_dir / "last.pt", run_dir / "best.pt"
+    _check_output(cfg, run_dir)
+    device = _set_up_torch(cfg)
+    yield Message(f"loading data on {device.type}")
+    data, init = _load_data(cfg, arrays)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    cfg.to_yaml(run_dir / "config.yaml")
+    val_item_groups = _val_groups(data)
+    warned = _validation_warnings(cfg, data, val_item_groups)
+    for text in warned:
+        yield Message(text, level="warning")
+    run = yield from _set_up(cfg, data, init, device, run_dir, val_item_groups)
+    if cfg.resume:
+        _restore(run)
+        yield Message(f"resuming {run_dir.name} at epoch {run.start_epoch}")
+
+    max_epochs = cfg.max_epochs  # None: paced by the time limit alone (schedule spans it)
+    total_steps = max(1, run.steps_per_epoch * max_epochs) if max_epochs else None
+    limit_s = cfg.time_limit_min * 60 if cfg.time_limit_min else None
+    run.t0 = time.perf_counter() - run.elapsed0
+    monitor = cfg.monitor_metric if len(data.val) else "train_loss"
+    run.completed_epoch = run.start_epoch - 1
+    stopped = "epochs"
+    preview_idx = _preview_indices(cfg, data)
+    yield Message(_describe(run))
+    finished = False
+    try:
+        for epoch in (range(run.start_epoch, max_epochs + 1) if max_epochs
+                      else itertools.count(run.start_epoch)):
+            acc, out_of_time = yield from _train_epoch(run, epoch, total_steps, limit_s)
+            metrics, val_acc, first_prob, val_probs = yield from _validate_epoch(run, epoch, acc)
+            improved = _keep_checkpoints(run, epoch, metrics, monitor, val_acc)
+            _write_reports(run_dir, cfg, data, run.history, epoch, val_acc, improved, first_prob,
+                           val_probs, preview_idx)
+            yield EpochEnd(epoch, reports.flat_metrics(metrics),
+                           str(run.best_path if run.best_path.exists() else run.last_path))
+            reason = yield from _stop_reason(run, epoch, metrics, monitor, out_of_time, limit_s,
+                                             max_epochs)
+            if reason is not None:
+                stopped = reason
+                break
+        finished = True
+    except (GeneratorExit, KeyboardInterrupt):
+        # cancelled between batches: keep what was learnt, resumable from the last full epoch
+        run.save(run.last_path, run.history[-1] if run.history else {}, run.completed_epoch,
+                 resume_state=True)
+        raise
+    finally:
+        if run.prefetch is not None:
+            run.prefetch.close()
+    assert finished
+    return _finish(run, stopped, warned, monitor)
+
+
+@dataclass(eq=False)
+class _Run:
+    """One training run: what :func:`_set_up` builds once, and the progress it makes."""
+
+    cfg: TrainConfig
+    data: DataBundle
+    run_dir: Path
+    device: torch.device
+    spec: dict[str, Any]
+    model: torch.nn.Module
+    weights_origin: Any
+    #: the weights validated and saved as best (the EMA's when selection is "ema")
+    eval_model: torch.nn.Module
+    ema: Any
+    opt: torch.optim.Optimizer
+    sched: ProgressLR
+    scaler: Any
+    loss_fn: SegClsLoss
+    loss_cpu: SegClsLoss
+    maker: BatchMaker
+    val_maker: BatchMaker | None
+    amp_dtype: torch.dtype | None
+    use_cl: bool
+    steps_per_epoch: int
+    balance: bool
+    train_labels: Any
+    selection: str
+    val_item_groups: list[str]
+    # ---- progress (restored by _restore on resume)
+    start_epoch: int = 1
+    step: int = 0
+    elapsed0: float = 0.0
+    history: list[dict[str, Any]] = field(default_factory=list)
+    best_score: tuple[float, float] = (-math.inf, -math.inf)
+    since_best: int = 0
+    t0: float = 0.0
+    val_seconds: float = 0.0
+    completed_epoch: int = 0
+    prefetch: Prefetcher | None = None
+
+    @property
+    def last_path(self) -> Path:
+        return self.run_dir / "last.pt"
+
+    @property
+    def best_path(self) -> Path:
+        return self.run_dir / "best.pt"
+
+    def ckpt_extra(self, epoch: int) -> dict[str, Any]:
+        """What ``last.pt`` carries to resume: optimiser, schedule, progress, RNG, EMA."""
+        ema = self.ema
+        return {"optimizer": self.opt.state_dict(), "scheduler": self.sched.state_dict(),
+                "epoch": epoch, "step": self.step, "elapsed_s": time.perf_counter() - self.t0,
+                "history": self.history, "best_score": list(self.best_score),
+                "since_best": self.since_best, "torch_rng": torch.get_rng_state(),
+                "config": self.cfg.to_dict(), "train_groups": self.data.train_groups,
+                "val_groups": self.data.val_groups,
+                **({"ema_state": {k: v.detach().cpu() for k, v in ema.module.state_dict().items()},
+                    "ema_n": int(ema.n_averaged)} if ema is not None else {})}
+
+    def save(self, path: Path, metrics: dict[str, Any], epoch: int, resume_state: bool) -> Path:
+        """last.pt: the trained weights (+ their EMA to resume); best.pt: the weights validated."""
+        cfg, data = self.cfg, self.data
+        return save_checkpoint(path, self.model if resume_state else self.eval_model,
+                               spec=self.spec, task=cfg.task, class_names=data.class_names,
+                               preprocessing=data.preprocessing, metrics=metrics,
+                               weights_origin=self.weights_origin,
+                               extra=self.ckpt_extra(epoch) if resume_state else
+                               {"epoch": epoch, "config": cfg.to_dict(),
+                                "val_groups": data.val_groups})
+
+
+def _check_output(cfg: TrainConfig, run_dir: Path) -> None:
+    """The run folder can hold this run (new, or one to resume); leftovers swept."""
+    last_path = run_dir / "last.pt"
     prepare_run_dir(run_dir)
     if cfg.resume and not last_path.is_file():
         raise CheckpointError(f"nothing to resume: {last_path} does not exist")
@@ -279,17 +414,24 @@ def train(cfg: TrainConfig, *, arrays: list[ArraySample] | None = None) -> Task[
         raise OutputExistsError(f"{run_dir} already holds a training run; use resume to continue "
                                 "it or choose another output folder")
     sweep_partial_checkpoints(run_dir)
+
+
+def _set_up_torch(cfg: TrainConfig) -> torch.device:
+    """The device, seeded RNGs and the thread count of this run."""
     device = resolve_device(cfg.device)
     seed_everything(cfg.seed)
     if cfg.threads:
         # on a shared CPU, fewer intra-op threads avoid OpenMP spin-wait collapse
         torch.set_num_threads(cfg.threads)
-    yield Message(f"loading data on {device.type}")
+    return device
+
+
+def _load_data(cfg: TrainConfig, arrays: list[ArraySample] | None,
+               ) -> tuple[DataBundle, dict[str, Any] | None]:
+    """The training data, and the checkpoint to fine-tune (None when training afresh)."""
     init = read_checkpoint(cfg.init_checkpoint) if (cfg.init_checkpoint and not cfg.resume) else None
     init_pre = dict(init["preprocessing"]) if init is not None else {}
     if init is not None and init["task"] != cfg.task:
-        from napari_histo.core.errors import ConfigError
-
         raise ConfigError(f"{Path(cfg.init_checkpoint).name} is a {init['task']} model; "
                           f"cannot fine-tune it for {cfg.task}")
     # fine-tuning keeps the base model's stain normalisation unless another is asked for
@@ -299,15 +441,13 @@ def train(cfg: TrainConfig, *, arrays: list[ArraySample] | None = None) -> Task[
             if data.preprocessing.get(key) is None and init_pre.get(key) is not None:
                 data.preprocessing[key] = init_pre[key]
     if len(data.train) == 0:
-        from napari_histo.core.errors import DataError
-
         raise DataError("the split left no training items; lower val_fraction or add data")
-    run_dir.mkdir(parents=True, exist_ok=True)
-    cfg.to_yaml(run_dir / "config.yaml")
-    val_item_groups = _val_groups(data)
-    warned = _validation_warnings(cfg, data, val_item_groups)
-    for text in warned:
-        yield Message(text, level="warning")
+    return data, init
+
+
+def _set_up(cfg: TrainConfig, data: DataBundle, init: dict[str, Any] | None,
+            device: torch.device, run_dir: Path, val_item_groups: list[str]) -> Task[_Run]:
+    """Network, weight EMA, optimiser, schedule, losses and batch makers of a run."""
     selection = resolve_selection(cfg)
     n_cls = data.num_classes
     spec, model, weights_origin = yield from _build_network(cfg, init, n_cls, data, run_dir)
@@ -329,8 +469,6 @@ def train(cfg: TrainConfig, *, arrays: list[ArraySample] | None = None) -> Task[
     kind = cfg.loss if cfg.loss != "auto" else ("ce+dice" if cfg.task == "segment" else "ce")
     cw = torch.tensor(cfg.class_weights, dtype=torch.float32) if cfg.class_weights else None
     if cw is not None and cw.numel() != n_cls:
-        from napari_histo.core.errors import ConfigError
-
         raise ConfigError(f"{cw.numel()} class weights given for {n_cls} classes")
     loss_fn = SegClsLoss(kind, n_cls, cw).to(device)
     loss_cpu = SegClsLoss(kind, n_cls, cw)
@@ -339,209 +477,229 @@ def train(cfg: TrainConfig, *, arrays: list[ArraySample] | None = None) -> Task[
     val_maker = BatchMaker(data.val, data.preprocessing, None, cfg.patch_size) if cfg.task == "classify" else None
     balance = cfg.balance if cfg.balance is not None else cfg.task == "classify"
     train_labels = getattr(data.train, "labels", None) if cfg.task == "classify" else None
+    return _Run(cfg=cfg, data=data, run_dir=run_dir, device=device, spec=spec, model=model,
+                weights_origin=weights_origin, eval_model=eval_model, ema=ema, opt=opt,
+                sched=sched, scaler=scaler, loss_fn=loss_fn, loss_cpu=loss_cpu, maker=maker,
+                val_maker=val_maker, amp_dtype=amp_dtype, use_cl=use_cl,
+                steps_per_epoch=steps_per_epoch, balance=balance, train_labels=train_labels,
+                selection=selection, val_item_groups=val_item_groups)
 
-    history: list[dict[str, Any]] = []
-    start_epoch, step, elapsed0 = 1, 0, 0.0
-    best_score: tuple[float, float] = (-math.inf, -math.inf)
-    since_best = 0
-    if cfg.resume:
-        ck = read_checkpoint(last_path)
-        ex = ck.get("extra") or {}
-        try:
-            model.load_state_dict(ck["state_dict"])
-            if "optimizer" in ex:
-                opt.load_state_dict(ex["optimizer"])
-            if ema is not None and "ema_state" in ex:
-                ema.module.load_state_dict(ex["ema_state"])
-                ema.n_averaged.fill_(int(ex.get("ema_n", 1)))
-        except (RuntimeError, ValueError, KeyError) as err:
-            raise CheckpointError(f"{last_path} does not match this configuration: {err}") from err
-        sched.load_state_dict(ex.get("scheduler", {}))
-        start_epoch = int(ex.get("epoch", 0)) + 1
-        step = int(ex.get("step", 0))
-        elapsed0 = float(ex.get("elapsed_s", 0.0))
-        history = list(ex.get("history", []))
-        bs = ex.get("best_score", [-math.inf, -math.inf])
-        best_score = (float(bs[0]), float(bs[1])) if isinstance(bs, (list, tuple)) else (float(bs), -math.inf)
-        since_best = int(ex.get("since_best", 0))
-        if "torch_rng" in ex:
-            torch.set_rng_state(ex["torch_rng"])
-        yield Message(f"resuming {run_dir.name} at epoch {start_epoch}")
 
-    max_epochs = cfg.max_epochs  # None: paced by the time limit alone (schedule spans it)
-    total_steps = max(1, steps_per_epoch * max_epochs) if max_epochs else None
-    limit_s = cfg.time_limit_min * 60 if cfg.time_limit_min else None
-    t0 = time.perf_counter() - elapsed0
-    monitor = cfg.monitor_metric if len(data.val) else "train_loss"
-    completed_epoch = start_epoch - 1
-    stopped = "epochs"
-    val_seconds = 0.0
-    prefetch: Prefetcher | None = None
+def _restore(run: _Run) -> None:
+    """Weights, optimiser, EMA, schedule, progress and RNG of the run in ``last.pt``."""
+    ck = read_checkpoint(run.last_path)
+    ex = ck.get("extra") or {}
+    try:
+        run.model.load_state_dict(ck["state_dict"])
+        if "optimizer" in ex:
+            run.opt.load_state_dict(ex["optimizer"])
+        if run.ema is not None and "ema_state" in ex:
+            run.ema.module.load_state_dict(ex["ema_state"])
+            run.ema.n_averaged.fill_(int(ex.get("ema_n", 1)))
+    except (RuntimeError, ValueError, KeyError) as err:
+        raise CheckpointError(f"{run.last_path} does not match this configuration: {err}") from err
+    run.sched.load_state_dict(ex.get("scheduler", {}))
+    run.start_epoch = int(ex.get("epoch", 0)) + 1
+    run.step = int(ex.get("step", 0))
+    run.elapsed0 = float(ex.get("elapsed_s", 0.0))
+    run.history = list(ex.get("history", []))
+    bs = ex.get("best_score", [-math.inf, -math.inf])
+    run.best_score = (float(bs[0]), float(bs[1])) if isinstance(bs, (list, tuple)) else (float(bs), -math.inf)
+    run.since_best = int(ex.get("since_best", 0))
+    if "torch_rng" in ex:
+        torch.set_rng_state(ex["torch_rng"])
+
+
+def _preview_indices(cfg: TrainConfig, data: DataBundle) -> list[int]:
+    """Validation patches shown in the per-epoch preview: a fixed mix of classes, up to 8."""
     preview_idx: list[int] = []
-    if cfg.task == "classify" and len(data.val):  # a fixed mix of classes, up to 8 patches
+    if cfg.task == "classify" and len(data.val):
         vl = np.asarray(data.val.labels)
         per = max(1, 8 // len(np.unique(vl)))
         for c in np.unique(vl):
             preview_idx += np.flatnonzero(vl == c)[:per].tolist()
+    return preview_idx
 
-    def ckpt_extra(epoch: int) -> dict[str, Any]:
-        return {"optimizer": opt.state_dict(), "scheduler": sched.state_dict(), "epoch": epoch,
-                "step": step, "elapsed_s": time.perf_counter() - t0, "history": history,
-                "best_score": list(best_score), "since_best": since_best,
-                "torch_rng": torch.get_rng_state(), "config": cfg.to_dict(),
-                "train_groups": data.train_groups, "val_groups": data.val_groups,
-                **({"ema_state": {k: v.detach().cpu() for k, v in ema.module.state_dict().items()},
-                    "ema_n": int(ema.n_averaged)} if ema is not None else {})}
 
-    def save(path: Path, metrics: dict[str, Any], epoch: int, resume_state: bool) -> Path:
-        # last.pt: the trained weights (+ their EMA to resume); best.pt: the weights validated
-        return save_checkpoint(path, model if resume_state else eval_model, spec=spec, task=cfg.task, class_names=data.class_names,
-                               preprocessing=data.preprocessing, metrics=metrics,
-                               weights_origin=weights_origin,
-                               extra=ckpt_extra(epoch) if resume_state else
-                               {"epoch": epoch, "config": cfg.to_dict(), "val_groups": data.val_groups})
-
+def _describe(run: _Run) -> str:
+    """One line: the training and validation items and the model's size."""
+    cfg, data = run.cfg, run.data
     n_train = (f"{len(data.train.samples)} training images ({len(data.train)} crops per epoch)"
                if cfg.task == "segment" else f"{len(data.train)} training patches")
-    yield Message(f"{n_train} / {len(data.val)} validation items; validation groups "
-                  f"val={data.val_groups[:10]}; model {cfg.model} ({sum(p.numel() for p in model.parameters()):,} "
-                  "parameters)")
-    finished = False
-    try:
-        for epoch in (range(start_epoch, max_epochs + 1) if max_epochs
-                      else itertools.count(start_epoch)):
-            rng = np.random.default_rng((cfg.seed, epoch))
-            batches = epoch_indices(len(data.train), cfg.batch_size, rng, labels=train_labels,
-                                    balance=balance, steps=cfg.steps_per_epoch)
+    return (f"{n_train} / {len(data.val)} validation items; validation groups "
+            f"val={data.val_groups[:10]}; model {cfg.model} "
+            f"({sum(p.numel() for p in run.model.parameters()):,} parameters)")
 
-            model.train()
-            if cfg.freeze_norm:
-                freeze_norm_statistics(model)
-            acc = MetricAccumulator(n_cls)
-            epoch_batches = EpochBatches(batches, maker, cfg.seed, epoch)
-            if cfg.num_workers > 0:
-                loader: Any = worker_loader(epoch_batches, cfg.num_workers)
-            else:
-                prefetch = Prefetcher(range(len(batches)), epoch_batches.__getitem__)
-                loader = prefetch
-            out_of_time = False
-            for i, batch in enumerate(loader):
-                x = batch["x"].to(device, non_blocking=True)
-                if use_cl:
-                    x = x.contiguous(memory_format=torch.channels_last)
-                y = batch["y"].to(device, non_blocking=True)
-                w = batch["w"].to(device, non_blocking=True) if "w" in batch else None
-                with torch.autocast(device.type, dtype=amp_dtype or torch.float32,
-                                    enabled=amp_dtype is not None):
-                    logits = model(x)
-                    loss = loss_fn(logits, y, w)
-                lv = float(loss.detach())
-                if not math.isfinite(lv):
-                    raise TrainingError(
-                        f"the loss became {lv} at epoch {epoch}, batch {i + 1}: training diverged. "
-                        f"Lower the learning rate (now {cfg.lr:g}) or check the data for "
-                        "corrupt images; the last good checkpoint is kept")
-                opt.zero_grad(set_to_none=True)
-                scaler.scale(loss).backward()
-                if cfg.grad_clip:
-                    scaler.unscale_(opt)
-                    torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
-                scaler.step(opt)
-                scaler.update()
-                if ema is not None:
-                    ema.update_parameters(model)
-                step += 1
-                elapsed = time.perf_counter() - t0
-                lr = sched.set_progress(run_progress(step, total_steps, elapsed, limit_s,
-                                                     reserve_s=val_seconds + 5))
-                if cfg.task == "classify":  # cheap for (N, C) logits: train ROC too
-                    acc.update(torch.softmax(logits.detach().float(), 1), y, lv, n=x.shape[0])
-                else:
-                    acc.update(logits.detach(), y, lv, n=x.shape[0], with_roc=False)
-                yield Progress(i + 1, len(batches), "train",
-                               {"epoch": float(epoch), "loss": lv, "lr": lr})
-                if limit_s and elapsed + val_seconds + 5 >= limit_s:
-                    out_of_time = True
-                    break
-            if prefetch is not None:
-                prefetch.close()
-                prefetch = None
-            del loader
-            metrics: dict[str, Any] = {"epoch": epoch}
-            metrics.update(acc.result("train"))
-            vt = time.perf_counter()
-            val_acc = None
-            first_prob = None
-            val_probs = None
-            if len(data.val):
-                if cfg.task == "segment":
-                    val_acc, first_prob = yield from validate_segmentation(
-                        eval_model, data.val, data.preprocessing, device, loss_cpu if not cuda else loss_fn,
-                        n_cls, max(cfg.val_tile, cfg.patch_size), amp_dtype=amp_dtype,
-                        channels_last=use_cl)
-                else:
-                    val_acc, val_probs = yield from validate_classification(
-                        eval_model, data.val, val_maker, cfg.batch_size, device, loss_fn, n_cls,
-                        amp_dtype=amp_dtype, channels_last=use_cl)
-                metrics.update(val_acc.result("val"))
-                metrics.update(metric_cis(val_acc, val_item_groups, "val", seed=cfg.seed))
-            val_seconds = time.perf_counter() - vt
-            metrics["lr"] = sched.lr_at(sched.progress)
-            metrics["elapsed_s"] = time.perf_counter() - t0
-            score = _monitor_value(metrics, monitor)
-            if selection == "smoothed" and len(data.val):
-                score = _smoothed(history, monitor, score)
-                if math.isfinite(score[0]):
-                    metrics[f"{monitor}_smoothed"] = -score[0] if monitor.endswith("loss") else score[0]
-            improved = score > best_score
-            metrics["is_best"] = bool(improved)
-            history.append(metrics)
-            completed_epoch = epoch
-            if improved:
-                best_score, since_best = score, 0
-                save(best_path, metrics, epoch, resume_state=False)
-                if val_acc is not None:
-                    reports.write_val_predictions(run_dir, val_acc, val_item_groups)
-            else:
-                since_best += 1
-            save(last_path, metrics, epoch, resume_state=True)
-            _write_reports(run_dir, cfg, data, history, epoch, val_acc, improved, first_prob,
-                           val_probs, preview_idx)
-            yield EpochEnd(epoch, reports.flat_metrics(metrics),
-                           str(best_path if best_path.exists() else last_path))
-            if out_of_time or (limit_s and time.perf_counter() - t0 >= limit_s - 5):
-                stopped = "time_limit"
-                yield Message(f"time limit of {cfg.time_limit_min:g} min reached after epoch {epoch}")
-                break
-            if sched.progress >= 1.0 and (max_epochs is None or epoch < max_epochs) \
-                    and cfg.scheduler != "none" and limit_s:
-                stopped = "time_limit"
-                break
-            best_t = max((float(h.get("elapsed_s", 0.0)) for h in history if h.get("is_best")),
-                         default=0.0)
-            if should_stop_early(since_best, cfg.early_stopping_patience, progress=sched.progress,
-                                 limit_s=limit_s, since_best_s=metrics["elapsed_s"] - best_t,
-                                 time_paced=max_epochs is None):
-                stopped = "early_stopping"
-                yield Message(f"early stopping: {monitor} did not improve for {since_best} epochs")
-                break
-        finished = True
-    except (GeneratorExit, KeyboardInterrupt):
-        # cancelled between batches: keep what was learnt, resumable from the last full epoch
-        save(last_path, history[-1] if history else {}, completed_epoch, resume_state=True)
-        raise
-    finally:
-        if prefetch is not None:
-            prefetch.close()
-    assert finished
-    if not best_path.exists():
-        save(best_path, history[-1] if history else {}, completed_epoch, resume_state=False)
-    result = TrainResult(run_dir, best_path, last_path, history, stopped, warned, selection)
-    reports.write_summary(run_dir, {
-        "stopped": stopped, "selection": selection, "monitor": monitor,
+
+def _train_epoch(run: _Run, epoch: int, total_steps: int | None, limit_s: float | None,
+                 ) -> Task[tuple[MetricAccumulator, bool]]:
+    """One epoch of optimiser steps; returns the training metrics and whether time ran out."""
+    cfg, data = run.cfg, run.data
+    rng = np.random.default_rng((cfg.seed, epoch))
+    batches = epoch_indices(len(data.train), cfg.batch_size, rng, labels=run.train_labels,
+                            balance=run.balance, steps=cfg.steps_per_epoch)
+    run.model.train()
+    if cfg.freeze_norm:
+        freeze_norm_statistics(run.model)
+    acc = MetricAccumulator(data.num_classes)
+    epoch_batches = EpochBatches(batches, run.maker, cfg.seed, epoch)
+    if cfg.num_workers > 0:
+        loader: Any = worker_loader(epoch_batches, cfg.num_workers)
+    else:
+        run.prefetch = Prefetcher(range(len(batches)), epoch_batches.__getitem__)
+        loader = run.prefetch
+    out_of_time = False
+    for i, batch in enumerate(loader):
+        logits, y, lv, n = _train_step(run, batch, epoch, i)
+        run.step += 1
+        elapsed = time.perf_counter() - run.t0
+        lr = run.sched.set_progress(run_progress(run.step, total_steps, elapsed, limit_s,
+                                                 reserve_s=run.val_seconds + 5))
+        if cfg.task == "classify":  # cheap for (N, C) logits: train ROC too
+            acc.update(torch.softmax(logits.detach().float(), 1), y, lv, n=n)
+        else:
+            acc.update(logits.detach(), y, lv, n=n, with_roc=False)
+        yield Progress(i + 1, len(batches), "train",
+                       {"epoch": float(epoch), "loss": lv, "lr": lr})
+        if limit_s and elapsed + run.val_seconds + 5 >= limit_s:
+            out_of_time = True
+            break
+    if run.prefetch is not None:
+        run.prefetch.close()
+        run.prefetch = None
+    del loader
+    return acc, out_of_time
+
+
+def _train_step(run: _Run, batch: dict[str, Any], epoch: int, i: int,
+                ) -> tuple[torch.Tensor, torch.Tensor, float, int]:
+    """Forward, loss, backward and optimiser (+ EMA) step on one batch.
+
+    Returns the logits, the targets, the loss value and the batch size.
+    """
+    cfg, device = run.cfg, run.device
+    x = batch["x"].to(device, non_blocking=True)
+    if run.use_cl:
+        x = x.contiguous(memory_format=torch.channels_last)
+    y = batch["y"].to(device, non_blocking=True)
+    w = batch["w"].to(device, non_blocking=True) if "w" in batch else None
+    with torch.autocast(device.type, dtype=run.amp_dtype or torch.float32,
+                        enabled=run.amp_dtype is not None):
+        logits = run.model(x)
+        loss = run.loss_fn(logits, y, w)
+    lv = float(loss.detach())
+    if not math.isfinite(lv):
+        raise TrainingError(
+            f"the loss became {lv} at epoch {epoch}, batch {i + 1}: training diverged. "
+            f"Lower the learning rate (now {cfg.lr:g}) or check the data for "
+            "corrupt images; the last good checkpoint is kept")
+    run.opt.zero_grad(set_to_none=True)
+    run.scaler.scale(loss).backward()
+    if cfg.grad_clip:
+        run.scaler.unscale_(run.opt)
+        torch.nn.utils.clip_grad_norm_(run.model.parameters(), cfg.grad_clip)
+    run.scaler.step(run.opt)
+    run.scaler.update()
+    if run.ema is not None:
+        run.ema.update_parameters(run.model)
+    return logits, y, lv, int(x.shape[0])
+
+
+def _validate_epoch(run: _Run, epoch: int, acc: MetricAccumulator) -> Task[
+        tuple[dict[str, Any], MetricAccumulator | None, np.ndarray | None, np.ndarray | None]]:
+    """The epoch's metrics: training, validation (with 95 % intervals), lr and elapsed time.
+
+    Returns the metrics, the validation accumulator (None without validation) and what the
+    preview shows: the first validation image's probability (segment) or every validation
+    patch's probability (classify).
+    """
+    cfg, data = run.cfg, run.data
+    metrics: dict[str, Any] = {"epoch": epoch}
+    metrics.update(acc.result("train"))
+    vt = time.perf_counter()
+    val_acc = None
+    first_prob = None
+    val_probs = None
+    if len(data.val):
+        if cfg.task == "segment":
+            val_acc, first_prob = yield from validate_segmentation(
+                run.eval_model, data.val, data.preprocessing, run.device,
+                run.loss_cpu if run.device.type != "cuda" else run.loss_fn,
+                data.num_classes, max(cfg.val_tile, cfg.patch_size), amp_dtype=run.amp_dtype,
+                channels_last=run.use_cl)
+        else:
+            val_acc, val_probs = yield from validate_classification(
+                run.eval_model, data.val, run.val_maker, cfg.batch_size, run.device,
+                run.loss_fn, data.num_classes, amp_dtype=run.amp_dtype,
+                channels_last=run.use_cl)
+        metrics.update(val_acc.result("val"))
+        metrics.update(metric_cis(val_acc, run.val_item_groups, "val", seed=cfg.seed))
+    run.val_seconds = time.perf_counter() - vt
+    metrics["lr"] = run.sched.lr_at(run.sched.progress)
+    metrics["elapsed_s"] = time.perf_counter() - run.t0
+    return metrics, val_acc, first_prob, val_probs
+
+
+def _keep_checkpoints(run: _Run, epoch: int, metrics: dict[str, Any], monitor: str,
+                      val_acc: MetricAccumulator | None) -> bool:
+    """Score the epoch, record it, save ``best.pt`` when it improved and ``last.pt`` always.
+
+    Returns whether the epoch is the new best.
+    """
+    score = _monitor_value(metrics, monitor)
+    if run.selection == "smoothed" and len(run.data.val):
+        score = _smoothed(run.history, monitor, score)
+        if math.isfinite(score[0]):
+            metrics[f"{monitor}_smoothed"] = -score[0] if monitor.endswith("loss") else score[0]
+    improved = score > run.best_score
+    metrics["is_best"] = bool(improved)
+    run.history.append(metrics)
+    run.completed_epoch = epoch
+    if improved:
+        run.best_score, run.since_best = score, 0
+        run.save(run.best_path, metrics, epoch, resume_state=False)
+        if val_acc is not None:
+            reports.write_val_predictions(run.run_dir, val_acc, run.val_item_groups)
+    else:
+        run.since_best += 1
+    run.save(run.last_path, metrics, epoch, resume_state=True)
+    return bool(improved)
+
+
+def _stop_reason(run: _Run, epoch: int, metrics: dict[str, Any], monitor: str,
+                 out_of_time: bool, limit_s: float | None, max_epochs: int | None,
+                 ) -> Task[str | None]:
+    """"time_limit" or "early_stopping" when the run stops after ``epoch``, else None."""
+    cfg = run.cfg
+    if out_of_time or (limit_s and time.perf_counter() - run.t0 >= limit_s - 5):
+        yield Message(f"time limit of {cfg.time_limit_min:g} min reached after epoch {epoch}")
+        return "time_limit"
+    if run.sched.progress >= 1.0 and (max_epochs is None or epoch < max_epochs) \
+            and cfg.scheduler != "none" and limit_s:
+        return "time_limit"
+    best_t = max((float(h.get("elapsed_s", 0.0)) for h in run.history if h.get("is_best")),
+                 default=0.0)
+    if should_stop_early(run.since_best, cfg.early_stopping_patience, progress=run.sched.progress,
+                         limit_s=limit_s, since_best_s=metrics["elapsed_s"] - best_t,
+                         time_paced=max_epochs is None):
+        yield Message(f"early stopping: {monitor} did not improve for {run.since_best} epochs")
+        return "early_stopping"
+    return None
+
+
+def _finish(run: _Run, stopped: str, warned: list[str], monitor: str) -> TrainResult:
+    """``best.pt`` exists (the last epoch's weights when none was scored), summary written."""
+    data = run.data
+    if not run.best_path.exists():
+        run.save(run.best_path, run.history[-1] if run.history else {}, run.completed_epoch,
+                 resume_state=False)
+    result = TrainResult(run.run_dir, run.best_path, run.last_path, run.history, stopped, warned,
+                         run.selection)
+    reports.write_summary(run.run_dir, {
+        "stopped": stopped, "selection": run.selection, "monitor": monitor,
         "best_epoch": result.best_metrics.get("epoch"), "best": result.best_metrics,
         "validation_items": len(data.val), "validation_groups": data.val_groups,
-        "warnings": warned, "checkpoint": str(best_path)})
+        "warnings": warned, "checkpoint": str(run.best_path)})
     return result
 
 
