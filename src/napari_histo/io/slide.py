@@ -308,9 +308,9 @@ def open_parts(path: Path, *, cache: TileCache, key: str, labels: bool) -> dict[
 
         return open_tiff_slide(path, cache=cache, key=key, labels=labels)
     if kind == "zarr":
-        from napari_histo.io._zarr_source import open_ome_zarr
+        from napari_histo.io._zarr_source import ngff_slide_parts
 
-        levels, downs, meta = open_ome_zarr(path, cache=cache, key=key, labels=labels)
+        levels, downs, meta = ngff_slide_parts(path, cache=cache, key=key, labels=labels)
         return {**meta, "levels": levels, "downsamples": downs}
     return _open_plain(path, cache=cache, key=key, labels=labels)
 

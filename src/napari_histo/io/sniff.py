@@ -68,37 +68,10 @@ def is_supported_slide(path: str | os.PathLike[str]) -> bool:
         if kind is None:
             return False
         if kind == "zarr":
-            return _is_ngff_image(Path(path))
+            from napari_histo.io.ome_zarr import is_ngff_image  # NGFF 0.4/0.5, JSON only
+
+            return is_ngff_image(path)
         return True
     except Exception:
         return False
 
-
-#: zarr metadata files bigger than this are not read (real ones are a few kB)
-MAX_METADATA_BYTES = 16 * 1024 * 1024
-
-
-def _is_ngff_image(p: Path) -> bool:
-    import json
-
-    for name in ("zarr.json", ".zattrs"):
-        f = p / name
-        if f.is_file():
-            try:
-                if f.stat().st_size > MAX_METADATA_BYTES:
-                    return False
-                attrs = json.loads(f.read_text(encoding="utf-8"))
-            except (OSError, ValueError, RecursionError):
-                return False
-            if not isinstance(attrs, dict):
-                return False
-            if name == "zarr.json":
-                attrs = attrs.get("attributes", {}) or {}
-                if not isinstance(attrs, dict):
-                    return False
-            ome = attrs.get("ome")
-            if isinstance(ome, dict) and "multiscales" in ome:
-                return True
-            if "multiscales" in attrs:
-                return True
-    return False
