@@ -175,7 +175,7 @@ def _parts(
             downs.append(d if ok else by_shape)
         else:
             downs.append(by_shape)
-    mpp = physical_mpp(axes, store.units, scales[0])
+    mpp = physical_mpp(axes, store.units, scales[0], assume_um=True)
     props = {"ngff.version": store.version, "ngff.axes": axes,
              "ngff.name": store.multiscales.get("name")}
     arr0 = store.levels[0]

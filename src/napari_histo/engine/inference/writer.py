@@ -47,6 +47,7 @@ import numpy.typing as npt
 from napari_histo.core.errors import ConfigError, DataError, OutputExistsError
 from napari_histo.core.limits import one_line
 from napari_histo.io.ome_zarr import (
+    VERSIONS,
     array_options,
     grow_pyramid,
     image_label,
@@ -162,6 +163,9 @@ class ZarrSink:
         """
         zarr = _zarr()
         path = Path(path)
+        if ngff_version not in VERSIONS:
+            raise ConfigError(f"ngff_version must be one of {', '.join(VERSIONS)}, "
+                              f"got {ngff_version!r}")
         if path.exists() or path.is_symlink():
             raise OutputExistsError(
                 f"output {path} appeared while this run was starting (another process?); "

@@ -35,6 +35,7 @@ from napari_histo.io.ome_zarr._ngff import (
     image_label,
     multiscales,
     ngff_multiscales,
+    ngff_root,
     to_um,
     wrap,
 )
@@ -65,18 +66,21 @@ def _omero(channels: int, dtype: np.dtype, name: str) -> dict[str, Any]:
     }
 
 
-def physical_mpp(axes: str, units: list[str | None], scale0: list[float] | None
-                 ) -> tuple[float, float] | None:
+def physical_mpp(axes: str, units: list[str | None], scale0: list[float] | None, *,
+                 assume_um: bool = False) -> tuple[float, float] | None:
     """Level-0 (y, x) um/px from NGFF axes units and scale; None when not physical.
 
-    A scale without a unit is taken as micrometres unless it is 1 (the spec leaves the unit
-    optional; pixel-space writers leave both out), and a result outside ``MPP_RANGE`` is not
-    a microscope's resolution: unknown rather than absurd.
+    ``assume_um`` takes a scale without a unit as micrometres unless it is 1 (the spec leaves
+    the unit optional; slides are read that way), else a unit is required (napari-histo
+    writes pixel-space stores without one). A result outside ``MPP_RANGE`` is not a
+    microscope's resolution: unknown rather than absurd.
     """
     if scale0 is None:
         return None
     yi, xi = axes.index("Y"), axes.index("X")
     uy, ux = units[yi], units[xi]
+    if not (uy or ux) and not assume_um:
+        return None
     fy = to_um(uy) if uy else 1.0
     fx = to_um(ux) if ux else 1.0
     if not (fy and fx and (uy or ux or scale0[yi] != 1.0)):
@@ -127,6 +131,8 @@ class OmeZarrStore:
     kind : "labels" or "image".
     mpp : level-0 (y, x) um/px or None.
     channels : number of channels, or None for 2D data.
+    multiscales, version : the first NGFF ``multiscales`` entry and its NGFF version.
+    axes, units, scales : axis letters (``"CYX"``...), their units, each level's scale.
     """
 
     def __init__(self, path: Path, group: Any) -> None:
@@ -175,8 +181,8 @@ class OmeZarrStore:
             int(self.levels[0].shape[0]) if "C" in self.axes and self.levels[0].ndim == 3
             else None
         )
-        root = attrs.get("ome") if isinstance(attrs.get("ome"), dict) else attrs
-        self.kind: str = mine.get("kind") or ("labels" if "image-label" in root else "image")
+        label = "image-label" in ngff_root(attrs)
+        self.kind: str = mine.get("kind") or ("labels" if label else "image")
         # ours say what the run knew (None: pixel units); others by their axes and scale
         if "mpp" in mine:
             self.mpp: tuple[float, float] | None = _plausible_mpp(mine["mpp"])
