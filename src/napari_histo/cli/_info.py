@@ -33,16 +33,15 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
 def prediction_info(path: str) -> dict[str, Any] | None:
     """What a napari-histo prediction store holds, or None when ``path`` is not one.
 
-    Read from the store's JSON (no torch, no zarr import): completion, blocks written by an
-    unfinished run, the slide and checkpoint it was made from, and its failures.
+    Read from the store's JSON, zarr v2 or v3 (no torch, no zarr import): completion, blocks
+    written by an unfinished run, the slide and checkpoint it was made from, and its failures.
     """
     from pathlib import Path
 
     p = Path(path)
-    try:
-        meta = json.loads((p / ".zattrs").read_text()).get("napari_histo")
-    except (OSError, ValueError, AttributeError):
-        return None
+    from napari_histo.io.ome_zarr import ATTR, read_attrs
+
+    meta = (read_attrs(p) or {}).get(ATTR)
     if not isinstance(meta, dict) or not meta or "kind" in meta:  # io.ome_zarr stores: kind
         return None
     fp = meta.get("fingerprint") or {}

@@ -42,6 +42,8 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     p.add_argument("--prob-dtype", choices=("float16", "uint8"), default="float16")
     p.add_argument("--format", action="append", choices=("zarr", "tiff", "geojson", "png"),
                    help="output format(s), repeatable (default zarr)")
+    p.add_argument("--ngff", choices=("0.4", "0.5"), default="0.4",
+                   help="OME-Zarr version: 0.4 on zarr v2 (default) or 0.5 on zarr v3")
     p.add_argument("--region", help="y0,x0,y1,x1 in level-0 px (append 'um' for microns)")
     p.add_argument("--near", help="y,x level-0 px: predict blocks nearest to it first")
     p.add_argument("--readers", type=int, default=4, help="tile reader threads")
@@ -171,7 +173,7 @@ def run(args: argparse.Namespace) -> int:
         stride=args.stride, context=args.context, threshold=args.threshold,
         tissue_only=not args.all_tiles, prob_dtype=args.prob_dtype, formats=formats,
         resume=args.resume, overwrite=args.overwrite, scheduler=args.scheduler,
-        readers=args.readers, amp=args.amp, tta=args.tta)
+        readers=args.readers, amp=args.amp, tta=args.tta, ngff_version=args.ngff)
     region, units = _region(args.region)
     near = _near(args.near)
     outs = _outputs(inputs, Path(args.out))

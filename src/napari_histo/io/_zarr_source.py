@@ -1,4 +1,4 @@
-"""Array-backed levels (zarr arrays, tifffile zarr stores) and the OME-Zarr (NGFF 0.4/0.5) source.
+"""Array-backed levels (zarr arrays, tifffile zarr stores) and OME-Zarr images as slides.
 
 :class:`ArrayLevel` adapts any sliceable array with named axes (``"TCZYX"``, ``"YXS"``...) to
 the (Y, X, 3) uint8 level interface: T/Z take index 0, up to 4 channels become RGB(A) and the
@@ -15,19 +15,15 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from napari_histo.core.errors import SlideOpenError, reading
-from napari_histo.core.limits import MPP_RANGE, check_decode, check_image_size
+from napari_histo.core.errors import DataError, SlideOpenError, reading
+from napari_histo.core.limits import check_decode, check_image_size, one_line
 from napari_histo.io._cache import TileCache
 from napari_histo.io._image import to_rgb8
 from napari_histo.io._pyramid import LevelArray, filler
+from napari_histo.io.ome_zarr import OmeZarrStore, open_ome_zarr
+from napari_histo.io.ome_zarr._store import physical_mpp
 
-__all__ = ["ArrayLevel", "open_ome_zarr", "ngff_multiscales"]
-
-_UNIT_UM = {
-    "micrometer": 1.0, "micron": 1.0, "um": 1.0, "µm": 1.0, "nanometer": 1e-3, "nm": 1e-3,
-    "millimeter": 1e3, "mm": 1e3, "centimeter": 1e4, "cm": 1e4, "meter": 1e6, "m": 1e6,
-    "angstrom": 1e-4,
-}
+__all__ = ["ArrayLevel", "ngff_slide_parts"]
 
 
 class ArrayLevel(LevelArray):
@@ -135,30 +131,13 @@ class ArrayLevel(LevelArray):
             return filler(self, y1 - y0, x1 - x0)
 
 
-def ngff_multiscales(attrs: dict[str, Any]) -> tuple[list[dict[str, Any]], str | None]:
-    """The ``multiscales`` list of NGFF 0.5 (``attrs['ome']``) or 0.4 (top level) metadata."""
-    ome = attrs.get("ome")
-    if isinstance(ome, dict) and ome.get("multiscales"):
-        return list(ome["multiscales"]), str(ome.get("version", "0.5"))
-    ms = attrs.get("multiscales")
-    if ms:
-        return list(ms), str(ms[0].get("version", "0.4"))
-    return [], None
-
-
-def _open_group(path: Path) -> Any:
-    import zarr
-
-    try:
-        return zarr.open_group(str(path), mode="r")
-    except Exception as err:
-        raise SlideOpenError(f"{path.name}: not a readable zarr group ({err})") from err
-
-
-def open_ome_zarr(
+def ngff_slide_parts(
     path: Path, *, cache: TileCache | None, key: Any, labels: bool = False
 ) -> tuple[list[ArrayLevel], list[tuple[float, float]], dict[str, Any]]:
-    """Open an OME-Zarr image: (levels, per-level downsample (y, x), metadata dict).
+    """An OME-Zarr image as slide parts: (levels, per-level downsample (y, x), metadata).
+
+    Opened and parsed by :func:`napari_histo.io.ome_zarr.open_ome_zarr` (the one opener);
+    this only adapts its arrays to slide levels.
 
     Raises
     ------
@@ -167,63 +146,23 @@ def open_ome_zarr(
         :mod:`napari_histo.core.limits` (refused from the metadata, nothing is read).
     """
     with reading(f"{path.name}: OME-Zarr metadata", SlideOpenError):
-        return _open_ome_zarr(path, cache=cache, key=key, labels=labels)
-
-
-def _positive(v: Any) -> float | None:
-    """``v`` as a finite float > 0, else None."""
-    try:
-        f = float(v)
-    except (TypeError, ValueError, OverflowError):
-        return None
-    return f if math.isfinite(f) and f > 0 else None
-
-
-def _open_ome_zarr(
-    path: Path, *, cache: TileCache | None, key: Any, labels: bool = False
-) -> tuple[list[ArrayLevel], list[tuple[float, float]], dict[str, Any]]:
-    grp = _open_group(path)
-    attrs = dict(grp.attrs)
-    multiscales, version = ngff_multiscales(attrs)
-    if not multiscales:
-        raise SlideOpenError(
-            f"{path.name}: zarr group without NGFF 'multiscales' metadata; "
-            "expected an OME-Zarr image (NGFF 0.4 or 0.5)"
-        )
-    ms = multiscales[0]
-    if not isinstance(ms, dict) or not isinstance(ms.get("datasets"), list) or not ms["datasets"]:
-        raise SlideOpenError(f"{path.name}: NGFF 'multiscales' has no 'datasets' list")
-    if len(ms["datasets"]) > 64:
-        raise SlideOpenError(f"{path.name}: NGFF metadata lists {len(ms['datasets'])} "
-                             "resolution levels (at most 64 are read)")
-    raw_axes = ms.get("axes") or ["t", "c", "z", "y", "x"][-len(grp[ms["datasets"][0]["path"]].shape):]
-    names, units = [], []
-    for ax in raw_axes:
-        if isinstance(ax, dict):
-            names.append(str(ax.get("name", "?"))[:1].upper())
-            units.append(ax.get("unit"))
-        else:
-            names.append(str(ax)[:1].upper())
-            units.append(None)
-    axes = "".join(names)
-    levels: list[ArrayLevel] = []
-    scales: list[list[float] | None] = []
-    for i, ds in enumerate(ms["datasets"]):
         try:
-            arr = grp[ds["path"]]
-        except KeyError as err:
-            raise SlideOpenError(f"{path.name}: dataset {ds['path']!r} is missing") from err
-        levels.append(
-            ArrayLevel(arr, axes, cache=cache, key=(key, i), name=f"{path.name} level {i}",
-                       labels=labels)
-        )
-        scale = None
-        for tr in ds.get("coordinateTransformations", []) or []:
-            if isinstance(tr, dict) and tr.get("type") == "scale":
-                # a scale that is not a positive finite number is treated as unknown
-                sc = [_positive(v) for v in tr.get("scale") or []]
-                scale = sc if len(sc) == len(axes) and all(sc) else None
-        scales.append(scale)  # type: ignore[arg-type]
+            store = open_ome_zarr(path)
+        except DataError as err:
+            raise SlideOpenError(one_line(err, 300)) from None
+        return _parts(path, store, cache=cache, key=key, labels=labels)
+
+
+def _parts(
+    path: Path, store: OmeZarrStore, *, cache: TileCache | None, key: Any, labels: bool
+) -> tuple[list[ArrayLevel], list[tuple[float, float]], dict[str, Any]]:
+    axes = store.axes
+    levels = [
+        ArrayLevel(arr, axes, cache=cache, key=(key, i), name=f"{path.name} level {i}",
+                   labels=labels)
+        for i, arr in enumerate(store.levels)
+    ]
+    scales = store.scales
     yi, xi = axes.index("Y"), axes.index("X")
     downs: list[tuple[float, float]] = []
     for lvl, sc in zip(levels, scales, strict=False):
@@ -236,17 +175,10 @@ def _open_ome_zarr(
             downs.append(d if ok else by_shape)
         else:
             downs.append(by_shape)
-    mpp = None
-    if scales[0] is not None:
-        uy, ux = units[yi], units[xi]
-        fy = _UNIT_UM.get(str(uy).lower()) if uy else 1.0  # NGFF unit is optional: assume um
-        fx = _UNIT_UM.get(str(ux).lower()) if ux else 1.0
-        if fy and fx and (uy or ux or scales[0][yi] != 1.0):
-            mpp = (scales[0][yi] * fy, scales[0][xi] * fx)
-            if not all(MPP_RANGE[0] <= v <= MPP_RANGE[1] for v in mpp):
-                mpp = None  # not a microscope's resolution: unknown rather than absurd
-    props = {"ngff.version": version, "ngff.axes": axes, "ngff.name": ms.get("name")}
-    arr0 = grp[ms["datasets"][0]["path"]]
+    mpp = physical_mpp(axes, store.units, scales[0], assume_um=True)
+    props = {"ngff.version": store.version, "ngff.axes": axes,
+             "ngff.name": store.multiscales.get("name")}
+    arr0 = store.levels[0]
     props["zarr.dtype"] = str(arr0.dtype)
     meta = {"format": "ome-zarr", "vendor": None, "mpp": mpp, "objective_power": None,
             "properties": props, "source_dtype": str(arr0.dtype)}

@@ -340,9 +340,9 @@ def open_parts(path: Path, *, cache: TileCache, key: str, labels: bool) -> dict[
 
 def open_zarr_parts(path: Path, *, cache: TileCache, key: str, labels: bool) -> dict[str, Any]:
     """Slide parts of an OME-Zarr image (the registry's ``zarr`` opener)."""
-    from napari_histo.io._zarr_source import open_ome_zarr
+    from napari_histo.io._zarr_source import ngff_slide_parts
 
-    levels, downs, meta = open_ome_zarr(path, cache=cache, key=key, labels=labels)
+    levels, downs, meta = ngff_slide_parts(path, cache=cache, key=key, labels=labels)
     return {**meta, "levels": levels, "downsamples": downs}
 
 

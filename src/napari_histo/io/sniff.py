@@ -173,31 +173,9 @@ def _picture_is_slide(p: Path) -> bool | None:
     return False
 
 
-#: zarr metadata files bigger than this are not read (real ones are a few kB)
-MAX_METADATA_BYTES = 16 * 1024 * 1024
-
 
 def _is_ngff_image(p: Path) -> bool:
-    import json
+    """NGFF 0.4/0.5 multiscale image (JSON only; the one parser lives in ``io.ome_zarr``)."""
+    from napari_histo.io.ome_zarr import is_ngff_image
 
-    for name in ("zarr.json", ".zattrs"):
-        f = p / name
-        if f.is_file():
-            try:
-                if f.stat().st_size > MAX_METADATA_BYTES:
-                    return False
-                attrs = json.loads(f.read_text(encoding="utf-8"))
-            except (OSError, ValueError, RecursionError):
-                return False
-            if not isinstance(attrs, dict):
-                return False
-            if name == "zarr.json":
-                attrs = attrs.get("attributes", {}) or {}
-                if not isinstance(attrs, dict):
-                    return False
-            ome = attrs.get("ome")
-            if isinstance(ome, dict) and "multiscales" in ome:
-                return True
-            if "multiscales" in attrs:
-                return True
-    return False
+    return is_ngff_image(p)

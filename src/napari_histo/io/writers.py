@@ -31,12 +31,12 @@ from napari_histo.core.errors import ConfigError
 from napari_histo.io._atomic import atomic_path, remove_path
 from napari_histo.io.geojson import write_geojson
 from napari_histo.io.ome_zarr import (
-    _norm_mpp,
     create_ome_zarr,
     downsample2,
     n_levels_for,
     write_ome_zarr,
 )
+from napari_histo.io.ome_zarr._store import _norm_mpp
 
 __all__ = ["write_geojson", "write_ome_tiff", "write_ome_zarr"]
 

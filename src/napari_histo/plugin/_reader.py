@@ -28,6 +28,8 @@ from napari_histo.io.formats import (
     strip_suffix,
 )
 from napari_histo.plugin._layers import (
+    PIXEL,
+    UM,
     LayerDataTuple,
     annotations_layer_data,
     layer_placement,
@@ -258,11 +260,14 @@ def _read_ngff_non_rgb(path: Path) -> list[LayerDataTuple] | None:
     Returns None for an RGB uint8 store, which is opened as a slide by ``io.open_slide``.
     """
     try:
-        from napari_histo.io.ome_zarr import open_ome_zarr
+        from napari_histo.io.ome_zarr import level0_placement, open_ome_zarr
     except ImportError:
         return None
     try:
         store = open_ome_zarr(path)
+        # where napari-ome-zarr puts it: level 0's scale and translation (in um when the
+        # axes say so); napari derives the other levels from their shapes
+        scale, translate = level0_placement(store.multiscales, store.levels[0].ndim)
     except Exception:
         return None  # not NGFF: let open_slide report what is wrong
     import dask.array as da
@@ -280,10 +285,10 @@ def _read_ngff_non_rgb(path: Path) -> list[LayerDataTuple] | None:
     is_rgb8 = store.channels in (3, 4) and dtype == np.uint8
     if store.kind != "labels" and is_rgb8:
         return None
-    scale, units = layer_placement(store.mpp)
+    units = (UM, UM) if store.mpp is not None else (PIXEL, PIXEL)
     prediction = _prediction_meta(path)
     name = _slide_stem(path)
-    histo = {"kind": store.kind, "source": str(path), "mpp": list(store.mpp) if store.mpp else None}
+    histo: dict[str, Any] = {"kind": store.kind, "source": str(path), "mpp": list(store.mpp) if store.mpp else None}
     if prediction is not None:  # a napari-histo prediction: named as the widgets name them
         name = f"{prediction.get('slide_name') or name} prediction heatmap"
         histo["prediction"] = _prediction_status(path, prediction)
@@ -303,7 +308,7 @@ def _read_ngff_non_rgb(path: Path) -> list[LayerDataTuple] | None:
         "name": name,
         "multiscale": len(levels) > 1,
         "scale": scale,
-        "translate": _ngff_translation(store.multiscales),
+        "translate": translate,
         "units": units,
         "axis_labels": ("y", "x"),
         "metadata": {"source": str(path), "path": str(path), "napari_histo": histo},
@@ -360,38 +365,22 @@ def _prediction_status(path: Path, meta: dict[str, Any]) -> dict[str, Any]:
 def _prediction_meta(path: Path) -> dict[str, Any] | None:
     """napari-histo's metadata when ``path`` is one of its prediction stores.
 
-    Read from ``.zattrs`` here rather than through the engine, which would import torch just
-    to open a file.
+    Read from the group's JSON (``.zattrs`` or ``zarr.json``) here rather than through the
+    engine, which would import torch just to open a file.
     """
-    import json
+    from napari_histo.io.ome_zarr import ATTR, read_attrs
 
-    try:
-        meta = json.loads((path / ".zattrs").read_text()).get("napari_histo")
-    except (OSError, ValueError, AttributeError):
-        return None
+    meta = (read_attrs(path) or {}).get(ATTR)
     return meta if isinstance(meta, dict) and "task" in meta else None
-
-
-def _ngff_translation(multiscales: dict[str, Any]) -> tuple[float, float]:
-    """The (y, x) translation of level 0, in the store's units (0 when there is none)."""
-    for t in multiscales["datasets"][0].get("coordinateTransformations", []):
-        if t.get("type") == "translation" and len(t.get("translation", [])) >= 2:
-            return (float(t["translation"][-2]), float(t["translation"][-1]))
-    return (0.0, 0.0)
 
 
 def _ngff_label_layers(path: Path, image_name: str, prediction: bool) -> list[LayerDataTuple]:
     """The NGFF image-labels of an image store (``labels/<name>``) as Labels layers."""
-    import json
+    from napari_histo.io.ome_zarr import ngff_root, read_attrs
 
-    try:
-        listed = json.loads((path / "labels" / ".zattrs").read_text()).get("labels", [])
-    except (OSError, ValueError):
-        try:
-            attrs = json.loads((path / "labels" / "zarr.json").read_text())["attributes"]
-            listed = (attrs.get("ome") or attrs).get("labels", [])
-        except (OSError, ValueError, KeyError):
-            return []
+    listed = ngff_root(read_attrs(path / "labels") or {}).get("labels") or []
+    if not isinstance(listed, list):
+        return []
     out: list[LayerDataTuple] = []
     for label in listed:
         layers = _read_ngff_non_rgb(path / "labels" / str(label)) or []

@@ -105,6 +105,9 @@ class SegmentWidget(DockWidget):
         self._target_combo = ComboBox(label="target", choices=TARGETS, value=TARGETS[0])
         self._shapes_combo = ComboBox(label="region", choices=self._shapes_choices, nullable=True)
         self._device_combo = ComboBox(label="device", choices=("auto", "cpu", "cuda"), value="auto")
+        self._ngff_combo = ComboBox(label="OME-Zarr", choices=("0.4", "0.5"), value="0.4",
+                                    tooltip="NGFF version of the prediction store: 0.4 (zarr "
+                                            "v2, most viewers) or 0.5 (zarr v3)")
         self._threshold_slider = FloatSlider(label="threshold", min=0.0, max=1.0, step=0.01,
                                              value=0.5)
         self._opacity_slider = FloatSlider(label="heatmap opacity", min=0.0, max=1.0,
@@ -115,7 +118,7 @@ class SegmentWidget(DockWidget):
         self._status_label = Label(label="", value="")
         self.extend([
             self._image_combo, self._ckpt_edit, self._recent_combo, self._target_combo,
-            self._shapes_combo, self._device_combo, self._threshold_slider,
+            self._shapes_combo, self._device_combo, self._ngff_combo, self._threshold_slider,
             self._opacity_slider, self._run_button, self._cancel_button, self._progress_bar,
             self._status_label,
         ])
@@ -220,6 +223,7 @@ class SegmentWidget(DockWidget):
             out_path = str(out_dir / f"{Path(source).stem}-{stamp}-{os.getpid()}-"
                                       f"{int(time.monotonic() * 1000) % 100000}.ome.zarr")
             cfg_kw["tissue_only"] = whole
+            cfg_kw["ngff_version"] = self._ngff_combo.value
             if not whole:  # small blocks, small batches: the first tile shows up sooner
                 cfg_kw.update(block_tiles=1, batch_size=2)
             cfg_kw.update(self._extra_cfg(whole))

@@ -22,8 +22,9 @@ from napari_histo.core.limits import (
     integer,
     number,
 )
+from napari_histo.io.ome_zarr import VERSIONS as NGFF_VERSIONS
 
-__all__ = ["FORMATS", "InferenceConfig"]
+__all__ = ["FORMATS", "NGFF_VERSIONS", "InferenceConfig"]
 
 FORMATS = ("zarr", "tiff", "geojson", "png")
 
@@ -69,6 +70,9 @@ class InferenceConfig:
         Threads reading and decoding tiles ahead of the model.
     tta : bool
         Test-time augmentation: average probabilities over flips/rot90 (8x the compute).
+    ngff_version : "0.4" | "0.5"
+        OME-Zarr of the prediction store: NGFF 0.4 on zarr v2 (default, read by most
+        viewers) or 0.5 on zarr v3. A resumed store keeps the version it was created with.
     """
 
     mpp: float | None = None
@@ -91,6 +95,7 @@ class InferenceConfig:
     readers: int = 4
     amp: bool = False
     tta: bool = False
+    ngff_version: str = "0.4"
 
     def __post_init__(self) -> None:
         """Check every field: types, finite numbers and the ranges of :mod:`core.limits`."""
@@ -136,6 +141,9 @@ class InferenceConfig:
         bad = [f for f in self.formats if f not in FORMATS]
         if bad or not self.formats:
             raise ConfigError(f"unknown output format(s) {bad}; choose from {', '.join(FORMATS)}")
+        if self.ngff_version not in NGFF_VERSIONS:
+            raise ConfigError(f"ngff_version must be one of {', '.join(NGFF_VERSIONS)}, "
+                              f"got {self.ngff_version!r}")
         if self.resume and self.overwrite:
             raise ConfigError("give either resume or overwrite, not both")
 

@@ -296,7 +296,8 @@ def create_store(path: Path, plan: Plan, cfg: InferenceConfig, fp: dict[str, Any
     return ZarrSink.create(path, shape=plan.out_shape, chunk=plan.chunk,
                            num_classes=plan.num_classes, prob_dtype=cfg.prob_dtype,
                            threshold=cfg.threshold, meta=meta, mpp=tuple(scale),
-                           origin_um=translate, name=getattr(slide, "name", "prediction"))
+                           origin_um=translate, name=getattr(slide, "name", "prediction"),
+                           ngff_version=cfg.ngff_version)
 
 
 def result_from_store(path: str | Path) -> PredictionResult:

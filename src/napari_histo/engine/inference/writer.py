@@ -1,9 +1,10 @@
 """Streaming prediction outputs: an OME-Zarr store written block by block, or memory.
 
-Layout of ``NAME.ome.zarr`` (OME-NGFF 0.4, zarr format 2 for the widest reader support)::
+Layout of ``NAME.ome.zarr`` (OME-NGFF 0.4 on zarr v2 by default, for the widest reader
+support; 0.5 on zarr v3 with ``ngff_version="0.5"``, the NGFF keys then under ``"ome"``)::
 
     .zattrs          multiscales of the probabilities + "napari_histo" (complete flag, mpp,
-                     origin, classes, settings fingerprint, skipped/failed tiles)
+    (zarr.json)      origin, classes, settings fingerprint, skipped/failed tiles)
     0, 1, ...        probabilities: (H, W) positive class for binary models, (C, H, W)
                      otherwise; float16 or uint8 (= round(255 p)); level k is 2**k smaller
     labels/prediction/0, 1, ...   uint8 label map (threshold or argmax), NGFF image-label
@@ -11,6 +12,9 @@ Layout of ``NAME.ome.zarr`` (OME-NGFF 0.4, zarr format 2 for the widest reader s
 While a run is unfinished, a sibling folder ``.NAME.ome.zarr.done/`` holds one empty file
 per finished block (what a resume skips; outside the zarr hierarchy so readers never see
 it); it is removed once the store is complete.
+
+NGFF metadata, pyramid levels, opening and completeness come from :mod:`napari_histo.io.ome_zarr`
+(the one OME-Zarr module); this module keeps what is specific to predictions.
 
 Each block is exactly one level-0 chunk, so separate processes can write separate blocks of
 the same store. The ``complete`` flag is set last: a store without it is a partial run.
@@ -29,7 +33,6 @@ Safety rules (:func:`prepare_output`, :class:`StoreLock`):
 from __future__ import annotations
 
 import json
-import math
 import os
 import shutil
 import socket
@@ -42,7 +45,18 @@ import numpy as np
 import numpy.typing as npt
 
 from napari_histo.core.errors import ConfigError, DataError, OutputExistsError
-from napari_histo.io.ome_zarr import downsample2
+from napari_histo.core.limits import one_line
+from napari_histo.io.ome_zarr import (
+    VERSIONS,
+    array_options,
+    grow_pyramid,
+    image_label,
+    is_complete,
+    multiscales,
+    open_ome_zarr,
+    read_attrs,
+    wrap,
+)
 from napari_histo.io.prediction_status import done_dir
 
 __all__ = ["MemorySink", "StoreLock", "ZarrSink", "build_pyramid", "check_resume",
@@ -122,29 +136,6 @@ def _zarr() -> Any:
     return zarr
 
 
-def _multiscales(name: str, n_levels: int, ndim: int, mpp: tuple[float, float] | None,
-                 origin: tuple[float, float]) -> list[dict[str, Any]]:
-    unit = "micrometer" if mpp else None
-    base = mpp or (1.0, 1.0)
-    axes: list[dict[str, Any]] = []
-    if ndim == 3:
-        axes.append({"name": "c", "type": "channel"})
-    for ax in ("y", "x"):
-        a: dict[str, Any] = {"name": ax, "type": "space"}
-        if unit:
-            a["unit"] = unit
-        axes.append(a)
-    datasets = []
-    for k in range(n_levels):
-        s = [base[0] * 2**k, base[1] * 2**k]
-        t = [origin[0], origin[1]]
-        if ndim == 3:
-            s, t = [1.0, *s], [0.0, *t]
-        datasets.append({"path": str(k), "coordinateTransformations": [
-            {"type": "scale", "scale": s}, {"type": "translation", "translation": t}]})
-    return [{"version": "0.4", "name": name, "axes": axes, "datasets": datasets}]
-
-
 class ZarrSink:
     """Writes blocks into an OME-Zarr prediction store; resumable and multi-process safe.
 
@@ -164,10 +155,17 @@ class ZarrSink:
     def create(cls, path: str | Path, *, shape: tuple[int, int], chunk: int, num_classes: int,
                prob_dtype: str, threshold: float, meta: dict[str, Any],
                mpp: tuple[float, float] | None, origin_um: tuple[float, float],
-               name: str = "prediction") -> ZarrSink:
-        """Create a fresh store (the caller has dealt with an existing one)."""
+               name: str = "prediction", ngff_version: str = "0.4") -> ZarrSink:
+        """Create a fresh store (the caller has dealt with an existing one).
+
+        ``mpp`` and ``origin_um`` place level 0 (scale and translation); they are in
+        micrometres when ``meta["mpp"]`` is set, else in level-0 pixels (no unit written).
+        """
         zarr = _zarr()
         path = Path(path)
+        if ngff_version not in VERSIONS:
+            raise ConfigError(f"ngff_version must be one of {', '.join(VERSIONS)}, "
+                              f"got {ngff_version!r}")
         if path.exists() or path.is_symlink():
             raise OutputExistsError(
                 f"output {path} appeared while this run was starting (another process?); "
@@ -176,7 +174,8 @@ class ZarrSink:
             path.parent.mkdir(parents=True, exist_ok=True)
             _remove_done_dir(path)  # markers of an older store
             # "w-": never clear something that appeared at the path meanwhile
-            group = zarr.open_group(str(path), mode="w-", zarr_format=2)
+            group = zarr.open_group(str(path), mode="w-",
+                                    zarr_format=2 if ngff_version == "0.4" else 3)
         except (OSError, PermissionError) as err:
             raise ConfigError(f"cannot write the output {path}: {err}") from err
         except Exception as err:  # zarr's ContainsGroupError / ContainsArrayError
@@ -188,34 +187,41 @@ class ZarrSink:
         pshape = shape if num_classes == 2 else (num_classes, *shape)
         pchunks = (chunk, chunk) if num_classes == 2 else (num_classes, chunk, chunk)
         dt = "uint8" if prob_dtype == "uint8" else "float16"
-        group.create_array("0", shape=pshape, chunks=pchunks, dtype=dt, fill_value=0)
+        zf = group.metadata.zarr_format
+        group.create_array("0", shape=pshape, chunks=pchunks, dtype=dt, fill_value=0,
+                           **array_options(zf, len(pshape)))
         labels = group.create_group("labels")
-        labels.attrs["labels"] = ["prediction"]
+        labels.attrs.update(wrap({"labels": ["prediction"]}, ngff_version))
         lab = labels.create_group("prediction")
-        lab.create_array("0", shape=shape, chunks=(chunk, chunk), dtype="uint8", fill_value=0)
-        ndim = len(pshape)
-        group.attrs["multiscales"] = _multiscales(name, 1, ndim, mpp, origin_um)
-        lab.attrs["multiscales"] = _multiscales("prediction", 1, 2, mpp, origin_um)
-        lab.attrs["image-label"] = {"version": "0.4", "colors": [
-            {"label-value": 1, "rgba": [255, 0, 0, 255]}], "source": {"image": "../../"}}
-        group.attrs[META] = {**meta, "complete": False}
+        lab.create_array("0", shape=shape, chunks=(chunk, chunk), dtype="uint8", fill_value=0,
+                         **array_options(zf, 2))
+        scale0, unit = mpp or (1.0, 1.0), "micrometer" if meta.get("mpp") else None
+        lab.attrs.update(wrap({
+            "multiscales": [multiscales(1, channels=False, scale0=scale0,
+                                        translation0=origin_um, unit=unit, name="prediction",
+                                        version=ngff_version, kind="labels")],
+            "image-label": image_label(ngff_version, {1: [255, 0, 0, 255]}, source="../../"),
+        }, ngff_version))
+        probs = multiscales(1, channels=len(pshape) == 3, scale0=scale0, translation0=origin_um,
+                            unit=unit, name=name, version=ngff_version, kind="image")
+        group.attrs.update({**wrap({"multiscales": [probs]}, ngff_version),
+                            META: {**meta, "complete": False}})
         return cls(path, group, threshold, prob_dtype)
 
     @classmethod
     def open(cls, path: str | Path, *, threshold: float | None = None,
              prob_dtype: str | None = None) -> ZarrSink:
         """Open an existing store for writing more blocks."""
-        zarr = _zarr()
         path = Path(path)
         try:
-            group = zarr.open_group(str(path), mode="r+")
+            group = open_ome_zarr(path, mode="r+").group
             meta = dict(group.attrs[META])
             return cls(path, group, threshold if threshold is not None else meta["threshold"],
                        prob_dtype or meta["prob_dtype"])
-        except (KeyError, ValueError, TypeError, FileNotFoundError) as err:
+        except (DataError, KeyError, ValueError, TypeError, FileNotFoundError) as err:
             raise DataError(f"{path} is not a usable napari-histo prediction store "
-                            f"({type(err).__name__}: {err}); use --overwrite or another --out"
-                            ) from None
+                            f"({type(err).__name__}: {one_line(err, 200)}); use --overwrite or "
+                            "another --out") from None
 
     @property
     def meta(self) -> dict[str, Any]:
@@ -258,53 +264,11 @@ class ZarrSink:
         shutil.rmtree(done_dir(self.path), ignore_errors=True)
 
 
-def _build_levels(group: Any, reduce: Any, min_side: int) -> int:
-    """Add levels 1.. to a multiscale group chunk by chunk; return the level count."""
-    k = 0
-    while True:
-        src = group[str(k)]
-        h, w = src.shape[-2:]
-        if max(h, w) <= min_side:
-            break
-        shape = (*src.shape[:-2], math.ceil(h / 2), math.ceil(w / 2))
-        chunks = src.chunks
-        if str(k + 1) in group:
-            del group[str(k + 1)]
-        dst = group.create_array(str(k + 1), shape=shape, chunks=chunks, dtype=src.dtype,
-                                 fill_value=0)
-        cy, cx = chunks[-2:]
-        for y0 in range(0, shape[-2], cy):
-            for x0 in range(0, shape[-1], cx):
-                y1, x1 = min(y0 + cy, shape[-2]), min(x0 + cx, shape[-1])
-                block = np.asarray(src[..., 2 * y0 : 2 * y1, 2 * x0 : 2 * x1])
-                if not block.any():
-                    continue  # leave fill value: no chunk file for background
-                dst[..., y0:y1, x0:x1] = reduce(block)[..., : y1 - y0, : x1 - x0]
-            release_memory()
-        k += 1
-    return k + 1
-
-
 def build_pyramid(group: Any, min_side: int = 256) -> None:
     """Downsampled levels for the probabilities (mean) and labels (nearest), flat memory."""
-    n = _build_levels(group, lambda b: downsample2(b, "image"), min_side)
-    ms = group.attrs["multiscales"]
-    scale0 = ms[0]["datasets"][0]["coordinateTransformations"]
-    ms[0]["datasets"] = [_level_ds(scale0, k) for k in range(n)]
-    group.attrs["multiscales"] = ms
-    lab = group["labels/prediction"]
-    n = _build_levels(lab, lambda b: downsample2(b, "labels"), min_side)
-    ms = lab.attrs["multiscales"]
-    scale0 = ms[0]["datasets"][0]["coordinateTransformations"]
-    ms[0]["datasets"] = [_level_ds(scale0, k) for k in range(n)]
-    lab.attrs["multiscales"] = ms
-
-
-def _level_ds(transforms0: list[dict[str, Any]], k: int) -> dict[str, Any]:
-    s = list(transforms0[0]["scale"])
-    s[-2:] = [s[-2] * 2**k, s[-1] * 2**k]
-    return {"path": str(k), "coordinateTransformations": [
-        {"type": "scale", "scale": s}, *transforms0[1:]]}
+    grow_pyramid(group, "image", min_side=min_side, after_row=release_memory)
+    grow_pyramid(group["labels/prediction"], "labels", min_side=min_side,
+                 after_row=release_memory)
 
 
 def read_meta(path: str | Path) -> dict[str, Any] | None:
@@ -315,30 +279,13 @@ def read_meta(path: str | Path) -> dict[str, Any] | None:
     label pyramids) carry ``napari_histo`` attributes too, always with a ``kind``, which a
     prediction's never has.
     """
-    p = Path(path)
-    attrs: Any = None
-    for name in (".zattrs", "zarr.json"):
-        f = p / name
-        if not f.is_file():
-            continue
-        try:
-            doc = json.loads(f.read_text())
-        except (OSError, ValueError):
-            return None
-        attrs = doc.get("attributes") if name == "zarr.json" and isinstance(doc, dict) else doc
-        break
-    if not isinstance(attrs, dict):
+    attrs = read_attrs(path)
+    if attrs is None:
         return None
     meta = attrs.get(META)
     if not isinstance(meta, dict) or not meta or "kind" in meta:
         return None
     return dict(meta)
-
-
-def is_complete(path: str | Path) -> bool:
-    """Whether a prediction store finished (its completion flag is set)."""
-    meta = read_meta(path)
-    return bool(meta and meta.get("complete"))
 
 
 def open_prediction(path: str | Path) -> tuple[Any, Any, dict[str, Any]]:
@@ -352,11 +299,10 @@ def open_prediction(path: str | Path) -> tuple[Any, Any, dict[str, Any]]:
     if read_meta(path) is None:
         raise DataError(f"{path} is not a napari-histo prediction store (no napari_histo "
                         "prediction metadata); give a store written by napari-histo predict")
-    zarr = _zarr()
     try:
-        group = zarr.open_group(str(path), mode="r")
+        group = open_ome_zarr(path).group
         return group["0"], group["labels/prediction/0"], dict(group.attrs[META])
-    except (KeyError, ValueError, TypeError, FileNotFoundError) as err:
+    except (DataError, KeyError, ValueError, TypeError, FileNotFoundError) as err:
         raise DataError(f"{path}: the prediction store is damaged ({type(err).__name__}: "
                         f"{err})") from None
 
