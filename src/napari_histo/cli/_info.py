@@ -15,6 +15,8 @@ import argparse
 import json
 from typing import Any
 
+from napari_histo.cli._json import json_help, print_json
+
 
 def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     """Add the ``info`` subcommand."""
@@ -24,7 +26,7 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
         description="Print what napari-histo reads from a slide (nothing is decoded).",
     )
     p.add_argument("slide", help="slide or image file (SVS, NDPI, TIFF, OME-TIFF, OME-Zarr, PNG...)")
-    p.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    p.add_argument("--json", action="store_true", help=json_help("the metadata"))
     p.set_defaults(func=run)
 
 
@@ -161,11 +163,14 @@ def run(args: argparse.Namespace) -> int:
     """Print the slide's metadata (or the prediction store's state)."""
     pred = prediction_info(args.slide)
     if pred is not None:
-        print(json.dumps(pred, indent=2, default=str) if args.json else _prediction_table(pred))
+        if args.json:
+            print_json(pred, indent=2)
+        else:
+            print(_prediction_table(pred))
         return 0
     info = slide_info(args.slide)
     if args.json:
-        print(json.dumps(info, indent=2, default=str))
+        print_json(info, indent=2)
     else:
         print(_table(info))
     return 0
