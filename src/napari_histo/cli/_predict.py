@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from napari_histo.cli._json import json_help, print_json
-from napari_histo.core.errors import ConfigError, HistoError
+from napari_histo.core.errors import ConfigError, HistoError, one_line
 
 
 def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
@@ -237,7 +237,7 @@ def run(args: argparse.Namespace) -> int:
             if len(inputs) == 1:
                 raise
             failed += 1
-            failures.append({"input": str(src), "store": str(out), "error": str(err)})
+            failures.append({"input": str(src), "store": str(out), "error": one_line(str(err))})
             print(f"napari-histo predict: error: {src.name}: {err}", file=sys.stderr)
     if as_json:
         print_json(_predict_json(model, outputs, failures, notes, time.perf_counter() - t0))
@@ -248,7 +248,7 @@ def _output_json(src: Path, res: Any, formats: tuple[str, ...]) -> dict[str, Any
     """One finished input of ``predict --json``."""
     from napari_histo.engine.inference.export import export_paths
 
-    files = {}
+    files: dict[str, str] = {}
     if res.path is not None:
         paths = export_paths(res.path)
         keys = {"tiff": ("tiff",), "geojson": ("geojson",), "png": ("png", "png_labels")}
