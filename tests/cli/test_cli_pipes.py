@@ -113,3 +113,22 @@ def test_train_into_closed_pipe(shared_data: Path, tmp_path: Path) -> None:
          "--epochs", "1", "--steps-per-epoch", "2", "--patch-size", "56", "--batch-size", "8",
          "--mpp", "0.96", "--data-mpp", "0.243", "--group-by", "source_slide", "--threads", "1",
          "--quiet"], tmp_path))
+
+
+def test_predict_with_stderr_into_a_pipe_closed_after_one_line(assets: dict[str, Path],
+                                                              tmp_path: Path) -> None:
+    # ``2>&1 | head -1``: the first line gets through, then the progress bar's writes fail
+    # (tqdm swallows them, but their text stayed in stderr's buffer and used to fail the
+    # exit flush: status 120) and the result line meets the closed pipe
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(
+        filter(None, [str(REPO / "src"), os.environ.get("PYTHONPATH")]))}
+    env.pop("PYTHONUNBUFFERED", None)
+    argv = ["predict", assets["slide"], "--model", assets["ckpt"], "--out", tmp_path / "out",
+            "--tile", "128", "--overlap", "32", "--batch-size", "1"]
+    proc = subprocess.Popen([sys.executable, "-m", "napari_histo.cli", *map(str, argv)],
+                            cwd=tmp_path, env=env, stdin=subprocess.DEVNULL,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    assert proc.stdout is not None
+    first = proc.stdout.readline()
+    proc.stdout.close()
+    assert proc.wait(timeout=300) == 141, first

@@ -98,11 +98,24 @@ def _quiet_libraries(verbose: bool) -> Iterator[None]:
 
 
 def _silence_stdout() -> None:
-    """After a broken pipe, point stdout at /dev/null so the exit flush cannot fail again."""
+    """After a broken pipe, point stdout at /dev/null so the exit flush cannot fail again.
+
+    stderr too when it went into the same closed pipe (``2>&1 | head``): tqdm swallows its
+    failed writes, but the text left in stderr's buffer would fail at exit (status 120).
+    """
     try:
         devnull = os.open(os.devnull, os.O_WRONLY)
         os.dup2(devnull, sys.stdout.fileno())
     except (OSError, ValueError, AttributeError):
+        return
+    try:
+        sys.stderr.flush()
+    except OSError:
+        try:
+            os.dup2(devnull, sys.stderr.fileno())
+        except (OSError, ValueError, AttributeError):
+            pass
+    except (ValueError, AttributeError):
         pass
 
 
