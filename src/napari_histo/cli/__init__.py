@@ -18,6 +18,10 @@ exit    meaning
 
 An error napari-histo did not foresee is still one line and exit 2, worded "unexpected
 error": it is a bug to report (the hostile-input suite fails on it).
+
+With ``--json`` (info, train, evaluate, predict) stdout carries exactly one JSON object: the
+result, or on an error (exit 2 or 130) ``{"command", "ok": false, "exit_code", "error"}``
+next to the usual line on stderr.
 """
 
 from __future__ import annotations
@@ -94,20 +98,53 @@ def _quiet_libraries(verbose: bool) -> Iterator[None]:
 
 
 def _silence_stdout() -> None:
-    """After a broken pipe, point stdout at /dev/null so the exit flush cannot fail again."""
+    """After a broken pipe, point stdout at /dev/null so the exit flush cannot fail again.
+
+    stderr too when it went into the same closed pipe (``2>&1 | head``): tqdm swallows its
+    failed writes, but the text left in stderr's buffer would fail at exit (status 120).
+    """
     try:
         devnull = os.open(os.devnull, os.O_WRONLY)
         os.dup2(devnull, sys.stdout.fileno())
     except (OSError, ValueError, AttributeError):
+        return
+    try:
+        sys.stderr.flush()
+    except OSError:
+        try:
+            os.dup2(devnull, sys.stderr.fileno())
+        except (OSError, ValueError, AttributeError):
+            pass
+    except (ValueError, AttributeError):
         pass
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the CLI; return the process exit code."""
     parser = build_parser()
-    args = parser.parse_args(argv)
+    try:
+        args = parser.parse_args(argv)  # --help and --version print here, then exit
+    except SystemExit:
+        if not _flush_stdout():
+            return EXIT_BROKEN_PIPE
+        raise
+    except BrokenPipeError:
+        _silence_stdout()
+        return EXIT_BROKEN_PIPE
     with _quiet_libraries(args.verbose):
         return _run(args)
+
+
+def _flush_stdout() -> bool:
+    """Flush stdout; False (and stdout silenced) when its reader has gone away."""
+    try:
+        sys.stdout.flush()
+    except BrokenPipeError:
+        _silence_stdout()
+        return False
+    except (OSError, ValueError):
+        pass
+    return True
 
 
 def _run(args: argparse.Namespace) -> int:
@@ -121,6 +158,7 @@ def _run(args: argparse.Namespace) -> int:
         return EXIT_BROKEN_PIPE
     except KeyboardInterrupt:
         print(f"napari-histo {args.command}: interrupted", file=sys.stderr)
+        _json_error(args, "interrupted", EXIT_INTERRUPTED)
         return EXIT_INTERRUPTED
     except Exception as err:  # one line, never a traceback (--verbose shows it)
         if args.verbose:
@@ -130,7 +168,20 @@ def _run(args: argparse.Namespace) -> int:
         print(f"{prefix} {one_line(message)}", file=sys.stderr)
     except OSError:
         pass
+    _json_error(args, one_line(message), EXIT_ERROR)
     return EXIT_ERROR
+
+
+def _json_error(args: argparse.Namespace, message: str, code: int) -> None:
+    """With --json, stdout also gets the error as a JSON object (scripts parse stdout)."""
+    if not getattr(args, "json", False):
+        return
+    from napari_histo.cli._json import print_json_error
+
+    try:
+        print_json_error(args.command, message, code)
+    except OSError:
+        _silence_stdout()
 
 
 if __name__ == "__main__":  # pragma: no cover

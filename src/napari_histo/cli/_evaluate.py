@@ -1,14 +1,15 @@
 """``napari-histo evaluate``: score a model on labelled data, or a prediction against truth.
 
-Two modes share one command: ``--model CKPT --data PATH`` (training issue: metrics of a
-checkpoint on any labelled dataset) and ``--pred OUT --truth MASK`` (inference issue:
-metrics of a written prediction against a mask or annotation). Each mode has its own module.
+Two modes share one command: ``--model CKPT --data PATH`` (metrics of a checkpoint on any
+labelled dataset) and ``--pred OUT --truth MASK`` (metrics of a written prediction against a
+mask or annotation). Each mode has its own module.
 """
 
 from __future__ import annotations
 
 import argparse
 
+from napari_histo.cli._json import json_help
 from napari_histo.core.errors import ConfigError
 
 
@@ -23,7 +24,7 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     p.add_argument("--data", action="append", default=[], help="labelled dataset (repeatable)")
     p.add_argument("--pred", action="append", default=[], help="prediction output (repeatable)")
     p.add_argument("--truth", action="append", default=[], help="mask or annotation file/folder")
-    p.add_argument("--json", action="store_true", help="print metrics as JSON")
+    p.add_argument("--json", action="store_true", help=json_help("the metrics"))
     p.add_argument("--out", help="folder for the metrics JSON and plots")
     p.add_argument("--device", default="auto", help="auto|cpu|cuda|mps")
     p.add_argument("--batch-size", type=int, default=8)

@@ -7,8 +7,6 @@ reproduces the validation metrics of the training run.
 from __future__ import annotations
 
 import argparse
-import json
-import math
 import sys
 from typing import Any
 
@@ -41,13 +39,10 @@ def run_model_evaluation(args: argparse.Namespace) -> int:
         if bar is not None:
             bar.close()
 
-    def clean(v: Any) -> Any:
-        if isinstance(v, list):
-            return [clean(x) for x in v]
-        return None if isinstance(v, float) and math.isnan(v) else v
-
     if args.json:
-        print(json.dumps({k: clean(v) for k, v in res.items()}))
+        from napari_histo.cli._json import print_json
+
+        print_json(res)
         return 0
     print(f"{'':>10}  value   [95 % CI: bootstrap over {res.get('groups', '?')} groups]")
     for k in ("accuracy", "dice", "iou", "precision", "recall", "auc", "loss"):

@@ -9,8 +9,6 @@ CAMELYON16 FROC. ``--out`` receives metrics.json, roc.png and froc.png.
 from __future__ import annotations
 
 import argparse
-import json
-import math
 from pathlib import Path
 
 from napari_histo.core.errors import ConfigError, DataError
@@ -87,16 +85,9 @@ def run_prediction_evaluation(args: argparse.Namespace) -> int:
     report = evaluate_slides([p for p, _ in pairs], [t for _, t in pairs], out_dir=args.out,
                              threshold=getattr(args, "threshold", None))
     if args.json:
-        def clean(o):  # NaN -> null
-            if isinstance(o, dict):
-                return {k: clean(v) for k, v in o.items()}
-            if isinstance(o, list):
-                return [clean(v) for v in o]
-            if isinstance(o, float) and math.isnan(o):
-                return None
-            return o
+        from napari_histo.cli._json import print_json
 
-        print(json.dumps(clean(report), indent=2))
+        print_json(report, indent=2)
         return 0
     for m in report["slides"]:
         print(f"{Path(m['prediction']).name}: accuracy {m['accuracy']:.4f}  dice {m['dice']:.4f}  "

@@ -12,9 +12,9 @@ disagree on the order; JSON levels carry ``width``, ``height``, ``downsample``, 
 from __future__ import annotations
 
 import argparse
-import json
 from typing import Any
 
+from napari_histo.cli._json import json_help, print_json
 from napari_histo.io.formats import describe_formats
 
 
@@ -26,7 +26,7 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
         description="Print what napari-histo reads from a slide (nothing is decoded).",
     )
     p.add_argument("slide", help=f"slide or image file: {describe_formats(probe=False)}")
-    p.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    p.add_argument("--json", action="store_true", help=json_help("the metadata"))
     p.set_defaults(func=run)
 
 
@@ -162,11 +162,14 @@ def run(args: argparse.Namespace) -> int:
     """Print the slide's metadata (or the prediction store's state)."""
     pred = prediction_info(args.slide)
     if pred is not None:
-        print(json.dumps(pred, indent=2, default=str) if args.json else _prediction_table(pred))
+        if args.json:
+            print_json(pred, indent=2)
+        else:
+            print(_prediction_table(pred))
         return 0
     info = slide_info(args.slide)
     if args.json:
-        print(json.dumps(info, indent=2, default=str))
+        print_json(info, indent=2)
     else:
         print(_table(info))
     return 0

@@ -12,10 +12,12 @@ from __future__ import annotations
 import argparse
 import math
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
-from napari_histo.core.errors import ConfigError, HistoError
+from napari_histo.cli._json import json_help, print_json
+from napari_histo.core.errors import ConfigError, HistoError, one_line
 from napari_histo.io.formats import describe_formats, missing_extra_message
 
 
@@ -54,7 +56,12 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     mode = p.add_mutually_exclusive_group()
     mode.add_argument("--resume", action="store_true", help="finish an interrupted output")
     mode.add_argument("--overwrite", action="store_true", help="replace an existing output")
-    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.add_argument("--quiet", action="store_true",
+                   help="no progress bar (with --json: only warnings and errors on stderr)")
+    p.add_argument("--json", action="store_true",
+                   help=json_help("the result (outputs: store, exported files, tile counts "
+                                  "and timings per input; failures: input and error, exit 2 "
+                                  "when any; warnings; timings)"))
     p.set_defaults(func=run)
 
 
@@ -114,12 +121,17 @@ def _outputs(inputs: list[Path], out: Path) -> list[Path]:
 class LazyBar:
     """A tqdm bar opened at the first progress event, so an early error stays one line.
 
-    Informational messages go to stdout (stderr is kept for warnings and the error line).
+    Informational messages go to stdout (stderr is kept for warnings and the error line),
+    or to stderr with ``--json`` (stdout then holds only the JSON); warnings and errors are
+    also kept in ``notes`` for the JSON.
     """
 
-    def __init__(self, desc: str, quiet: bool) -> None:
+    def __init__(self, desc: str, quiet: bool, as_json: bool = False,
+                 notes: list[tuple[str, str]] | None = None) -> None:
         self.desc = desc
         self.quiet = quiet
+        self.as_json = as_json
+        self.notes = notes if notes is not None else []
         self.bar: Any = None
 
     def show(self, done: int, total: int | None) -> None:
@@ -134,8 +146,12 @@ class LazyBar:
         self.bar.refresh()
 
     def say(self, text: str, level: str) -> None:
+        if level != "info":
+            self.notes.append((level, text))
+        if level == "info" and self.quiet and self.as_json:
+            return
         line = text if level == "info" else f"napari-histo: {level}: {text}"
-        stream = sys.stdout if level == "info" else sys.stderr
+        stream = sys.stdout if level == "info" and not self.as_json else sys.stderr
         if self.bar is not None:
             self.bar.write(line, file=stream)
         else:
@@ -178,6 +194,9 @@ def run(args: argparse.Namespace) -> int:
     near = _near(args.near)
     outs = _outputs(inputs, Path(args.out))
     quiet = args.quiet
+    as_json = bool(getattr(args, "json", False))
+    notes: list[tuple[str, str]] = []  # (level, text) of warning and error messages
+    t0 = time.perf_counter()
 
     def render(bar: LazyBar) -> Any:
         def on_event(ev: Any) -> None:
@@ -190,26 +209,77 @@ def run(args: argparse.Namespace) -> int:
     if cfg.scheduler:
         from napari_histo.engine.distributed import predict_distributed
 
-        with LazyBar("predict", quiet) as bar:
+        with LazyBar("predict", quiet, as_json, notes) as bar:
             results = run_task(predict_distributed(inputs, model, cfg, outs, region=region,
                                                    region_units=units), render(bar))
         failed = sum(r is None for r in results)
+        if as_json:
+            errors = [t for lv, t in notes if lv == "error"]
+            done = [_output_json(src, r, formats) for src, r in zip(inputs, results, strict=False)
+                    if r is not None]
+            lost = [{"input": str(src), "store": str(out), "error": next(
+                (t for t in errors if t.startswith(f"{src.name}: ")), "failed (see stderr)")}
+                for src, out, r in zip(inputs, outs, results, strict=False) if r is None]
+            print_json(_predict_json(model, done, lost, notes, time.perf_counter() - t0))
+            return 2 if failed else 0
         for r in results:
             if r is not None:
                 print(f"{r.path}: {r.total_tiles} tiles, {r.skipped_tiles} background, "
                       f"{r.failed_tiles} unreadable")
         return 2 if failed else 0
     failed = 0
+    outputs: list[dict[str, Any]] = []
+    failures: list[dict[str, str]] = []
     for src, out in zip(inputs, outs, strict=False):
         try:
-            with LazyBar(src.name, quiet) as bar:
+            with LazyBar(src.name, quiet, as_json, notes) as bar:
                 res = run_task(predict_slide(src, model, cfg, region=region, region_units=units,
                                              order_near=near, out_path=out), render(bar))
-            print(f"{out}: {res.total_tiles} tiles, {res.skipped_tiles} background, "
-                  f"{res.failed_tiles} unreadable")
+            if as_json:
+                outputs.append(_output_json(src, res, formats))
+            else:
+                print(f"{out}: {res.total_tiles} tiles, {res.skipped_tiles} background, "
+                      f"{res.failed_tiles} unreadable")
         except HistoError as err:
             if len(inputs) == 1:
                 raise
             failed += 1
+            failures.append({"input": str(src), "store": str(out), "error": one_line(str(err))})
             print(f"napari-histo predict: error: {src.name}: {err}", file=sys.stderr)
+    if as_json:
+        print_json(_predict_json(model, outputs, failures, notes, time.perf_counter() - t0))
     return 2 if failed else 0
+
+
+def _output_json(src: Path, res: Any, formats: tuple[str, ...]) -> dict[str, Any]:
+    """One finished input of ``predict --json``."""
+    from napari_histo.engine.inference.export import export_paths
+
+    files: dict[str, str] = {}
+    if res.path is not None:
+        paths = export_paths(res.path)
+        keys = {"tiff": ("tiff",), "geojson": ("geojson",), "png": ("png", "png_labels")}
+        files = {k: str(paths[k]) for f in formats for k in keys.get(f, ())
+                 if paths[k].exists()}
+    stats = res.stats
+    return {
+        "input": str(src), "store": str(res.path) if res.path is not None else None,
+        "complete": bool(res.complete), "files": files,
+        "total_tiles": int(res.total_tiles), "skipped_tiles": int(res.skipped_tiles),
+        "failed_tiles": int(res.failed_tiles),
+        "failed_boxes": [list(b) for b in res.failed_boxes],
+        "timings": None if stats is None else {
+            "wall_s": round(stats.wall_s, 3), "model_s": round(stats.model_s, 3),
+            "wait_read_s": round(stats.wait_read_s, 3)},
+    }
+
+
+def _predict_json(model: Path, outputs: list[dict[str, Any]], failures: list[dict[str, str]],
+                  notes: list[tuple[str, str]], wall_s: float) -> dict[str, Any]:
+    """``predict --json``: every output, every failed input, warnings and the total time."""
+    return {
+        "command": "predict", "ok": not failures, "model": str(model),
+        "outputs": outputs, "failures": failures,
+        "warnings": list(dict.fromkeys(t for lv, t in notes if lv == "warning")),
+        "timings": {"total_s": round(wall_s, 3)},
+    }

@@ -9,9 +9,11 @@ from __future__ import annotations
 
 import argparse
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
+from napari_histo.cli._json import json_help, print_json
 from napari_histo.core.model_registry import TASKS, default_model, model_help, model_task
 
 # option dest -> TrainConfig field (only options given on the command line override)
@@ -95,7 +97,12 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     p.add_argument("--resume", action="store_true", help="continue the run in --out")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                    help="any other TrainConfig field (YAML value)")
-    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.add_argument("--quiet", action="store_true",
+                   help="no progress bar (with --json: only warnings and errors on stderr)")
+    p.add_argument("--json", action="store_true",
+                   help=json_help("the result (run_dir, best_checkpoint, metrics with their "
+                                  "*_ci 95 %% intervals, crossval with --folds, timings, "
+                                  "warnings)"))
     p.set_defaults(func=run)
 
 
@@ -147,6 +154,12 @@ def run(args: argparse.Namespace) -> int:
     cfg = build_config(args)
     bar = None
     show = not args.quiet
+    as_json = bool(getattr(args, "json", False))
+    # with --json stdout holds only the final object: human lines go to stderr (or nowhere)
+    human = sys.stderr if as_json else sys.stdout
+    say = show or not as_json
+    warned: list[str] = []
+    t0 = time.perf_counter()
 
     def on_event(ev: Any) -> None:
         nonlocal bar
@@ -168,10 +181,14 @@ def run(args: argparse.Namespace) -> int:
             m = ev.metrics
             keys = ("train_loss", "val_loss", "val_accuracy", "val_dice", "val_auc")
             parts = [t for t in (format_metric(m, k) for k in keys) if t]  # with [95 % CI]
-            print(f"epoch {ev.epoch}: " + " ".join(parts), flush=True)
+            if say:
+                print(f"epoch {ev.epoch}: " + " ".join(parts), file=human, flush=True)
         elif isinstance(ev, Message):
-            # stdout: stderr is kept for the one-line error
-            print(("warning: " if ev.level == "warning" else "") + ev.text, flush=True)
+            if ev.level == "warning":
+                warned.append(ev.text)
+            if say or ev.level == "warning":  # stdout: stderr is kept for the error line
+                print(("warning: " if ev.level == "warning" else "") + ev.text, file=human,
+                      flush=True)
 
     if cfg.folds:
         from napari_histo.engine.training.crossval import crossval
@@ -181,6 +198,9 @@ def run(args: argparse.Namespace) -> int:
         finally:
             if bar is not None:
                 bar.close()
+        if as_json:
+            print_json(_crossval_json(cv, cfg.task, warned, time.perf_counter() - t0))
+            return 0
         print(f"done (crossval): {cv.summary_line()}; details {cv.run_dir / 'crossval.json'}")
         return 0
     try:
@@ -188,6 +208,9 @@ def run(args: argparse.Namespace) -> int:
     finally:
         if bar is not None:
             bar.close()
+    if as_json:
+        print_json(_train_json(result, cfg.task, warned, time.perf_counter() - t0))
+        return 0
     best = result.best_metrics
     summary = " ".join(t for t in (format_metric(best, k) for k in ("val_dice", "val_auc",
                                                                    "val_accuracy")) if t)
@@ -197,3 +220,53 @@ def run(args: argparse.Namespace) -> int:
         print(f"{len(result.warnings)} warning(s) about the validation set: see "
               f"{result.run_dir / 'summary.json'}")
     return 0
+
+
+def _run_json(result: Any) -> dict[str, Any]:
+    """One training run (a TrainResult) as ``train --json`` reports it."""
+    best = result.best_metrics
+    return {
+        "run_dir": str(result.run_dir),
+        "best_checkpoint": str(result.best_checkpoint) if result.best_checkpoint else None,
+        "last_checkpoint": str(result.last_checkpoint),
+        "best_epoch": best.get("epoch"),
+        "epochs": len(result.history),
+        "stopped": result.stopped,
+        "selection": result.selection,
+        # the best epoch's metrics: val_* with val_*_ci = [low, high] (95 %, bootstrap)
+        "metrics": {k: v for k, v in best.items() if k not in ("epoch", "is_best")},
+        "train_s": result.history[-1].get("elapsed_s") if result.history else None,
+    }
+
+
+def _train_json(result: Any, task: str, warned: list[str], wall_s: float) -> dict[str, Any]:
+    """``train --json``: the run folder, its best checkpoint and metrics, timings."""
+    run = _run_json(result)
+    train_s = run.pop("train_s")
+    return {
+        "command": "train", "ok": True, "task": task, **run, "crossval": None,
+        "files": {"summary": str(result.run_dir / "summary.json"),
+                  "metrics": str(result.run_dir / "metrics.json"),
+                  "config": str(result.run_dir / "config.yaml")},
+        "warnings": list(dict.fromkeys([*warned, *result.warnings])),
+        "timings": {"total_s": round(wall_s, 3), "train_s": train_s},
+    }
+
+
+def _crossval_json(cv: Any, task: str, warned: list[str], wall_s: float) -> dict[str, Any]:
+    """``train --folds K --json``: pooled out-of-fold metrics and one entry per fold."""
+    folds = [{"fold": i, **_run_json(fold)} for i, fold in enumerate(cv.folds, 1)]
+    return {
+        "command": "train", "ok": True, "task": task, "run_dir": str(cv.run_dir),
+        "best_checkpoint": str(cv.best_checkpoint), "final_model": cv.final_model,
+        "stopped": cv.stopped,
+        # pooled out-of-fold metrics: val_* with val_*_ci = [low, high], items, groups
+        "metrics": cv.metrics,
+        "crossval": {"folds": len(cv.folds), "fold_groups": cv.fold_groups,
+                     "summary": cv.summary_line(), "per_fold": folds},
+        "files": {"crossval": str(cv.run_dir / "crossval.json"),
+                  "config": str(cv.run_dir / "config.yaml")},
+        "warnings": list(dict.fromkeys([*warned, *cv.warnings])),
+        "timings": {"total_s": round(wall_s, 3),
+                    "train_s": [f.pop("train_s") for f in folds]},
+    }

@@ -76,7 +76,7 @@ class AugmentConfig:
 
     @classmethod
     def no_stain(cls) -> AugmentConfig:
-        """Geometry and mild colour jitter only (the pre-issue-10 default): for comparisons."""
+        """Geometry and mild colour jitter only (the default before stain augmentation)."""
         return cls(hed=0.04, hed_shift=0.04, randstain=0.0, randstain_p=0.0)
 
     @classmethod

@@ -3,7 +3,7 @@
 Same behaviour as the Segment widget (view / region / whole slide, tiles appear as they
 finish, a heatmap Image + thresholded Labels pair at the slide's position, Cancel) with the
 classifier's options: ``stride`` (output cell size in working pixels), ``context`` (the patch
-the model sees around each cell, e.g. seed 004's 128 / 299) and tissue-only. The engine's
+the model sees around each cell, e.g. 128 / 299 for CAMELYON) and tissue-only. The engine's
 ``predict_slide`` picks the patch-heatmap plan for classification checkpoints.
 Entry point: :class:`HeatmapWidget`.
 """

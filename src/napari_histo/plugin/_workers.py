@@ -1,7 +1,7 @@
 """Run engine task generators in napari thread workers (the only place widgets start threads).
 
 Entry point: :func:`start_task`. An engine task is a generator yielding small
-``core.progress`` events and returning its result (ARCHITECTURE 2.4). Here it runs in a
+``core.progress`` events and returning its result (Qt-free: the CLI runs it too). It runs in a
 ``napari.qt.threading`` worker:
 
 * ``yielded`` events go to the widget's ``on_event`` and to a napari progress bar;

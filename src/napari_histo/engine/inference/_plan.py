@@ -5,7 +5,7 @@ Two kinds share one pipeline:
 - :class:`SegmentPlan`: dense segmentation; output pixels = working pixels; overlapping
   tiles blended with a sin^2 window (see :mod:`napari_histo.engine.tiling`);
 - :class:`HeatmapPlan`: patch classification; one output pixel per ``stride`` px cell, the
-  model sees a ``context`` px patch centred on the cell (seed 004: 128 / 299).
+  model sees a ``context`` px patch centred on the cell (CAMELYON-style: 128 / 299).
 """
 
 from __future__ import annotations

@@ -53,7 +53,7 @@ class InferenceConfig:
         Tiles per block side; a block is one zarr chunk and the unit of resume/distribution.
     stride, context : int, optional
         Patch classifiers: one output pixel per ``stride`` px cell, model sees ``context`` px
-        centred on the cell (seed 004: 128 and 299). Defaults from the checkpoint.
+        centred on the cell (CAMELYON rule: 128 and 299). Defaults from the checkpoint.
     threshold : float
         Positive-class probability for the binary label map.
     tissue_only : bool

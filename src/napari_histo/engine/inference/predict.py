@@ -319,7 +319,7 @@ def predict_heatmap(source: Any, model: Any, cfg: InferenceConfig | None = None,
     """Patch-classifier heatmap of a slide: one output pixel per ``stride`` px cell.
 
     Same options and result as :func:`predict_slide`; ``stride``/``context`` override the
-    checkpoint's ``center_size``/``context_size`` (seed 004: 128 and 299).
+    checkpoint's ``center_size``/``context_size`` (CAMELYON rule: 128 and 299).
     """
     cfg = cfg or InferenceConfig()
     loaded = as_loaded(model, cfg.device)
