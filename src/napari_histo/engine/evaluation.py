@@ -19,14 +19,18 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import numpy.typing as npt
 
 from napari_histo.core.errors import DataError
+
+if TYPE_CHECKING:
+    from napari_histo.engine.inference.predict import PredictionResult
 
 __all__ = ["FROC_RATES", "FrocResult", "PixelAccumulator", "evaluate_prediction", "froc",
            "froc_inputs", "pixel_metrics", "roc_auc", "roc_curve", "save_froc_plot",
@@ -236,9 +240,9 @@ class _Truth:
         return win[np.ix_(ys - ly0, xs - lx0)]
 
 
-def _open_pred(pred: Any) -> tuple[Any, dict[str, Any]]:
+def _open_pred(pred: str | Path | PredictionResult) -> tuple[Any, dict[str, Any]]:
     """(probability array-like, metadata) of a store path, a PredictionResult or an image."""
-    if hasattr(pred, "probabilities"):
+    if not isinstance(pred, (str, Path)):
         return pred.probabilities, {"downsample": list(pred.downsample),
                                     "origin_px": list(pred.origin_px), "mpp": pred.mpp}
     p = Path(pred)
@@ -268,7 +272,7 @@ def _open_pred(pred: Any) -> tuple[Any, dict[str, Any]]:
     return arr, {"downsample": [1.0, 1.0], "origin_px": [0.0, 0.0], "mpp": None}
 
 
-def evaluate_prediction(pred: Any, truth: str | Path, *, threshold: float | None = None,
+def evaluate_prediction(pred: str | Path | PredictionResult, truth: str | Path, *, threshold: float | None = None,
                         chunk: int = 1024, exact_max: int = 4_000_000,
                         ) -> tuple[dict[str, Any], PixelAccumulator]:
     """Pixel metrics of a prediction (store path, PredictionResult or PNG) vs truth.
@@ -476,7 +480,7 @@ def write_json(obj: Any, path: str | Path) -> Path:
     return path
 
 
-def slide_froc_inputs(pred: Any, truth: str | Path, *, max_px_um: float = 8.0,
+def slide_froc_inputs(pred: str | Path, truth: str | Path, *, max_px_um: float = 8.0,
                       **det_kw: Any) -> dict[str, Any]:
     """FROC inputs of one written prediction store at a coarse pyramid level (<= 8 um/px)."""
     import zarr
@@ -504,7 +508,7 @@ def slide_froc_inputs(pred: Any, truth: str | Path, *, max_px_um: float = 8.0,
     return out
 
 
-def evaluate_slides(preds: list[Any], truths: list[str | Path], *, out_dir: str | Path | None = None,
+def evaluate_slides(preds: Sequence[str | Path], truths: Sequence[str | Path], *, out_dir: str | Path | None = None,
                     threshold: float | None = None) -> dict[str, Any]:
     """Per-slide pixel metrics; with several slides also slide-level AUC and FROC; plots.
 

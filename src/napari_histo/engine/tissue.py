@@ -14,10 +14,13 @@ skipped as background.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import numpy.typing as npt
+
+if TYPE_CHECKING:
+    from napari_histo.io.protocols import SlideLike
 
 __all__ = ["TissueMap", "slide_thumbnail", "tissue_map", "tissue_mask"]
 
@@ -114,7 +117,7 @@ def _fill_small_holes(mask: npt.NDArray[np.bool_], size: int) -> npt.NDArray[np.
     return mask | small[lab]
 
 
-def slide_thumbnail(slide: Any, *, max_side: int = 2048) -> tuple[npt.NDArray[np.uint8], float]:
+def slide_thumbnail(slide: SlideLike, *, max_side: int = 2048) -> tuple[npt.NDArray[np.uint8], float]:
     """Read a low-resolution RGB image of a Slide; return it and its downsample vs level 0.
 
     The smallest level whose longest side is still >= ``max_side`` is read (or the smallest
@@ -178,7 +181,7 @@ class TissueMap:
         return 0 <= iy < h and 0 <= ix < w and bool(self.mask[iy, ix])
 
 
-def tissue_map(slide_or_image: Any, *, max_side: int = 2048, unreadable_is_tissue: bool = True,
+def tissue_map(slide_or_image: SlideLike | npt.NDArray[Any], *, max_side: int = 2048, unreadable_is_tissue: bool = True,
                **kwargs: Any) -> TissueMap:
     """Tissue mask of a Slide (or a level-0 array) with its scale back to level-0 pixels.
 

@@ -42,6 +42,7 @@ from napari_histo.core.errors import SlideOpenError, UnsupportedSlideError
 from napari_histo.core.limits import check_regular_file
 from napari_histo.io._cache import TileCache
 from napari_histo.io._pyramid import MIN_SIDE, LevelArray, add_computed_levels, to_dask
+from napari_histo.io.slide_parts import SlideParts
 from napari_histo.io.sniff import SUPPORTED_DESCRIPTION, sniff_format
 
 __all__ = ["Slide", "SlideMetadata", "open_slide", "ASSOCIATED_NAMES"]
@@ -280,7 +281,7 @@ def open_slide(path: str | Path, *, cache_bytes: int | None = None) -> Slide:
     return assemble(path, parts, cache=cache, token=token, cls=Slide)
 
 
-def open_parts(path: Path, *, cache: TileCache, key: str, labels: bool) -> dict[str, Any]:
+def open_parts(path: Path, *, cache: TileCache, key: str, labels: bool) -> SlideParts:
     """Sniff ``path`` and open it with the matching source (shared by slides and masks).
 
     Named pipes, sockets and devices are refused before anything opens them (a read from a
@@ -311,7 +312,11 @@ def open_parts(path: Path, *, cache: TileCache, key: str, labels: bool) -> dict[
         from napari_histo.io._zarr_source import open_ome_zarr
 
         levels, downs, meta = open_ome_zarr(path, cache=cache, key=key, labels=labels)
-        return {**meta, "levels": levels, "downsamples": downs}
+        return SlideParts(format=str(meta["format"]), levels=levels, downsamples=downs,
+                          vendor=meta.get("vendor"), mpp=meta.get("mpp"),
+                          objective_power=meta.get("objective_power"),
+                          properties=dict(meta.get("properties") or {}),
+                          source_dtype=meta.get("source_dtype"))
     return _open_plain(path, cache=cache, key=key, labels=labels)
 
 
@@ -325,15 +330,15 @@ def _token(path: Path) -> str:
 
 
 def assemble(
-    path: Path, parts: dict[str, Any], *, cache: TileCache, token: str, cls: type[Slide] = Slide
+    path: Path, parts: SlideParts, *, cache: TileCache, token: str, cls: type[Slide] = Slide
 ) -> Slide:
     """Build a :class:`Slide` (or subclass ``cls``) from opened parts, adding computed levels."""
-    native: list[LevelArray] = parts["levels"]
-    downs_yx: list[tuple[float, float]] = list(parts["downsamples"])
+    native: list[LevelArray] = list(parts.levels)
+    downs_yx: list[tuple[float, float]] = list(parts.downsamples)
     arrays = add_computed_levels(native, cache=cache, key=token, min_side=MIN_SIDE)
-    if parts.get("postprocess") is not None:
+    if parts.postprocess is not None:
         for a in native:
-            a.postprocess = parts["postprocess"]
+            a.postprocess = parts.postprocess
     for _k in range(len(native), len(arrays)):
         py, px = downs_yx[-1]
         downs_yx.append((py * 2.0, px * 2.0))
@@ -341,49 +346,49 @@ def assemble(
         arr.reopen = (_reopen_level, (str(path), i, cls is not Slide))
     levels = [to_dask(a, f"napari-histo-{token}-{i}") for i, a in enumerate(arrays)]
     meta = SlideMetadata(
-        format=parts["format"],
-        vendor=parts.get("vendor"),
-        mpp=parts.get("mpp"),
-        objective_power=parts.get("objective_power"),
+        format=parts.format,
+        vendor=parts.vendor,
+        mpp=parts.mpp,
+        objective_power=parts.objective_power,
         level_shapes=tuple((a.shape[0], a.shape[1]) for a in arrays),
         level_downsamples=tuple((dy + dx) / 2.0 for dy, dx in downs_yx),
-        associated=tuple(parts.get("associated", ())),
-        properties=dict(parts.get("properties", {})),
+        associated=tuple(parts.associated),
+        properties=dict(parts.properties),
         level_downsamples_yx=tuple(downs_yx),
         level_native=tuple(a.native for a in arrays),
         tile_shapes=tuple(a.chunk_shape for a in arrays),
-        source_dtype=parts.get("source_dtype"),
-        source_samples=parts.get("source_samples"),
-        compression=parts.get("compression"),
+        source_dtype=parts.source_dtype,
+        source_samples=parts.source_samples,
+        compression=parts.compression,
     )
     return cls(
         path,
         levels,
         meta,
         level_arrays=arrays,
-        associated_reader=parts.get("associated_reader"),
-        closer=parts.get("closer"),
+        associated_reader=parts.associated_reader,
+        closer=parts.closer,
         cache=cache,
     )
 
 
-def _open_plain(path: Path, *, cache: TileCache, key: str, labels: bool) -> dict[str, Any]:
+def _open_plain(path: Path, *, cache: TileCache, key: str, labels: bool) -> SlideParts:
     from napari_histo.io._image import PlainImage, PlainLevel
 
     img = PlainImage(path)
     level = PlainLevel(img, key=(key, 0), labels=labels)
-    return {
-        "format": img.format,
-        "vendor": None,
-        "mpp": img.mpp,
-        "objective_power": None,
-        "levels": [level],
-        "downsamples": [(1.0, 1.0)],
-        "properties": {f"image.{k}": v for k, v in img.info.items() if not isinstance(v, bytes)},
-        "source_dtype": "uint16" if img.mode.startswith("I") else "uint8",
-        "source_samples": len(img.mode) if img.mode in ("RGB", "RGBA", "LA", "L") else None,
-        "compression": img.format,
-    }
+    return SlideParts(
+        format=img.format,
+        vendor=None,
+        mpp=img.mpp,
+        objective_power=None,
+        levels=[level],
+        downsamples=[(1.0, 1.0)],
+        properties={f"image.{k}": v for k, v in img.info.items() if not isinstance(v, bytes)},
+        source_dtype="uint16" if img.mode.startswith("I") else "uint8",
+        source_samples=len(img.mode) if img.mode in ("RGB", "RGBA", "LA", "L") else None,
+        compression=img.format,
+    )
 
 
 # Pickled levels reopen their slide once per process (dask distributed, DataLoader workers).

@@ -220,15 +220,14 @@ class _TileReader:
         self._scale = 1.0
 
     def events_for(self, ev: Event) -> list[Any]:
-        if not isinstance(ev, Progress) or not ev.info or self.path is None:
+        if not isinstance(ev, Progress) or self.path is None:
             return []
-        info = ev.info
-        if "store" in info:  # announced before the first batch: the GUI builds the layers
+        if ev.store is not None:  # announced before the first batch: the GUI builds the layers
             return self._open() if self._prob is None else []
-        if not all(k in info for k in ("y0", "x0", "y1", "x1")):
+        box = ev.box
+        if box is None:
             return []
         out: list[Any] = self._open() if self._prob is None else []
-        box = (int(info["y0"]), int(info["x0"]), int(info["y1"]), int(info["x1"]))
         data = np.asarray(self._prob[..., box[0]:box[2], box[1]:box[3]]).astype(np.float32)
         if self._scale != 1.0:
             data *= self._scale

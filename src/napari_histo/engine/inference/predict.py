@@ -9,15 +9,17 @@ All are generators (Task): they yield Progress/Message events and return the res
 from __future__ import annotations
 
 import math
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import numpy.typing as npt
 
 from napari_histo.core.errors import ConfigError
 from napari_histo.core.progress import Message, Progress, Task
+from napari_histo.engine.checkpoints import LoadedModel
 from napari_histo.engine.inference._model import Runner, as_loaded
 from napari_histo.engine.inference._pipeline import RunStats, plan_jobs, run_blocks
 from napari_histo.engine.inference._plan import HeatmapPlan, Plan, SegmentPlan
@@ -28,6 +30,14 @@ from napari_histo.engine.inference._source import (
     resolve_resolution,
 )
 from napari_histo.engine.inference.config import InferenceConfig
+from napari_histo.engine.inference.context import (
+    ModelInput,
+    PointOrBox,
+    Region,
+    SlideInput,
+    SlideLike,
+    SlideRun,
+)
 from napari_histo.engine.inference.failures import (
     segments_from_meta,
     segments_to_meta,
@@ -44,6 +54,9 @@ from napari_histo.engine.inference.writer import (
     prepare_output,
 )
 from napari_histo.engine.tiling import order_blocks
+
+if TYPE_CHECKING:
+    from napari_histo.io.slide import Slide
 
 __all__ = ["PredictionResult", "output_geometry", "predict_array", "predict_heatmap",
            "predict_slide"]
@@ -94,14 +107,14 @@ class PredictionResult:
         """napari ``translate`` aligning output pixel centres with the slide's."""
         unit = (self.mpp[0] / self.downsample[0], self.mpp[1] / self.downsample[1]) if self.mpp \
             else (1.0, 1.0)
-        return tuple(  # type: ignore[return-value]
-            (self.origin_px[i] + (self.downsample[i] - 1) / 2) * unit[i] for i in range(2))
+        return ((self.origin_px[0] + (self.downsample[0] - 1) / 2) * unit[0],
+                (self.origin_px[1] + (self.downsample[1] - 1) / 2) * unit[1])
 
 
 # ------------------------------------------------------------------------------ planning
 
 
-def _plan_for(task: str, shape_work: tuple[int, int], loaded: Any, cfg: InferenceConfig,
+def _plan_for(task: str, shape_work: tuple[int, int], loaded: LoadedModel, cfg: InferenceConfig,
               num_classes: int) -> Plan:
     pre = loaded.preprocessing or {}
     if task == "segment":
@@ -118,7 +131,8 @@ def _plan_for(task: str, shape_work: tuple[int, int], loaded: Any, cfg: Inferenc
     return HeatmapPlan(out, 0, num_classes, stride=stride, context=context, block_cells=cells)
 
 
-def _order(plan: Plan, near: Any, to_out: Any) -> list[int]:
+def _order(plan: Plan, near: Sequence[float] | None,
+           to_out: Callable[[Sequence[float]], PointOrBox]) -> list[int]:
     blocks = plan.blocks()
     if near is None:
         return list(range(len(blocks)))
@@ -129,7 +143,7 @@ def _order(plan: Plan, near: Any, to_out: Any) -> list[int]:
 # ------------------------------------------------------------------------------ arrays
 
 
-def predict_array(image: npt.NDArray[np.uint8], model: Any, *, tile: int | None = None,
+def predict_array(image: npt.NDArray[np.uint8], model: ModelInput, *, tile: int | None = None,
                   overlap: int | None = None, batch_size: int = 8, device: str = "auto",
                   stride: int | None = None, context: int | None = None,
                   ) -> Task[npt.NDArray[np.float32]]:
@@ -166,17 +180,20 @@ def predict_array(image: npt.NDArray[np.uint8], model: Any, *, tile: int | None 
 # ------------------------------------------------------------------------------ slides
 
 
-def _open(source: Any) -> tuple[Any, bool]:
+def _open(source: SlideInput) -> tuple[SlideLike, Slide | None]:
+    """The slide, and the same slide again when it was opened here (the caller closes it)."""
     if isinstance(source, (str, Path)):
         from napari_histo.io.slide import open_slide
 
-        return open_slide(source), True
+        opened = open_slide(source)
+        return opened, opened
     if isinstance(source, np.ndarray):
         raise ConfigError("predict_slide takes a slide or a path; use predict_array for arrays")
-    return source, False
+    return source, None
 
 
-def _region_level0(slide: Any, region: Any, units: str) -> tuple[float, float, float, float]:
+def _region_level0(slide: SlideLike, region: Region | None,
+                   units: str) -> tuple[float, float, float, float]:
     h0, w0 = slide.shape
     if region is None:
         return (0.0, 0.0, float(h0), float(w0))
@@ -195,7 +212,7 @@ def _region_level0(slide: Any, region: Any, units: str) -> tuple[float, float, f
     return (y0, x0, y1, x1)
 
 
-def _fingerprint(plan: Plan, res: Resolution, origin0: tuple[float, float], loaded: Any,
+def _fingerprint(plan: Plan, res: Resolution, origin0: tuple[float, float], loaded: LoadedModel,
                  cfg: InferenceConfig) -> dict[str, Any]:
     return {
         "out_shape": list(plan.out_shape), "chunk": plan.chunk, "task": loaded.task,
@@ -208,8 +225,9 @@ def _fingerprint(plan: Plan, res: Resolution, origin0: tuple[float, float], load
     }
 
 
-def predict_slide(source: Any, model: Any, cfg: InferenceConfig | None = None, *,
-                  region: Any = None, region_units: str = "px", order_near: Any = None,
+def predict_slide(source: SlideInput, model: ModelInput, cfg: InferenceConfig | None = None, *,
+                  region: Region | None = None, region_units: str = "px",
+                  order_near: Sequence[float] | None = None,
                   out_path: str | Path | None = None) -> Task[PredictionResult]:
     """Predict a slide (or ``region`` = (y0, x0, y1, x1) of it) at the model's resolution.
 
@@ -256,12 +274,13 @@ def predict_slide(source: Any, model: Any, cfg: InferenceConfig | None = None, *
     finally:
         if lock is not None:
             lock.release()
-        if own:
-            slide.close()
+        if own is not None:
+            own.close()
 
 
-def _predict_slide(slide: Any, loaded: Any, runner: Runner, cfg: InferenceConfig, region: Any,
-                   region_units: str, order_near: Any, out_path: str | Path | None,
+def _predict_slide(slide: SlideLike, loaded: LoadedModel, runner: Runner, cfg: InferenceConfig,
+                   region: Region | None, region_units: str, order_near: Sequence[float] | None,
+                   out_path: str | Path | None,
                    lock_note: str | None = None) -> Task[PredictionResult]:
     from napari_histo.io._cache import FailureTracker, locate_failures
 
@@ -271,9 +290,9 @@ def _predict_slide(slide: Any, loaded: Any, runner: Runner, cfg: InferenceConfig
         ctx = prepare_slide_run(slide, loaded, cfg, region=region, region_units=region_units,
                                 num_classes=runner.num_classes, out_path=out_path,
                                 in_memory=out_path is None)
-        plan, src, res, origin0 = ctx["plan"], ctx["source"], ctx["res"], ctx["origin0"]
+        plan, src, res, origin0 = ctx.plan, ctx.source, ctx.res, ctx.origin0
         if cfg.tissue_only:
-            yield Message(f"{slide.name}: tissue covers {ctx['tissue_fraction']:.0%} of the slide")
+            yield Message(f"{slide.name}: tissue covers {ctx.tissue_fraction:.0%} of the slide")
         if tracker.keys:
             yield Message(f"{slide.name}: {len(tracker.keys)} tile(s) could not be decoded while "
                           "detecting tissue; their area is predicted anyway", "warning")
@@ -283,7 +302,7 @@ def _predict_slide(slide: Any, loaded: Any, runner: Runner, cfg: InferenceConfig
         path = Path(out_path) if out_path is not None else None
         if path is None:
             dt = "float32" if cfg.prob_dtype == "float16" else cfg.prob_dtype
-            sink: Any = MemorySink(plan.out_shape, plan.num_classes, cfg.threshold, dt)
+            sink: MemorySink | ZarrSink = MemorySink(plan.out_shape, plan.num_classes, cfg.threshold, dt)
         else:
             state = prepare_output(path, resume=cfg.resume, overwrite=cfg.overwrite,
                                    inputs=[getattr(slide, "path", None), loaded.path])
@@ -304,18 +323,18 @@ def _predict_slide(slide: Any, loaded: Any, runner: Runner, cfg: InferenceConfig
                 done = sink.done_blocks()
                 prior = segments_from_meta(sink.meta.get("failed_segments"))
                 yield Message(f"resuming {path.name}: {len(done)} block(s) already written")
-        order = _order(plan, order_near, ctx["to_out"])
+        order = _order(plan, order_near, ctx.to_out)
         stats = RunStats()
-        jobs = plan_jobs(plan, order, ctx["skip"], done, stats)
+        jobs = plan_jobs(plan, order, ctx.skip, done, stats)
 
         def failures() -> tuple[int, list[Box], dict[tuple[int, int, int], Any]]:
             segs = {**prior, **locate_failures(slide, tracker.keys)}
-            return summarise_failures(stats, segs, origin0, ctx["downsample"], plan.out_shape)
+            return summarise_failures(stats, segs, origin0, ctx.downsample, plan.out_shape)
 
         if path is not None:
             # the store exists: a viewer can lay out its layers while the first batch runs
             yield Progress(stats.skipped_tiles + stats.resumed_tiles, stats.total_tiles,
-                           "predict", {"store": str(path)})
+                           "predict", store=str(path))
         blocks = run_blocks(plan, src, runner, sink, jobs, stats, readers=cfg.readers)
         seen = (0, 0)
         try:
@@ -345,20 +364,21 @@ def _predict_slide(slide: Any, loaded: Any, runner: Runner, cfg: InferenceConfig
             from napari_histo.engine.inference.export import export_outputs
 
             yield from export_outputs(path, cfg.formats)
-        res_obj = result_from_store(path)  # type: ignore[arg-type]
+        assert path is not None  # a ZarrSink writes into a store
+        res_obj = result_from_store(path)
         res_obj.stats = stats
         res_obj.skipped_tiles = stats.skipped_tiles
         return res_obj
     return PredictionResult(
-        path=None, probabilities=sink.probabilities, labels=sink.labels, mpp=ctx["out_mpp"],
-        origin_um=ctx["origin_um"], complete=True, skipped_tiles=stats.skipped_tiles,
+        path=None, probabilities=sink.probabilities, labels=sink.labels, mpp=ctx.out_mpp,
+        origin_um=ctx.origin_um, complete=True, skipped_tiles=stats.skipped_tiles,
         total_tiles=stats.total_tiles, failed_tiles=n, failed_boxes=boxes, task=loaded.task,
-        class_names=list(loaded.class_names), downsample=ctx["downsample"],
+        class_names=list(loaded.class_names), downsample=ctx.downsample,
         origin_px=origin0, source=str(getattr(slide, "path", "")), stats=stats)
 
 
-def output_geometry(source: Any, model: Any, cfg: InferenceConfig | None = None, *,
-                    region: Any = None, region_units: str = "px",
+def output_geometry(source: SlideInput, model: ModelInput, cfg: InferenceConfig | None = None,
+                    *, region: Region | None = None, region_units: str = "px",
                     ) -> tuple[tuple[int, int], tuple[float, float], tuple[float, float]]:
     """What :func:`predict_slide` will write: output shape (px), downsample (level-0 px per
     output px) and origin (level-0 px), computed without tissue detection or a model call.
@@ -371,17 +391,17 @@ def output_geometry(source: Any, model: Any, cfg: InferenceConfig | None = None,
     slide, own = _open(source)
     try:
         ctx = prepare_slide_run(slide, loaded, cfg, region=region, region_units=region_units)
-        shape = tuple(int(v) for v in ctx["plan"].out_shape[-2:])
-        return (shape[0], shape[1]), ctx["downsample"], ctx["origin0"]
+        shape = tuple(int(v) for v in ctx.plan.out_shape[-2:])
+        return (shape[0], shape[1]), ctx.downsample, ctx.origin0
     finally:
-        if own:
-            slide.close()
+        if own is not None:
+            own.close()
 
 
-def prepare_slide_run(slide: Any, loaded: Any, cfg: InferenceConfig, *, region: Any = None,
-                      region_units: str = "px", num_classes: int = 2,
-                      out_path: str | Path | None = None,
-                      in_memory: bool = False) -> dict[str, Any]:
+def prepare_slide_run(slide: SlideLike, loaded: LoadedModel, cfg: InferenceConfig, *,
+                      region: Region | None = None, region_units: str = "px",
+                      num_classes: int = 2, out_path: str | Path | None = None,
+                      in_memory: bool = False) -> SlideRun:
     """Resolution, geometry, plan, tissue test and coordinate helpers of one slide run.
 
     Everything the run will allocate is budgeted here, from the slide's header and the
@@ -448,7 +468,7 @@ def prepare_slide_run(slide: Any, loaded: Any, cfg: InferenceConfig, *, region: 
     out_mpp = (res.mpp[0] * cell, res.mpp[1] * cell) if res.mpp else None
     unit = smpp if smpp else (1.0, 1.0)
     origin_um = (origin0[0] * unit[0], origin0[1] * unit[1])
-    skip = None
+    skip: Callable[[Box], bool] | None = None
     frac = 1.0
     if cfg.tissue_only:
         from napari_histo.engine.tissue import tissue_map
@@ -459,8 +479,10 @@ def prepare_slide_run(slide: Any, loaded: Any, cfg: InferenceConfig, *, region: 
 
         release_memory()  # the thumbnail's temporaries
 
-        def skip(core: Box) -> bool:
+        def tissue_skip(core: Box) -> bool:
             return tmap.fraction(src.to_level0(core)) <= 0.0
+
+        skip = tissue_skip
 
     if out_path is not None:
         # a lower bound of the store: tissue blocks only (background chunks are never
@@ -472,7 +494,7 @@ def prepare_slide_run(slide: Any, loaded: Any, cfg: InferenceConfig, *, region: 
                    f"{slide.name}: the prediction store ({plan.out_shape[1]} x "
                    f"{plan.out_shape[0]} px, {human_bytes(raw)} before compression)")
 
-    def to_out(near: Any) -> Any:
+    def to_out(near: Sequence[float]) -> PointOrBox:
         vals = [number("near", v) for v in near]
         if len(vals) == 2:
             return ((vals[0] - origin0[0]) / down[0], (vals[1] - origin0[1]) / down[1])
@@ -481,28 +503,28 @@ def prepare_slide_run(slide: Any, loaded: Any, cfg: InferenceConfig, *, region: 
         return ((vals[0] - origin0[0]) / down[0], (vals[1] - origin0[1]) / down[1],
                 (vals[2] - origin0[0]) / down[0], (vals[3] - origin0[1]) / down[1])
 
-    return {"res": res, "origin0": origin0, "source": src, "plan": plan, "skip": skip,
-            "downsample": down, "out_mpp": out_mpp, "origin_um": origin_um, "to_out": to_out,
-            "tissue_fraction": frac, "slide_mpp": smpp}
+    return SlideRun(res=res, origin0=origin0, source=src, plan=plan, skip=skip,
+                    downsample=down, out_mpp=out_mpp, origin_um=origin_um, to_out=to_out,
+                    tissue_fraction=float(frac), slide_mpp=smpp)
 
 
 def create_store(path: Path, plan: Plan, cfg: InferenceConfig, fp: dict[str, Any],
-                 ctx: dict[str, Any], slide: Any, loaded: Any, *,
+                 ctx: SlideRun, slide: SlideLike, loaded: LoadedModel, *,
                  ident: dict[str, Any] | None = None) -> ZarrSink:
     """A fresh prediction store with all metadata a reader needs to place it.
 
     ``ident`` (:func:`run_identity`) records the checkpoint's sha256 and the slide's
     fingerprint, which a resume must match.
     """
-    down = ctx["downsample"]
-    smpp = ctx["slide_mpp"]
-    origin0 = ctx["origin0"]
+    down = ctx.downsample
+    smpp = ctx.slide_mpp
+    origin0 = ctx.origin0
     unit = (smpp[0], smpp[1]) if smpp else (1.0, 1.0)
     translate = ((origin0[0] + (down[0] - 1) / 2) * unit[0], (origin0[1] + (down[1] - 1) / 2) * unit[1])
     meta = {
         "fingerprint": fp, "task": loaded.task, "class_names": list(loaded.class_names),
-        "mpp": list(ctx["out_mpp"]) if ctx["out_mpp"] else None,
-        "origin_um": list(ctx["origin_um"]), "origin_px": list(origin0),
+        "mpp": list(ctx.out_mpp) if ctx.out_mpp else None,
+        "origin_um": list(ctx.origin_um), "origin_px": list(origin0),
         "downsample": list(down), "threshold": cfg.threshold, "prob_dtype": cfg.prob_dtype,
         "source": str(getattr(slide, "path", "")), "slide_name": getattr(slide, "name", ""),
         "slide_shape": list(slide.shape), "config": cfg.to_dict(),
@@ -510,7 +532,7 @@ def create_store(path: Path, plan: Plan, cfg: InferenceConfig, fp: dict[str, Any
         **(ident if ident is not None else run_identity(slide, loaded)),
         "failed_tiles": 0, "failed_boxes": [], "failed_segments": [],
     }
-    scale = ctx["out_mpp"] or down
+    scale = ctx.out_mpp or down
     return ZarrSink.create(path, shape=plan.out_shape, chunk=plan.chunk,
                            num_classes=plan.num_classes, prob_dtype=cfg.prob_dtype,
                            threshold=cfg.threshold, meta=meta, mpp=tuple(scale),
@@ -534,7 +556,7 @@ def result_from_store(path: str | Path) -> PredictionResult:
         source=meta.get("source"))
 
 
-def predict_heatmap(source: Any, model: Any, cfg: InferenceConfig | None = None, *,
+def predict_heatmap(source: SlideInput, model: ModelInput, cfg: InferenceConfig | None = None, *,
                     stride: int | None = None, context: int | None = None,
                     **kwargs: Any) -> Task[PredictionResult]:
     """Patch-classifier heatmap of a slide: one output pixel per ``stride`` px cell.
