@@ -12,7 +12,7 @@ import argparse
 from napari_histo.core.errors import ConfigError
 
 
-def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+def register(sub: argparse._SubParsersAction) -> None:
     """Add the ``evaluate`` subcommand."""
     p = sub.add_parser(
         "evaluate",

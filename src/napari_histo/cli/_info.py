@@ -16,7 +16,7 @@ import json
 from typing import Any
 
 
-def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+def register(sub: argparse._SubParsersAction) -> None:
     """Add the ``info`` subcommand."""
     p = sub.add_parser(
         "info",

@@ -18,7 +18,7 @@ from typing import Any
 from napari_histo.core.errors import ConfigError, HistoError
 
 
-def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+def register(sub: argparse._SubParsersAction) -> None:
     """Add the ``predict`` subcommand."""
     p = sub.add_parser("predict", help="run a model over slides or images (OME-Zarr heatmaps)",
                        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)

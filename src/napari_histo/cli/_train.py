@@ -28,7 +28,7 @@ _FIELDS = {
 }
 
 
-def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+def register(sub: argparse._SubParsersAction) -> None:
     """Add the ``train`` subcommand."""
     p = sub.add_parser("train", help="train a U-Net (segment) or patch classifier (classify)",
                        description=__doc__)

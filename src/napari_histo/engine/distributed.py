@@ -101,10 +101,10 @@ def _run_group(source: str, model: Any, cfg_dict: dict[str, Any], region: Any,
         ctx = prepare_slide_run(slide, loaded, cfg, region=region, region_units=region_units,
                                 num_classes=runner.num_classes)
         sink = ZarrSink.open(store)
-        todo = [_Job(tuple(b), [tuple(o) for o in offs], remaining=len(offs))  # type: ignore[arg-type]
+        todo = [_Job((b[0], b[1]), [(o[0], o[1]) for o in offs], remaining=len(offs))
                 for b, offs in jobs]
         stats = RunStats(total_tiles=sum(len(j.offsets) for j in todo))
-        with slide.cache.track_failures() as tracker:
+        with slide.track_failures() as tracker:
             run_task(run_blocks(ctx.plan, ctx.source, runner, sink, todo, stats,
                                 readers=cfg.readers))
         segments = segments_to_meta(locate_failures(slide, tracker.keys))
@@ -170,7 +170,7 @@ def _predict_distributed(sources: Sequence[str | Path], model: ModelInput, cfg: 
     total = 0
     for src, out in zip(sources, out_paths, strict=False):
         out = Path(out)
-        with open_slide(src) as slide, slide.cache.track_failures() as tracker:
+        with open_slide(src) as slide, slide.track_failures() as tracker:
             ctx = prepare_slide_run(slide, loaded, cfg, region=region, region_units=region_units,
                                     num_classes=ncls, out_path=out)
             state = prepare_output(out, resume=cfg.resume, overwrite=cfg.overwrite,
@@ -199,6 +199,7 @@ def _predict_distributed(sources: Sequence[str | Path], model: ModelInput, cfg: 
     results: list[PredictionResult | None] = [None] * len(plans)
     done_tiles = sum(p["stats"].skipped_tiles + p["stats"].resumed_tiles for p in plans)
     yield Progress(done_tiles, total, "predict")
+    assert cfg.scheduler  # checked by predict_distributed
     with cluster_client(cfg.scheduler) as client:
         from distributed import as_completed
 

@@ -488,7 +488,7 @@ def slide_froc_inputs(pred: str | Path, truth: str | Path, *, max_px_um: float =
     from napari_histo.engine.inference.writer import open_prediction
 
     _, _, meta = open_prediction(pred)
-    group = zarr.open_group(str(pred), mode="r")
+    group: Any = zarr.open_group(str(pred), mode="r")
     down0 = [float(v) for v in meta.get("downsample") or (1.0, 1.0)]
     mpp = meta.get("mpp")
     if not mpp:

@@ -124,7 +124,7 @@ def slide_thumbnail(slide: SlideLike, *, max_side: int = 2048) -> tuple[npt.NDAr
     level), then strided down if it is much larger, so memory stays small on big pyramids.
     """
     levels = slide.levels
-    shapes = [tuple(int(s) for s in lvl.shape[:2]) for lvl in levels]
+    shapes = [(int(lvl.shape[0]), int(lvl.shape[1])) for lvl in levels]
     choice = len(levels) - 1
     for i, shp in enumerate(shapes):
         if max(shp) >= max_side:
@@ -197,7 +197,7 @@ def tissue_map(slide_or_image: SlideLike | npt.NDArray[Any], *, max_side: int = 
         return TissueMap(mask, (img.shape[0] / mask.shape[0], img.shape[1] / mask.shape[1]))
     from napari_histo.io._cache import FailureTracker, locate_failures
 
-    cache = getattr(slide_or_image, "cache", None)
+    cache: Any = getattr(slide_or_image, "cache", None)
     tracker = cache.track_failures() if hasattr(cache, "track_failures") else FailureTracker(None)
     with tracker:
         thumb, _ = slide_thumbnail(slide_or_image, max_side=max_side)

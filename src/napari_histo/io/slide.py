@@ -40,7 +40,7 @@ import numpy.typing as npt
 
 from napari_histo.core.errors import SlideOpenError, UnsupportedSlideError
 from napari_histo.core.limits import check_regular_file
-from napari_histo.io._cache import TileCache
+from napari_histo.io._cache import FailureTracker, TileCache
 from napari_histo.io._pyramid import MIN_SIDE, LevelArray, add_computed_levels, to_dask
 from napari_histo.io.slide_parts import SlideParts
 from napari_histo.io.sniff import SUPPORTED_DESCRIPTION, sniff_format
@@ -206,6 +206,11 @@ class Slide:
         if self.level_arrays is not None:
             return self.level_arrays[level].read(y0, y1, x0, x1)
         return np.asarray(self.levels[level][y0:y1, x0:x1])
+
+    def track_failures(self) -> FailureTracker:
+        """Context manager collecting the tiles of this slide that fail to decode inside it
+        (an empty tracker when the slide has no tile cache)."""
+        return FailureTracker(self.cache)
 
     def associated_image(self, name: str) -> npt.NDArray[np.uint8]:
         """Associated image ``name`` (thumbnail, label, macro) as (H, W, 3) uint8.

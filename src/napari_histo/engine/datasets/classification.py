@@ -41,7 +41,7 @@ def _fit(img: npt.NDArray[np.uint8], size: int, rng: np.random.Generator | None)
     return img[y0:y0 + size, x0:x0 + size]
 
 
-class PatchDataset(Dataset):  # type: ignore[type-arg]
+class PatchDataset(Dataset):
     """Labelled patches held in memory as uint8 (resampled by ``scale`` at load time)."""
 
     def __init__(self, images: Sequence[npt.NDArray[np.uint8]], labels: Sequence[int],
@@ -88,7 +88,7 @@ class PatchDataset(Dataset):  # type: ignore[type-arg]
         return torch.from_numpy(imgs), torch.from_numpy(self.labels[list(indices)])
 
 
-class PCamDataset(Dataset):  # type: ignore[type-arg]
+class PCamDataset(Dataset):
     """PatchCamelyon HDF5 (``*_x.h5`` (N,96,96,3) uint8, ``*_y.h5`` (N,1,1,1)) read lazily.
 
     The file handle is opened per process on first use, so the dataset pickles into
@@ -140,7 +140,7 @@ class PCamDataset(Dataset):  # type: ignore[type-arg]
         d["_fx"] = None  # never pickle an open file
         return d
 
-    def _file(self):  # type: ignore[no-untyped-def]
+    def _file(self):
         if self._fx is None:
             import h5py
 

@@ -149,7 +149,7 @@ def sample_slide_patches(slide_path: str | Path, truth: tuple[str, str] | None, 
     return out
 
 
-class SlidePatchDataset(Dataset):  # type: ignore[type-arg]
+class SlidePatchDataset(Dataset):
     """Lazily read ``context_size`` patches at ``mpp`` around each SlidePatch centre."""
 
     def __init__(self, patches: Sequence[SlidePatch], mpp: float, context_size: int,

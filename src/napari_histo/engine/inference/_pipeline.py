@@ -69,7 +69,7 @@ class _DecodeWarnings:
         self._cm.__enter__()
         warnings.filterwarnings("always", message=f".*{self.KEY}")
         self._orig = warnings.showwarning
-        warnings.showwarning = self._hook  # type: ignore[assignment]
+        warnings.showwarning = self._hook
         return self
 
     def _hook(self, message: Any, category: Any, filename: str, lineno: int,

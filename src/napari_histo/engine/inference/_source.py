@@ -51,8 +51,7 @@ class ArraySource:
         core = self.image[cy0:cy1, cx0:cx1]
         pads = ((cy0 - y0, y1 - cy1), (cx0 - x0, x1 - cx1), (0, 0))
         if any(p for pair in pads for p in pair):
-            mode = "reflect" if min(core.shape[:2]) > 1 else "edge"
-            core = np.pad(core, pads, mode=mode)
+            core = np.pad(core, pads, mode="reflect" if min(core.shape[:2]) > 1 else "edge")
         return np.ascontiguousarray(core)
 
 

@@ -284,7 +284,7 @@ def _predict_slide(slide: SlideLike, loaded: LoadedModel, runner: Runner, cfg: I
                    lock_note: str | None = None) -> Task[PredictionResult]:
     from napari_histo.io._cache import FailureTracker, locate_failures
 
-    cache = getattr(slide, "cache", None)
+    cache: Any = getattr(slide, "cache", None)
     tracker = cache.track_failures() if hasattr(cache, "track_failures") else FailureTracker(None)
     with tracker:
         ctx = prepare_slide_run(slide, loaded, cfg, region=region, region_units=region_units,
@@ -354,7 +354,8 @@ def _predict_slide(slide: SlideLike, loaded: LoadedModel, runner: Runner, cfg: I
         except Exception:
             # a new store that never got a block is ours and worthless: do not leave it
             # behind looking like a result (an interrupt or cancel keeps it resumable)
-            if created and path is not None and not sink.done_blocks():
+            if created and path is not None and isinstance(sink, ZarrSink) \
+                    and not sink.done_blocks():
                 discard_store(path)
             raise
         finally:
@@ -535,7 +536,7 @@ def create_store(path: Path, plan: Plan, cfg: InferenceConfig, fp: dict[str, Any
     scale = ctx.out_mpp or down
     return ZarrSink.create(path, shape=plan.out_shape, chunk=plan.chunk,
                            num_classes=plan.num_classes, prob_dtype=cfg.prob_dtype,
-                           threshold=cfg.threshold, meta=meta, mpp=tuple(scale),
+                           threshold=cfg.threshold, meta=meta, mpp=(scale[0], scale[1]),
                            origin_um=translate, name=getattr(slide, "name", "prediction"))
 
 
@@ -544,15 +545,15 @@ def result_from_store(path: str | Path) -> PredictionResult:
     prob, lab, meta = open_prediction(path)
     return PredictionResult(
         path=Path(path), probabilities=prob, labels=lab,
-        mpp=tuple(meta["mpp"]) if meta.get("mpp") else None,  # type: ignore[arg-type]
-        origin_um=tuple(meta.get("origin_um") or (0.0, 0.0)),  # type: ignore[arg-type]
+        mpp=tuple(meta["mpp"]) if meta.get("mpp") else None,
+        origin_um=tuple(meta.get("origin_um") or (0.0, 0.0)),
         complete=bool(meta.get("complete")), skipped_tiles=int(meta.get("skipped_tiles") or 0),
         total_tiles=int(meta.get("total_tiles") or 0),
         failed_tiles=int(meta.get("failed_tiles") or 0),
-        failed_boxes=[tuple(b) for b in meta.get("failed_boxes") or []],  # type: ignore[misc]
+        failed_boxes=[tuple(b) for b in meta.get("failed_boxes") or []],
         task=str(meta.get("task")), class_names=list(meta.get("class_names") or []),
-        downsample=tuple(meta.get("downsample") or (1.0, 1.0)),  # type: ignore[arg-type]
-        origin_px=tuple(meta.get("origin_px") or (0.0, 0.0)),  # type: ignore[arg-type]
+        downsample=tuple(meta.get("downsample") or (1.0, 1.0)),
+        origin_px=tuple(meta.get("origin_px") or (0.0, 0.0)),
         source=meta.get("source"))
 
 

@@ -194,7 +194,7 @@ def build_torchvision(name: str, in_channels: int, num_classes: int, *,
     if in_channels != 3:
         if name == "inception_v3":
             raise ConfigError("inception_v3 supports 3 input channels only")
-        model.conv1 = nn.Conv2d(in_channels, 64, 7, 2, 3, bias=False)  # type: ignore[assignment]
+        model.conv1 = nn.Conv2d(in_channels, 64, 7, 2, 3, bias=False)
     feat = model.fc.in_features  # type: ignore[union-attr]
     model.fc = nn.Sequential(nn.Dropout(dropout), nn.Linear(feat, num_classes))  # type: ignore[assignment]
     origin: dict[str, Any] | None = None
