@@ -70,6 +70,6 @@ def run_task(task: Generator[Event, None, R], on_event: Callable[[Event], Any] |
             if on_event is not None:
                 on_event(event)
     except StopIteration as stop:
-        return stop.value  # type: ignore[no-any-return]
+        return stop.value
     finally:
         task.close()

@@ -217,13 +217,14 @@ def _open_ome_zarr(
             ArrayLevel(arr, axes, cache=cache, key=(key, i), name=f"{path.name} level {i}",
                        labels=labels)
         )
-        scale = None
+        scale: list[float] | None = None
         for tr in ds.get("coordinateTransformations", []) or []:
             if isinstance(tr, dict) and tr.get("type") == "scale":
                 # a scale that is not a positive finite number is treated as unknown
-                sc = [_positive(v) for v in tr.get("scale") or []]
-                scale = sc if len(sc) == len(axes) and all(sc) else None
-        scales.append(scale)  # type: ignore[arg-type]
+                vals = [_positive(v) for v in tr.get("scale") or []]
+                good = [v for v in vals if v is not None]
+                scale = good if len(vals) == len(good) == len(axes) else None
+        scales.append(scale)
     yi, xi = axes.index("Y"), axes.index("X")
     downs: list[tuple[float, float]] = []
     for lvl, sc in zip(levels, scales, strict=False):

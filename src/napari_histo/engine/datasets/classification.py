@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import numpy.typing as npt
@@ -44,7 +45,8 @@ def _fit(img: npt.NDArray[np.uint8], size: int, rng: np.random.Generator | None)
 class PatchDataset(Dataset):
     """Labelled patches held in memory as uint8 (resampled by ``scale`` at load time)."""
 
-    def __init__(self, images: Sequence[npt.NDArray[np.uint8]], labels: Sequence[int],
+    def __init__(self, images: Sequence[npt.NDArray[np.uint8]],
+                 labels: Sequence[int] | npt.NDArray[np.integer],
                  groups: Sequence[str], patch_size: int, names: Sequence[str] | None = None) -> None:
         if not images:
             raise DataError("no labelled patches")
@@ -133,14 +135,14 @@ class PCamDataset(Dataset):
         self.groups = ([str(g) for g in groups] if groups is not None
                        else [f"pcam{i}" for i in self.indices])
         self.patch_size = int(patch_size)
-        self._fx = None
+        self._fx: Any = None
 
     def __getstate__(self) -> dict[str, object]:
         d = dict(self.__dict__)
         d["_fx"] = None  # never pickle an open file
         return d
 
-    def _file(self):
+    def _file(self) -> Any:
         if self._fx is None:
             import h5py
 

@@ -300,6 +300,7 @@ def slide_regions(slide_path: str | Path, truth: tuple[str, str] | None, *, mpp:
         try:
             level = slide.level_for_mpp(mpp)
             d = float(slide.metadata.level_downsamples[level])
+            assert slide.mpp is not None  # level_for_mpp refuses a slide without one
             n = int(round(size * mpp / (float(slide.mpp[1]) * d)))
             ds = n * d / size  # level-0 px per training px
             for i, p in enumerate(patches):

@@ -47,7 +47,7 @@ def split_by_group(groups: Sequence[str], *, val_fraction: float = 0.2, seed: in
     best: tuple[float, set[str]] | None = None
     for attempt in range(200):
         order = list(rng.permutation(uniq))
-        vset: set[str] = set()
+        vset = set()
         total = 0
         for g in order:
             if total >= val_fraction * n or len(vset) >= len(uniq) - 1:

@@ -85,7 +85,7 @@ class _DecodeWarnings:
             out, self.messages = self.messages, []
         return out
 
-    def __exit__(self, *exc: object) -> None:
+    def __exit__(self, *exc: Any) -> None:
         self._cm.__exit__(*exc)
 
 

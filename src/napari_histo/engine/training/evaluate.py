@@ -129,7 +129,7 @@ def evaluate_checkpoint(checkpoint: str | Path, data: Sequence[str | Path], *, s
         item_groups = [str(g) for g in ds.groups]
         n_pos = int((np.asarray(ds.labels) > 0).sum())
         unit = "positive patches"
-    res = {k[4:]: v for k, v in acc.result("val").items()}
+    res: dict[str, Any] = {k[4:]: v for k, v in acc.result("val").items()}
     # 95 % intervals: bootstrap over images/patches, resampling whole groups (slides)
     res.update({k[4:]: v for k, v in metric_cis(acc, item_groups, "val").items()})
     res["groups"] = len(set(item_groups))

@@ -44,7 +44,8 @@ class BatchMaker:
                  gen: torch.Generator | None) -> Batch:
         """One batch; ``rng``/``gen`` None = deterministic (validation) crops, no augmentation."""
         aug = self.aug if (self.aug is not None and rng is not None and gen is not None) else None
-        size = random_scale_size(self.patch, rng, aug.scale) if aug is not None else self.patch
+        size = random_scale_size(self.patch, rng, aug.scale) if aug is not None and rng is not None \
+            else self.patch
         if self.seg:
             imgs, labs, wts = self.ds.get_batch(indices, rng if rng is not None else np.random.default_rng(0), size)
         else:
