@@ -103,13 +103,13 @@ def _slide_region_samples(cfg: TrainConfig, slides: list[tuple[str, tuple[str, s
 
     if mpp is None:
         raise ConfigError("training from slides needs the resolution: set mpp (um/px)")
-    per_class = max(1, min(512, MAX_REGION_PIXELS // (2 * len(slides) * cfg.patch_size**2)))
+    per_class = max(1, min(512, MAX_REGION_PIXELS // (2 * len(slides) * cfg.patch**2)))
     out: list[ArraySample] = []
     for i, (path, truth) in enumerate(slides):
         if truth is None:
             raise DataError(f"{Path(path).name} has no ground truth beside it: NAME_mask.tif / "
                             "NAME_mask.png or NAME.xml / NAME.geojson")
-        out += slide_regions(path, truth, mpp=mpp, size=cfg.patch_size,
+        out += slide_regions(path, truth, mpp=mpp, size=cfg.patch,
                              max_per_class=per_class, seed=cfg.seed + i)
     return out
 
@@ -165,7 +165,7 @@ def build_segmentation(cfg: TrainConfig, arrays: list[ArraySample] | None = None
     counts = np.zeros(n_cls, np.int64)
     for s in train_s:
         counts += np.bincount(s.labels[s.labels != IGNORE_INDEX].ravel(), minlength=n_cls)[:n_cls]
-    return DataBundle("segment", names, SegmentationDataset(train_s, cfg.patch_size, seed=cfg.seed),
+    return DataBundle("segment", names, SegmentationDataset(train_s, cfg.patch, seed=cfg.seed),
                       val_s, pre, sorted({s.group for s in train_s}), sorted({s.group for s in val_s}),
                       counts.tolist())
 
@@ -220,12 +220,12 @@ def build_classification(cfg: TrainConfig, stain: dict[str, Any] | None = None) 
 
         mpp = slides_mpp(cfg)
         assert mpp is not None
-        center = cfg.center_size or _default_center(cfg.patch_size)
+        center = cfg.center_size or _default_center(cfg.patch)
         patches = []
         for i, (path, truth) in enumerate(slides):
-            patches += sample_slide_patches(path, truth, mpp=mpp, context_size=cfg.patch_size,
+            patches += sample_slide_patches(path, truth, mpp=mpp, context_size=cfg.patch,
                                             center_size=center, seed=cfg.seed + i)
-        full = SlidePatchDataset(patches, mpp, cfg.patch_size)
+        full: Any = SlidePatchDataset(patches, mpp, cfg.patch)
         n = int(full.labels.max()) + 1
         names = list(cfg.class_names or (["normal", "tumor"] if n <= 2 else
                                          [f"class_{i}" for i in range(n)]))
@@ -233,7 +233,7 @@ def build_classification(cfg: TrainConfig, stain: dict[str, Any] | None = None) 
     elif pcam is not None:
         names = list(cfg.class_names or ["normal", "tumor"])
         if "" in pcam:  # one unsplit file: split it by group (meta.csv wsi) like any set
-            full = _pcam_dataset(pcam[""], cfg.patch_size, "")
+            full = _pcam_dataset(pcam[""], cfg.patch, "")
             labels = full.labels
         else:  # standard PCam: train on train, validate on valid; test only when evaluating
             if "train" not in pcam:
@@ -242,8 +242,8 @@ def build_classification(cfg: TrainConfig, stain: dict[str, Any] | None = None) 
             if cfg.val_groups:
                 raise ConfigError("PCam has a fixed validation split (valid): leave val_groups "
                                   "empty")
-            train_ds = _pcam_dataset(pcam["train"], cfg.patch_size, "train")
-            val_ds = (_pcam_dataset(pcam["valid"], cfg.patch_size, "valid") if "valid" in pcam
+            train_ds = _pcam_dataset(pcam["train"], cfg.patch, "train")
+            val_ds = (_pcam_dataset(pcam["valid"], cfg.patch, "valid") if "valid" in pcam
                       else None)
             if val_ds is None:
                 warnings.warn(f"no PCam valid split in {cfg.data[0]}: validating on a group "
@@ -260,7 +260,7 @@ def build_classification(cfg: TrainConfig, stain: dict[str, Any] | None = None) 
         names = list(cfg.class_names or sorted({r.label for r in records}))
         if len(names) < 2:
             raise DataError(f"classification needs >= 2 classes; found only {names}")
-        full = PatchDataset.from_records(records, names, cfg.patch_size, cfg.scale)
+        full = PatchDataset.from_records(records, names, cfg.patch, cfg.scale)
         labels = full.labels
     if fixed is not None:
         train, val = fixed
@@ -274,14 +274,15 @@ def build_classification(cfg: TrainConfig, stain: dict[str, Any] | None = None) 
         if isinstance(train, PatchDataset):
             from napari_histo.engine.stain import normalize_image
 
+            assert stain is not None  # cfg.stain_norm or a given stain: fitted above
             cache: dict[int, np.ndarray] = {}
             for ds in (train, val):
                 for i, im in enumerate(ds.images):
                     ds.images[i] = cache.setdefault(id(im), normalize_image(im, stain))
     ctx = cfg.patch_size
-    center = cfg.center_size or (_default_center(cfg.patch_size) if slides else None)
+    centre = cfg.center_size or (_default_center(cfg.patch) if slides else None)
     pre = default_preprocessing(mpp=mpp, patch_size=cfg.patch_size, stain=stain,
-                                context_size=ctx, center_size=center)
+                                context_size=ctx, center_size=centre)
     counts = np.bincount(train.labels, minlength=len(names)).tolist()
     return DataBundle("classify", names, train, val, pre, sorted(set(train.groups)),
                       sorted(set(val.groups)), counts)

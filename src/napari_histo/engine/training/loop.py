@@ -12,6 +12,7 @@ import itertools
 import math
 import os
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -116,7 +117,8 @@ def make_weight_ema(model: torch.nn.Module, decay: float) -> Any:
     from torch.optim.swa_utils import AveragedModel
 
     @torch.no_grad()
-    def ema_all(avg: list[torch.Tensor], cur: list[torch.Tensor], n: Any) -> None:
+    def ema_all(avg: Sequence[torch.Tensor], cur: Sequence[torch.Tensor],
+                n: torch.Tensor | int) -> None:
         k = float(n)
         d = min(decay, (1.0 + k) / (10.0 + k))
         floats = [(a, c) for a, c in zip(avg, cur, strict=True) if a.is_floating_point()]
@@ -290,7 +292,7 @@ def train(cfg: TrainConfig, *, arrays: list[ArraySample] | None = None) -> Task[
     if init is not None and init["task"] != cfg.task:
         from napari_histo.core.errors import ConfigError
 
-        raise ConfigError(f"{Path(cfg.init_checkpoint).name} is a {init['task']} model; "
+        raise ConfigError(f"{Path(str(cfg.init_checkpoint)).name} is a {init['task']} model; "
                           f"cannot fine-tune it for {cfg.task}")
     # fine-tuning keeps the base model's stain normalisation unless another is asked for
     data: DataBundle = build_data(cfg, arrays, stain=None if cfg.stain_norm else init_pre.get("stain"))
@@ -320,7 +322,7 @@ def train(cfg: TrainConfig, *, arrays: list[ArraySample] | None = None) -> Task[
     if cuda and cfg.amp:
         amp_dtype = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
     scaler = torch.amp.GradScaler("cuda", enabled=amp_dtype == torch.float16)
-    steps_per_epoch = len(epoch_indices(len(data.train), cfg.batch_size, np.random.default_rng(0),
+    steps_per_epoch = len(epoch_indices(len(data.train), cfg.batch, np.random.default_rng(0),
                                         steps=cfg.steps_per_epoch))
     ema = make_weight_ema(model, _ema_decay(steps_per_epoch)) if selection == "ema" else None
     eval_model: torch.nn.Module = ema.module if ema is not None else model
@@ -335,8 +337,8 @@ def train(cfg: TrainConfig, *, arrays: list[ArraySample] | None = None) -> Task[
     loss_fn = SegClsLoss(kind, n_cls, cw).to(device)
     loss_cpu = SegClsLoss(kind, n_cls, cw)
     aug = AugmentConfig.with_stain(cfg.stain_augment) if cfg.augment else None
-    maker = BatchMaker(data.train, data.preprocessing, aug, cfg.patch_size)
-    val_maker = BatchMaker(data.val, data.preprocessing, None, cfg.patch_size) if cfg.task == "classify" else None
+    maker = BatchMaker(data.train, data.preprocessing, aug, cfg.patch)
+    val_maker = BatchMaker(data.val, data.preprocessing, None, cfg.patch) if cfg.task == "classify" else None
     balance = cfg.balance if cfg.balance is not None else cfg.task == "classify"
     train_labels = getattr(data.train, "labels", None) if cfg.task == "classify" else None
 
@@ -411,7 +413,7 @@ def train(cfg: TrainConfig, *, arrays: list[ArraySample] | None = None) -> Task[
         for epoch in (range(start_epoch, max_epochs + 1) if max_epochs
                       else itertools.count(start_epoch)):
             rng = np.random.default_rng((cfg.seed, epoch))
-            batches = epoch_indices(len(data.train), cfg.batch_size, rng, labels=train_labels,
+            batches = epoch_indices(len(data.train), cfg.batch, rng, labels=train_labels,
                                     balance=balance, steps=cfg.steps_per_epoch)
 
             model.train()
@@ -477,11 +479,11 @@ def train(cfg: TrainConfig, *, arrays: list[ArraySample] | None = None) -> Task[
                 if cfg.task == "segment":
                     val_acc, first_prob = yield from validate_segmentation(
                         eval_model, data.val, data.preprocessing, device, loss_cpu if not cuda else loss_fn,
-                        n_cls, max(cfg.val_tile, cfg.patch_size), amp_dtype=amp_dtype,
+                        n_cls, max(cfg.val_tile, cfg.patch), amp_dtype=amp_dtype,
                         channels_last=use_cl)
                 else:
                     val_acc, val_probs = yield from validate_classification(
-                        eval_model, data.val, val_maker, cfg.batch_size, device, loss_fn, n_cls,
+                        eval_model, data.val, val_maker, cfg.batch, device, loss_fn, n_cls,
                         amp_dtype=amp_dtype, channels_last=use_cl)
                 metrics.update(val_acc.result("val"))
                 metrics.update(metric_cis(val_acc, val_item_groups, "val", seed=cfg.seed))
