@@ -118,7 +118,7 @@ def get_reader(path: str | Sequence[str]) -> ReaderFunction | None:
             if not path or any(_kind(p) is None for p in path):
                 return None
             return read_paths
-        kind = _kind(path)
+        kind = _kind(str(path))
     except Exception:
         return None
     if kind == "annotations":
@@ -234,7 +234,7 @@ def _read_ngff_non_rgb(path: Path) -> list[LayerDataTuple] | None:
     scale, units = layer_placement(store.mpp)
     prediction = _prediction_meta(path)
     name = _slide_stem(path)
-    histo = {"kind": store.kind, "source": str(path), "mpp": list(store.mpp) if store.mpp else None}
+    histo: dict[str, Any] = {"kind": store.kind, "source": str(path), "mpp": list(store.mpp) if store.mpp else None}
     if prediction is not None:  # a napari-histo prediction: named as the widgets name them
         name = f"{prediction.get('slide_name') or name} prediction heatmap"
         histo["prediction"] = _prediction_status(path, prediction)

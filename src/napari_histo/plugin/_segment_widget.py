@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
+from magicgui.types import FileDialogMode
 from magicgui.widgets import (
     ComboBox,
     Container,
@@ -238,13 +239,15 @@ class _TileReader:
         """Open the store; one :class:`StoreReady` event describing it."""
         from napari_histo.engine.inference.writer import open_prediction
 
+        assert self.path is not None  # events_for reads only with a store
         prob, _, meta = open_prediction(self.path)
         self._prob = prob
         self._scale = 1.0 / 255.0 if str(prob.dtype) == "uint8" else 1.0
-        shape = tuple(int(s) for s in prob.shape[-2:])
-        return [StoreReady(self.path, shape,  # type: ignore[arg-type]
-                           tuple(float(v) for v in meta.get("downsample") or (1, 1)),
-                           tuple(float(v) for v in meta.get("origin_px") or (0, 0)),
+        h, w = (int(s) for s in prob.shape[-2:])
+        down = meta.get("downsample") or (1, 1)
+        origin = meta.get("origin_px") or (0, 0)
+        return [StoreReady(self.path, (h, w), (float(down[0]), float(down[1])),
+                           (float(origin[0]), float(origin[1])),
                            tuple(meta.get("class_names") or ()))]
 
 
@@ -258,7 +261,7 @@ class SegmentWidget(Container):
         super().__init__(labels=True)
         self._viewer = viewer
         self._image_combo = ComboBox(label="image", choices=self._image_choices, nullable=True)
-        self._ckpt_edit = FileEdit(label="checkpoint", mode="r", filter="*.pt")
+        self._ckpt_edit = FileEdit(label="checkpoint", mode=FileDialogMode.EXISTING_FILE, filter="*.pt")
         self._recent_combo = ComboBox(label="recent", choices=self._recent_choices, nullable=True)
         self._target_combo = ComboBox(label="target", choices=TARGETS, value=TARGETS[0])
         self._shapes_combo = ComboBox(label="region", choices=self._shapes_choices, nullable=True)
@@ -301,7 +304,7 @@ class SegmentWidget(Container):
         self._reset()
         recent = recent_checkpoints()
         if recent:
-            self._ckpt_edit.value = recent[0]
+            self._ckpt_edit.value = recent[0]  # type: ignore[assignment]  # magicgui takes str
 
     # ---------------------------------------------------------------- choices
     def _image_choices(self, *_: Any) -> list[tuple[str, Any]]:
@@ -324,7 +327,7 @@ class SegmentWidget(Container):
     # ---------------------------------------------------------------- public API
     def set_checkpoint(self, path: str | Path) -> None:
         """Use ``path`` for the next run (e.g. "Use this model" from the Train widget)."""
-        self._ckpt_edit.value = str(path)
+        self._ckpt_edit.value = Path(path)
         remember_checkpoint(path)
         self._recent_combo.reset_choices()
         resolved = str(Path(path).resolve())
@@ -391,6 +394,7 @@ class SegmentWidget(Container):
         whole = region is None
         if whole:
             region = (0, 0, shape0[0], shape0[1])
+        assert region is not None
         order_near = ((region[0] + region[2]) / 2.0, (region[1] + region[3]) / 2.0)
         if whole:
             vb = rl.visible_box(self._viewer, image_layer)
@@ -631,7 +635,7 @@ class SegmentWidget(Container):
 
     def _on_recent(self, value: str | None) -> None:
         if value:
-            self._ckpt_edit.value = value
+            self._ckpt_edit.value = Path(value)
 
 
 
@@ -650,7 +654,7 @@ def _display_probability(out: SegmentOutcome) -> Any:
     import dask.array as da
     import zarr
 
-    group = zarr.open_group(out.path, mode="r")
+    group: Any = zarr.open_group(out.path, mode="r")
     levels = []
     k = 0
     while str(k) in group:
