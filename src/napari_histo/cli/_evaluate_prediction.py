@@ -12,6 +12,7 @@ import argparse
 import json
 import math
 from pathlib import Path
+from typing import Any
 
 from napari_histo.core.errors import ConfigError, DataError
 
@@ -87,7 +88,7 @@ def run_prediction_evaluation(args: argparse.Namespace) -> int:
     report = evaluate_slides([p for p, _ in pairs], [t for _, t in pairs], out_dir=args.out,
                              threshold=getattr(args, "threshold", None))
     if args.json:
-        def clean(o):  # NaN -> null
+        def clean(o: Any) -> Any:  # NaN -> null
             if isinstance(o, dict):
                 return {k: clean(v) for k, v in o.items()}
             if isinstance(o, list):
