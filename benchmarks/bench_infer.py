@@ -124,7 +124,7 @@ def efficiency(slide: Path, workdir: Path, n_tiles: int, device: str, batch: int
     # the same tiles, in memory
     with open_slide(slide) as s:
         ctx = prepare_slide_run(s, lm, cfg, region=region)
-        plan, src = ctx["plan"], ctx["source"]
+        plan, src = ctx.plan, ctx.source
         tiles = []
         for b in plan.blocks():
             region_px = src.read(plan.read_box(b))

@@ -325,13 +325,13 @@ def test_run_budget_before_allocation(ckpt: Path, tmp_path: Path,
     _one_line(err, "prediction store", "free on the disk")
     assert _rss() - before < 300 * MB
     ctx = prepare_slide_run(s, loaded, cfg, region=(0, 0, 1000, 1000), in_memory=True)
-    assert ctx["plan"].out_shape == (1000, 1000)
+    assert ctx.plan.out_shape == (1000, 1000)
     for region in [(math.nan, 0, 100, 100), (0, 0, math.inf, 100), (0, 0, 100), "0,0,1,1"]:
         with pytest.raises(ConfigError) as err:
             prepare_slide_run(s, loaded, cfg, region=region, in_memory=True)
         _one_line(err, "region")
     with pytest.raises(ConfigError, match="near"):
-        ctx["to_out"]((math.nan, 0.0))
+        ctx.to_out((math.nan, 0.0))
 
 
 def test_checkpoint_mpp_far_finer_than_slide_is_refused(ckpt: Path, slide: Path,

@@ -86,7 +86,7 @@ def _quiet_libraries(verbose: bool) -> Iterator[None]:
     loggers = [logging.getLogger(n) for n in ("tifffile", "distributed", "bokeh", "numcodecs",
                                                "zarr", "PIL")]
     levels = [lg.level for lg in loggers]
-    warnings.formatwarning = _format_warning  # type: ignore[assignment]
+    warnings.formatwarning = _format_warning
     for lg in loggers:
         lg.setLevel(logging.CRITICAL)
     try:

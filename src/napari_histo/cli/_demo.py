@@ -19,7 +19,7 @@ from napari_histo.core import settings
 from napari_histo.core.errors import HistoError
 
 
-def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+def register(sub: argparse._SubParsersAction) -> None:
     """Add the ``demo`` subcommand."""
     p = sub.add_parser(
         "demo",

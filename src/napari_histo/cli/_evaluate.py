@@ -13,7 +13,7 @@ from napari_histo.cli._json import json_help
 from napari_histo.core.errors import ConfigError
 
 
-def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+def register(sub: argparse._SubParsersAction) -> None:
     """Add the ``evaluate`` subcommand."""
     p = sub.add_parser(
         "evaluate",

@@ -18,7 +18,7 @@ from napari_histo.cli._json import json_help, print_json
 from napari_histo.io.formats import describe_formats
 
 
-def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+def register(sub: argparse._SubParsersAction) -> None:
     """Add the ``info`` subcommand."""
     p = sub.add_parser(
         "info",

@@ -21,7 +21,7 @@ from napari_histo.core.errors import ConfigError, HistoError, one_line
 from napari_histo.io.formats import describe_formats, missing_extra_message
 
 
-def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+def register(sub: argparse._SubParsersAction) -> None:
     """Add the ``predict`` subcommand."""
     p = sub.add_parser("predict", help="run a model over slides or images (OME-Zarr heatmaps)",
                        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)

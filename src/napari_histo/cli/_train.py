@@ -43,7 +43,7 @@ def _model_name(text: str) -> str:
     return text
 
 
-def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+def register(sub: argparse._SubParsersAction) -> None:
     """Add the ``train`` subcommand."""
     p = sub.add_parser("train", help="train a U-Net (segment) or patch classifier (classify)",
                        description=__doc__)

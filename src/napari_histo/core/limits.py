@@ -196,7 +196,7 @@ def available_memory() -> int | None:
                     break
     except (OSError, ValueError):
         try:
-            import psutil  # type: ignore[import-untyped]
+            import psutil
 
             avail = int(psutil.virtual_memory().available)
         except Exception:

@@ -13,15 +13,32 @@ from typing import Any, TypeVar, Union
 
 R = TypeVar("R")
 
+_BOX_KEYS = ("y0", "x0", "y1", "x1")
+
 
 @dataclass(frozen=True)
 class Progress:
-    """``done`` of ``total`` units of work finished (``total`` may be 0 when unknown)."""
+    """``done`` of ``total`` units of work finished (``total`` may be 0 when unknown).
+
+    ``info``: numbers only, e.g. ``epoch``/``loss``/``lr`` of a training step, or the output
+    box ``y0``/``x0``/``y1``/``x1`` of a prediction block just written (see :attr:`box`).
+    ``store``: the output store (a path) a prediction writes into, announced once before
+    its first block so a viewer can lay out its layers.
+    """
 
     done: int
     total: int
     desc: str = ""
     info: dict[str, float] = field(default_factory=dict)
+    store: str | None = None
+
+    @property
+    def box(self) -> tuple[int, int, int, int] | None:
+        """Output box (y0, x0, y1, x1) of the block this event reports written, if any."""
+        if not all(k in self.info for k in _BOX_KEYS):
+            return None
+        y0, x0, y1, x1 = (int(self.info[k]) for k in _BOX_KEYS)
+        return (y0, x0, y1, x1)
 
 
 @dataclass(frozen=True)
@@ -53,6 +70,6 @@ def run_task(task: Generator[Event, None, R], on_event: Callable[[Event], Any] |
             if on_event is not None:
                 on_event(event)
     except StopIteration as stop:
-        return stop.value  # type: ignore[no-any-return]
+        return stop.value
     finally:
         task.close()

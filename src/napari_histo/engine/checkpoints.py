@@ -161,7 +161,7 @@ def save_checkpoint(path: str | os.PathLike[str], model: nn.Module, *, spec: dic
         raise ConfigError(f"task must be 'segment' or 'classify', got {task!r}")
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    base = model.module if hasattr(model, "module") else model
+    base: Any = model.module if hasattr(model, "module") else model
     base = getattr(base, "_orig_mod", base)  # torch.compile wrapper
     state = {k: v.detach().cpu() for k, v in base.state_dict().items()}
     payload = {

@@ -250,7 +250,7 @@ class LabelEditStore:
     @property
     def shape(self) -> tuple[int, int]:
         """Level-0 (height, width)."""
-        return tuple(self.store.shape)  # type: ignore[return-value]
+        return tuple(self.store.shape)
 
     @classmethod
     def open_or_create(

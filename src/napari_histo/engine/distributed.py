@@ -19,10 +19,15 @@ import contextlib
 import os
 from collections.abc import Iterator, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from napari_histo.core.errors import ConfigError, HistoError
 from napari_histo.core.progress import Message, Progress, Task
+
+if TYPE_CHECKING:
+    from napari_histo.engine.inference.config import InferenceConfig
+    from napari_histo.engine.inference.context import ModelInput, Region
+    from napari_histo.engine.inference.slide_run import PredictionResult
 
 __all__ = ["cluster_client", "predict_distributed"]
 
@@ -96,11 +101,11 @@ def _run_group(source: str, model: Any, cfg_dict: dict[str, Any], region: Any,
         ctx = prepare_slide_run(slide, loaded, cfg, region=region, region_units=region_units,
                                 num_classes=runner.num_classes)
         sink = ZarrSink.open(store)
-        todo = [_Job(tuple(b), [tuple(o) for o in offs], remaining=len(offs))  # type: ignore[arg-type]
+        todo = [_Job((b[0], b[1]), [(o[0], o[1]) for o in offs], remaining=len(offs))
                 for b, offs in jobs]
         stats = RunStats(total_tiles=sum(len(j.offsets) for j in todo))
-        with slide.cache.track_failures() as tracker:
-            run_task(run_blocks(ctx["plan"], ctx["source"], runner, sink, todo, stats,
+        with slide.track_failures() as tracker:
+            run_task(run_blocks(ctx.plan, ctx.source, runner, sink, todo, stats,
                                 readers=cfg.readers))
         segments = segments_to_meta(locate_failures(slide, tracker.keys))
     return {"computed": stats.computed_tiles, "failed": stats.failed_tiles,
@@ -109,10 +114,11 @@ def _run_group(source: str, model: Any, cfg_dict: dict[str, Any], region: Any,
             "warnings": stats.read_warnings, "model_s": stats.model_s}
 
 
-def predict_distributed(sources: Sequence[str | Path], model: str | Path | Any,
-                        cfg: Any, out_paths: Sequence[str | Path], *, region: Any = None,
+def predict_distributed(sources: Sequence[str | Path], model: ModelInput,
+                        cfg: InferenceConfig, out_paths: Sequence[str | Path], *,
+                        region: Region | None = None,
                         region_units: str = "px", blocks_per_task: int = 4,
-                        ) -> Task[list[Any]]:
+                        ) -> Task[list[PredictionResult | None]]:
     """Predict ``sources`` into ``out_paths`` on the cluster named by ``cfg.scheduler``.
 
     Yields Progress (tiles done over all slides) and Messages; returns one
@@ -136,9 +142,10 @@ def predict_distributed(sources: Sequence[str | Path], model: str | Path | Any,
             lock.release()
 
 
-def _predict_distributed(sources: Sequence[str | Path], model: Any, cfg: Any,
-                         out_paths: Sequence[str | Path], region: Any, region_units: str,
-                         blocks_per_task: int, notes: list[str]) -> Task[list[Any]]:
+def _predict_distributed(sources: Sequence[str | Path], model: ModelInput, cfg: InferenceConfig,
+                         out_paths: Sequence[str | Path], region: Region | None,
+                         region_units: str, blocks_per_task: int, notes: list[str],
+                         ) -> Task[list[PredictionResult | None]]:
     from napari_histo.engine.inference._model import as_loaded
     from napari_histo.engine.inference._pipeline import RunStats, plan_jobs
     from napari_histo.engine.inference.failures import segments_from_meta
@@ -163,17 +170,17 @@ def _predict_distributed(sources: Sequence[str | Path], model: Any, cfg: Any,
     total = 0
     for src, out in zip(sources, out_paths, strict=False):
         out = Path(out)
-        with open_slide(src) as slide, slide.cache.track_failures() as tracker:
+        with open_slide(src) as slide, slide.track_failures() as tracker:
             ctx = prepare_slide_run(slide, loaded, cfg, region=region, region_units=region_units,
                                     num_classes=ncls, out_path=out)
             state = prepare_output(out, resume=cfg.resume, overwrite=cfg.overwrite,
                                    inputs=[slide.path, loaded.path])
-            fp = run_fingerprint(ctx["plan"], ctx["res"], ctx["origin0"], loaded, cfg)
+            fp = run_fingerprint(ctx.plan, ctx.res, ctx.origin0, loaded, cfg)
             ident = run_identity(slide, loaded)
             done: set[tuple[int, int]] = set()
             segments: dict[tuple[int, int, int], Any] = {}
             if state == "new":
-                create_store(out, ctx["plan"], cfg, fp, ctx, slide, loaded, ident=ident)
+                create_store(out, ctx.plan, cfg, fp, ctx, slide, loaded, ident=ident)
             else:
                 sink = ZarrSink.open(out)
                 check_resume(out, sink.meta, fingerprint=fp, **ident)
@@ -182,16 +189,17 @@ def _predict_distributed(sources: Sequence[str | Path], model: Any, cfg: Any,
             segments.update(locate_failures(slide, tracker.keys))  # met in tissue detection
             stats = RunStats()
             jobs = [] if state == "done" else plan_jobs(
-                ctx["plan"], list(range(len(ctx["plan"].blocks()))), ctx["skip"], done, stats)
+                ctx.plan, list(range(len(ctx.plan.blocks()))), ctx.skip, done, stats)
         total += stats.total_tiles
         plans.append({"src": str(Path(src).resolve()), "out": out, "jobs": jobs, "stats": stats,
                       "state": state, "pending": 0, "segments": segments,
-                      "geometry": (ctx["origin0"], ctx["downsample"], ctx["plan"].out_shape)})
+                      "geometry": (ctx.origin0, ctx.downsample, ctx.plan.out_shape)})
     for note in notes:  # stale locks taken over: said once every output is accepted
         yield Message(note, "warning")
-    results: list[Any] = [None] * len(plans)
+    results: list[PredictionResult | None] = [None] * len(plans)
     done_tiles = sum(p["stats"].skipped_tiles + p["stats"].resumed_tiles for p in plans)
     yield Progress(done_tiles, total, "predict")
+    assert cfg.scheduler  # checked by predict_distributed
     with cluster_client(cfg.scheduler) as client:
         from distributed import as_completed
 

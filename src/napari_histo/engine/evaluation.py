@@ -17,8 +17,9 @@ The metrics come from :mod:`napari_histo.engine.metrics` and the figures from
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import numpy.typing as npt
@@ -33,6 +34,9 @@ from napari_histo.engine.metrics import (
     froc_inputs,
     roc_auc,
 )
+
+if TYPE_CHECKING:
+    from napari_histo.engine.inference.slide_run import PredictionResult
 
 __all__ = ["evaluate_prediction", "evaluate_slides", "pixel_metrics", "slide_auc",
            "slide_froc_inputs", "write_json"]
@@ -120,9 +124,9 @@ class _Truth:
         return win[np.ix_(ys - ly0, xs - lx0)]
 
 
-def _open_pred(pred: Any) -> tuple[Any, dict[str, Any]]:
+def _open_pred(pred: str | Path | PredictionResult) -> tuple[Any, dict[str, Any]]:
     """(probability array-like, metadata) of a store path, a PredictionResult or an image."""
-    if hasattr(pred, "probabilities"):
+    if not isinstance(pred, (str, Path)):
         return pred.probabilities, {"downsample": list(pred.downsample),
                                     "origin_px": list(pred.origin_px), "mpp": pred.mpp}
     p = Path(pred)
@@ -152,7 +156,8 @@ def _open_pred(pred: Any) -> tuple[Any, dict[str, Any]]:
     return arr, {"downsample": [1.0, 1.0], "origin_px": [0.0, 0.0], "mpp": None}
 
 
-def evaluate_prediction(pred: Any, truth: str | Path, *, threshold: float | None = None,
+def evaluate_prediction(pred: str | Path | PredictionResult, truth: str | Path, *,
+                        threshold: float | None = None,
                         chunk: int = 1024, exact_max: int = EXACT_MAX,
                         ) -> tuple[dict[str, Any], PixelAccumulator]:
     """Pixel metrics of a prediction (store path, PredictionResult or PNG) vs truth.
@@ -220,7 +225,7 @@ def write_json(obj: Any, path: str | Path) -> Path:
     return path
 
 
-def slide_froc_inputs(pred: Any, truth: str | Path, *, max_px_um: float = 8.0,
+def slide_froc_inputs(pred: str | Path, truth: str | Path, *, max_px_um: float = 8.0,
                       **det_kw: Any) -> dict[str, Any]:
     """FROC inputs of one written prediction store at a coarse pyramid level (<= 8 um/px)."""
     import zarr
@@ -228,7 +233,7 @@ def slide_froc_inputs(pred: Any, truth: str | Path, *, max_px_um: float = 8.0,
     from napari_histo.engine.inference.writer import open_prediction
 
     _, _, meta = open_prediction(pred)
-    group = zarr.open_group(str(pred), mode="r")
+    group: Any = zarr.open_group(str(pred), mode="r")
     down0 = [float(v) for v in meta.get("downsample") or (1.0, 1.0)]
     mpp = meta.get("mpp")
     if not mpp:
@@ -248,7 +253,7 @@ def slide_froc_inputs(pred: Any, truth: str | Path, *, max_px_um: float = 8.0,
     return out
 
 
-def evaluate_slides(preds: list[Any], truths: list[str | Path], *, out_dir: str | Path | None = None,
+def evaluate_slides(preds: Sequence[str | Path], truths: Sequence[str | Path], *, out_dir: str | Path | None = None,
                     threshold: float | None = None) -> dict[str, Any]:
     """Per-slide pixel metrics; with several slides also slide-level AUC and FROC; plots.
 

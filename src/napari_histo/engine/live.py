@@ -151,9 +151,9 @@ def segment_job(req: SegmentRequest) -> Any:
     finally:
         gen.close()
     return SegmentOutcome(
-        result.probabilities, tuple(float(v) for v in result.downsample),  # type: ignore[arg-type]
-        tuple(float(v) for v in result.origin_px), list(result.class_names or  # type: ignore[arg-type]
-                                                        model.class_names),
+        result.probabilities, (float(result.downsample[0]), float(result.downsample[1])),
+        (float(result.origin_px[0]), float(result.origin_px[1])),
+        list(result.class_names or model.class_names),
         path=str(result.path) if result.path else None, complete=bool(result.complete),
         model_load_s=load_s, extra={"skipped_tiles": result.skipped_tiles,
                                     "failed_tiles": int(result.failed_tiles),
@@ -182,15 +182,14 @@ class TileReader:
     def events_for(self, ev: Event) -> list[Any]:
         """What the GUI gets instead of ``ev``: StoreReady / TileReady events, or [] (pass
         ``ev`` on as it is)."""
-        if not isinstance(ev, Progress) or not ev.info or self.path is None:
+        if not isinstance(ev, Progress) or self.path is None:
             return []
-        info = ev.info
-        if "store" in info:  # announced before the first batch: the GUI builds the layers
+        if ev.store is not None:  # announced before the first batch: the GUI builds the layers
             return self._open() if self._prob is None else []
-        if not all(k in info for k in ("y0", "x0", "y1", "x1")):
+        box = ev.box
+        if box is None:
             return []
         out: list[Any] = self._open() if self._prob is None else []
-        box = (int(info["y0"]), int(info["x0"]), int(info["y1"]), int(info["x1"]))
         data = np.asarray(self._prob[..., box[0]:box[2], box[1]:box[3]]).astype(np.float32)
         if self._scale != 1.0:
             data *= self._scale
@@ -201,13 +200,14 @@ class TileReader:
         """Open the store; one :class:`StoreReady` event describing it."""
         from napari_histo.engine.inference.writer import open_prediction
 
+        assert self.path is not None  # events_for asks only with a store
         prob, _, meta = open_prediction(self.path)
         self._prob = prob
         self._scale = 1.0 / 255.0 if str(prob.dtype) == "uint8" else 1.0
-        shape = tuple(int(s) for s in prob.shape[-2:])
-        return [StoreReady(self.path, shape,  # type: ignore[arg-type]
-                           tuple(float(v) for v in meta.get("downsample") or (1, 1)),
-                           tuple(float(v) for v in meta.get("origin_px") or (0, 0)),
+        h, w = (int(s) for s in prob.shape[-2:])
+        dy, dx = (float(v) for v in meta.get("downsample") or (1, 1))
+        oy, ox = (float(v) for v in meta.get("origin_px") or (0, 0))
+        return [StoreReady(self.path, (h, w), (dy, dx), (oy, ox),
                            tuple(meta.get("class_names") or ()))]
 
 
@@ -225,7 +225,7 @@ def display_probability(out: SegmentOutcome, max_side: int = LIVE_MAX_SIDE) -> A
     import dask.array as da
     import zarr
 
-    group = zarr.open_group(out.path, mode="r")
+    group: Any = zarr.open_group(out.path, mode="r")  # Array or Group members: read as Any
     levels = []
     k = 0
     while str(k) in group:

@@ -127,7 +127,7 @@ class BlockLayout:
 def order_blocks(
     blocks: Sequence[tuple[int, int]],
     boxes: Sequence[Box],
-    near: tuple[float, float] | Box | None = None,
+    near: tuple[float, float] | tuple[float, float, float, float] | None = None,
 ) -> list[int]:
     """Indices of ``blocks`` sorted nearest-first to a point (y, x) or box (y0, x0, y1, x1).
 

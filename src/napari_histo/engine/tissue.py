@@ -14,10 +14,13 @@ skipped as background.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import numpy.typing as npt
+
+if TYPE_CHECKING:
+    from napari_histo.io.protocols import SlideLike
 
 __all__ = ["TissueMap", "slide_thumbnail", "tissue_map", "tissue_mask"]
 
@@ -114,14 +117,14 @@ def _fill_small_holes(mask: npt.NDArray[np.bool_], size: int) -> npt.NDArray[np.
     return mask | small[lab]
 
 
-def slide_thumbnail(slide: Any, *, max_side: int = 2048) -> tuple[npt.NDArray[np.uint8], float]:
+def slide_thumbnail(slide: SlideLike, *, max_side: int = 2048) -> tuple[npt.NDArray[np.uint8], float]:
     """Read a low-resolution RGB image of a Slide; return it and its downsample vs level 0.
 
     The smallest level whose longest side is still >= ``max_side`` is read (or the smallest
     level), then strided down if it is much larger, so memory stays small on big pyramids.
     """
     levels = slide.levels
-    shapes = [tuple(int(s) for s in lvl.shape[:2]) for lvl in levels]
+    shapes = [(int(lvl.shape[0]), int(lvl.shape[1])) for lvl in levels]
     choice = len(levels) - 1
     for i, shp in enumerate(shapes):
         if max(shp) >= max_side:
@@ -178,7 +181,7 @@ class TissueMap:
         return 0 <= iy < h and 0 <= ix < w and bool(self.mask[iy, ix])
 
 
-def tissue_map(slide_or_image: Any, *, max_side: int = 2048, unreadable_is_tissue: bool = True,
+def tissue_map(slide_or_image: SlideLike | npt.NDArray[Any], *, max_side: int = 2048, unreadable_is_tissue: bool = True,
                **kwargs: Any) -> TissueMap:
     """Tissue mask of a Slide (or a level-0 array) with its scale back to level-0 pixels.
 
@@ -194,7 +197,7 @@ def tissue_map(slide_or_image: Any, *, max_side: int = 2048, unreadable_is_tissu
         return TissueMap(mask, (img.shape[0] / mask.shape[0], img.shape[1] / mask.shape[1]))
     from napari_histo.io._cache import FailureTracker, locate_failures
 
-    cache = getattr(slide_or_image, "cache", None)
+    cache: Any = getattr(slide_or_image, "cache", None)
     tracker = cache.track_failures() if hasattr(cache, "track_failures") else FailureTracker(None)
     with tracker:
         thumb, _ = slide_thumbnail(slide_or_image, max_side=max_side)

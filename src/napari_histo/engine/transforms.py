@@ -20,6 +20,7 @@ augmentation), mapping segmentation outputs back before averaging.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import cast
 
 import numpy as np
 import numpy.typing as npt
@@ -218,7 +219,7 @@ def stain_augment(batch_u8: npt.NDArray[np.uint8], seed: int | torch.Generator |
     if one:
         arr = arr[None]
     gen = seed if isinstance(seed, torch.Generator) else torch.Generator().manual_seed(
-        int(seed) if seed is not None else int(np.random.SeedSequence().entropy % 2**63))
+        int(seed) if seed is not None else int(cast(int, np.random.SeedSequence().entropy) % 2**63))
     x = to_float01(torch.from_numpy(np.ascontiguousarray(arr[..., :3])))
     x = rand_stain(x, gen, cfg.randstain, cfg.randstain_p)
     x = hed_jitter(x, gen, cfg.hed, cfg.hed_shift)

@@ -100,8 +100,10 @@ def item_cis(items: dict[str, np.ndarray], groups: Sequence[Any] | None, prefix:
         raise ValueError(f"{len(groups)} groups for {len(cms)} validation items")
     out: dict[str, list[float]] = {}
     for key in ("accuracy", "dice", "iou"):
-        lo, hi = bootstrap_ci(cms, groups, lambda st, w, key=key:
-                              confusion_scores((w @ st).reshape(-1, c, c))[key], n, seed)
+        def score(st: Any, w: npt.NDArray[np.float64], key: str = key) -> npt.NDArray[np.float64]:
+            return confusion_scores((w @ st).reshape(-1, c, c))[key]
+
+        lo, hi = bootstrap_ci(cms, groups, score, n, seed)
         out[f"{prefix}_{key}_ci"] = [lo, hi]
     if "scores" in items:
         lo, hi = bootstrap_ci((items["scores"], items["truth"]), groups,

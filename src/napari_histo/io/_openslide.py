@@ -28,6 +28,7 @@ from napari_histo.core.limits import check_decode
 from napari_histo.io._cache import TileCache
 from napari_histo.io._image import to_rgb8
 from napari_histo.io._pyramid import LevelArray
+from napari_histo.io.slide_parts import SlideParts
 
 __all__ = ["OpenSlideLevel", "open_openslide_parts"]
 
@@ -88,7 +89,7 @@ def _tile_shape(props: Any, level: int) -> tuple[int, int]:
 
 
 def open_openslide_parts(path: Path, *, cache: TileCache, key: Any,
-                         labels: bool = False) -> dict[str, Any]:
+                         labels: bool = False) -> SlideParts:
     """Open ``path`` with OpenSlide; return the parts ``io.slide.assemble`` builds a Slide from.
 
     Raises
@@ -154,18 +155,18 @@ def open_openslide_parts(path: Path, *, cache: TileCache, key: Any,
     except BaseException:
         osr.close()
         raise
-    return {
-        "format": f"{fmt.name if fmt is not None else 'slide'} (openslide)",
-        "vendor": vendor,
-        "mpp": mpp,
-        "objective_power": _float_prop(props, "openslide.objective-power"),
-        "levels": levels,
-        "downsamples": downs,
-        "properties": properties,
-        "associated": tuple(associated),
-        "associated_reader": associated_reader,
-        "closer": osr.close,
-        "source_dtype": "uint8",
-        "source_samples": 4,
-        "compression": None,
-    }
+    return SlideParts(
+        format=f"{fmt.name if fmt is not None else 'slide'} (openslide)",
+        vendor=vendor,
+        mpp=mpp,
+        objective_power=_float_prop(props, "openslide.objective-power"),
+        levels=levels,
+        downsamples=downs,
+        properties=properties,
+        associated=tuple(associated),
+        associated_reader=associated_reader,
+        closer=osr.close,
+        source_dtype="uint8",
+        source_samples=4,
+        compression=None,
+    )

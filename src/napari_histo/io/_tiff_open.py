@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import numpy.typing as npt
 
 from napari_histo.core.errors import HistoError, SlideOpenError, reading
 from napari_histo.core.limits import check_decode, one_line
@@ -27,6 +28,7 @@ from napari_histo.io._image import to_rgb8
 from napari_histo.io._pyramid import LevelArray
 from napari_histo.io._tiff import TiffLevel, open_tiff, pread_fn
 from napari_histo.io._tiff_meta import tiff_metadata
+from napari_histo.io.slide_parts import SlideParts
 
 __all__ = ["open_tiff_slide"]
 
@@ -71,7 +73,7 @@ def _zarr_level(
 
 def open_tiff_slide(
     path: Path, *, cache: TileCache, key: Any, labels: bool = False
-) -> dict[str, Any]:
+) -> SlideParts:
     """Open ``path`` and return the parts :func:`napari_histo.io.slide.open_slide` assembles.
 
     Raises
@@ -99,7 +101,7 @@ def _quiet_tifffile() -> Iterator[None]:
         logger.setLevel(old)
 
 
-def _open_tiff_slide(path: Path, *, cache: TileCache, key: Any, labels: bool) -> dict[str, Any]:
+def _open_tiff_slide(path: Path, *, cache: TileCache, key: Any, labels: bool) -> SlideParts:
     tif = open_tiff(path)
     read, close_fd = pread_fn(path)
     weakref.finalize(read, tif.close)  # levels may outlive the Slide: close with the last one
@@ -160,7 +162,7 @@ def _open_tiff_slide(path: Path, *, cache: TileCache, key: Any, labels: bool) ->
             if nm is not None and nm not in associated:
                 associated[nm] = s
 
-        def associated_reader(name: str) -> np.ndarray:
+        def associated_reader(name: str) -> npt.NDArray[np.uint8]:
             series = associated[name]
             try:
                 kf = series.keyframe
@@ -188,14 +190,18 @@ def _open_tiff_slide(path: Path, *, cache: TileCache, key: Any, labels: bool) ->
     except BaseException:
         closer()
         raise
-    return {
-        **meta,
-        "levels": levels,
-        "downsamples": downs,
-        "associated": tuple(associated),
-        "associated_reader": associated_reader,
-        "closer": closer,
-        "source_dtype": str(page0.dtype),
-        "source_samples": int(page0.samplesperpixel),
-        "compression": meta["properties"].get("tiff.Compression"),
-    }
+    return SlideParts(
+        format=meta["format"],
+        vendor=meta["vendor"],
+        mpp=meta["mpp"],
+        objective_power=meta["objective_power"],
+        properties=meta["properties"],
+        levels=levels,
+        downsamples=downs,
+        associated=tuple(associated),
+        associated_reader=associated_reader,
+        closer=closer,
+        source_dtype=str(page0.dtype),
+        source_samples=int(page0.samplesperpixel),
+        compression=meta["properties"].get("tiff.Compression"),
+    )

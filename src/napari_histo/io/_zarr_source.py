@@ -22,6 +22,7 @@ from napari_histo.io._image import to_rgb8
 from napari_histo.io._pyramid import LevelArray, filler
 from napari_histo.io.ome_zarr import OmeZarrStore, open_ome_zarr
 from napari_histo.io.ome_zarr._store import physical_mpp
+from napari_histo.io.slide_parts import SlideParts
 
 __all__ = ["ArrayLevel", "ngff_slide_parts"]
 
@@ -133,8 +134,8 @@ class ArrayLevel(LevelArray):
 
 def ngff_slide_parts(
     path: Path, *, cache: TileCache | None, key: Any, labels: bool = False
-) -> tuple[list[ArrayLevel], list[tuple[float, float]], dict[str, Any]]:
-    """An OME-Zarr image as slide parts: (levels, per-level downsample (y, x), metadata).
+) -> SlideParts:
+    """An OME-Zarr image as slide parts (levels, per-level downsample (y, x), metadata).
 
     Opened and parsed by :func:`napari_histo.io.ome_zarr.open_ome_zarr` (the one opener);
     this only adapts its arrays to slide levels.
@@ -155,7 +156,7 @@ def ngff_slide_parts(
 
 def _parts(
     path: Path, store: OmeZarrStore, *, cache: TileCache | None, key: Any, labels: bool
-) -> tuple[list[ArrayLevel], list[tuple[float, float]], dict[str, Any]]:
+) -> SlideParts:
     axes = store.axes
     levels = [
         ArrayLevel(arr, axes, cache=cache, key=(key, i), name=f"{path.name} level {i}",
@@ -176,10 +177,9 @@ def _parts(
         else:
             downs.append(by_shape)
     mpp = physical_mpp(axes, store.units, scales[0], assume_um=True)
-    props = {"ngff.version": store.version, "ngff.axes": axes,
-             "ngff.name": store.multiscales.get("name")}
+    props: dict[str, Any] = {"ngff.version": store.version, "ngff.axes": axes,
+                             "ngff.name": store.multiscales.get("name")}
     arr0 = store.levels[0]
     props["zarr.dtype"] = str(arr0.dtype)
-    meta = {"format": "ome-zarr", "vendor": None, "mpp": mpp, "objective_power": None,
-            "properties": props, "source_dtype": str(arr0.dtype)}
-    return levels, downs, meta
+    return SlideParts(format="ome-zarr", levels=levels, downsamples=downs, mpp=mpp,
+                      properties=props, source_dtype=str(arr0.dtype))

@@ -40,7 +40,10 @@ import os
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, TypedDict
+
+if TYPE_CHECKING:
+    from napari_histo.io.slide_parts import SlideParts
 
 __all__ = [
     "ANNOTATION_SUFFIXES",
@@ -71,7 +74,7 @@ _TIFF_MAGIC = (b"II*\x00", b"MM\x00*", b"II+\x00", b"MM\x00+")  # classic and Bi
 class Opener:
     """How a family of formats is opened: ``module:function`` (imported on first use).
 
-    The function takes ``(path, *, cache, key, labels)`` and returns the parts dict that
+    The function takes ``(path, *, cache, key, labels)`` and returns the :class:`~napari_histo.io.slide_parts.SlideParts` that
     :func:`napari_histo.io.slide.assemble` turns into a :class:`~napari_histo.io.slide.Slide`.
     ``requires`` is a module that must import for the opener to work and ``extra`` the
     pip extra that provides it (None: always available).
@@ -87,10 +90,10 @@ class Opener:
         """Whether this opener works in this environment (its dependency imports)."""
         return self.requires is None or _importable(self.requires)
 
-    def load(self) -> Callable[..., dict[str, Any]]:
+    def load(self) -> Callable[..., SlideParts]:
         """The opener function (imports its module)."""
-        fn: Callable[..., dict[str, Any]] = getattr(importlib.import_module(self.module),
-                                                      self.function)
+        fn: Callable[..., SlideParts] = getattr(importlib.import_module(self.module),
+                                                self.function)
         return fn
 
 
@@ -133,7 +136,14 @@ class SlideFormat:
         return OPENERS[self.opener].available()
 
 
-_WSI = {"pyramidal": True, "tiled": True, "has_mpp": True, "whole_slide": True}
+class _Flags(TypedDict):
+    pyramidal: bool
+    tiled: bool
+    has_mpp: bool
+    whole_slide: bool
+
+
+_WSI: _Flags = {"pyramidal": True, "tiled": True, "has_mpp": True, "whole_slide": True}
 
 #: every format napari-histo reads; order matters only for :func:`describe_formats`
 FORMATS: tuple[SlideFormat, ...] = (

@@ -412,7 +412,7 @@ def write_geojson(
     if isinstance(data, Mapping):
         obj: Any = data
     elif isinstance(data, (list, tuple)) and (not data or isinstance(data[0], Annotation)):
-        obj = annotations_to_geojson(data)  # type: ignore[arg-type]
+        obj = annotations_to_geojson(data)
     else:
         obj = mask_to_geojson(data, **mask_kwargs)  # type: ignore[arg-type]
     with atomic_path(path, overwrite=overwrite) as tmp:

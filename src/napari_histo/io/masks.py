@@ -22,6 +22,7 @@ differ by more than 2 % (one pixel of rounding allowed), :func:`mask_scale_for` 
 from __future__ import annotations
 
 import os
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -107,16 +108,15 @@ def open_mask(path: str | os.PathLike[str], *, cache_bytes: int | None = None) -
     cache = TileCache(cache_bytes)
     token = slide_token(p) + "-mask"
     parts = open_parts(p, cache=cache, key=token, labels=True)
-    levels = parts["levels"]
+    levels = parts.levels
     binary = False
     small = min(levels, key=lambda lv: lv.shape[0] * lv.shape[1])
     if small.shape[0] * small.shape[1] <= _SCAN_PIXELS:
         values = np.unique(np.asarray(small.read(0, small.shape[0], 0, small.shape[1])))
         binary = bool(len(values) and set(values.tolist()) <= {0, 255} and 255 in values)
         cache.clear()  # the scan cached raw tiles; later reads must see mapped values
-    if binary:
-        parts["postprocess"] = _map_255
-    parts["format"] = f"{parts['format']}-mask"
+    parts = replace(parts, format=f"{parts.format}-mask",
+                    postprocess=_map_255 if binary else parts.postprocess)
     mask = assemble(p, parts, cache=cache, token=token, cls=Mask, reopen=open_mask)
     assert isinstance(mask, Mask)
     mask.binary_255 = binary

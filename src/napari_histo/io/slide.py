@@ -43,7 +43,7 @@ import numpy.typing as npt
 
 from napari_histo.core.errors import SlideOpenError, UnsupportedSlideError
 from napari_histo.core.limits import check_regular_file
-from napari_histo.io._cache import TileCache
+from napari_histo.io._cache import FailureTracker, TileCache
 from napari_histo.io._pyramid import MIN_SIDE, LevelArray, add_computed_levels, to_dask
 from napari_histo.io.formats import (
     OPENERS,
@@ -54,6 +54,7 @@ from napari_histo.io.formats import (
     openslide_available,
     strip_suffix,
 )
+from napari_histo.io.slide_parts import SlideParts
 from napari_histo.io.sniff import sniff_format
 
 __all__ = ["Slide", "SlideMetadata", "open_slide", "ASSOCIATED_NAMES"]
@@ -214,6 +215,11 @@ class Slide:
             return self.level_arrays[level].read(y0, y1, x0, x1)
         return np.asarray(self.levels[level][y0:y1, x0:x1])
 
+    def track_failures(self) -> FailureTracker:
+        """Context manager collecting the tiles of this slide that fail to decode inside it
+        (an empty tracker when the slide has no tile cache)."""
+        return FailureTracker(self.cache)
+
     def associated_image(self, name: str) -> npt.NDArray[np.uint8]:
         """Associated image ``name`` (thumbnail, label, macro) as (H, W, 3) uint8.
 
@@ -288,7 +294,7 @@ def open_slide(path: str | Path, *, cache_bytes: int | None = None) -> Slide:
     return assemble(path, parts, cache=cache, token=token, cls=Slide, reopen=open_slide)
 
 
-def open_parts(path: Path, *, cache: TileCache, key: str, labels: bool) -> dict[str, Any]:
+def open_parts(path: Path, *, cache: TileCache, key: str, labels: bool) -> SlideParts:
     """Sniff ``path`` and open it with the matching source (shared by slides and masks).
 
     Named pipes, sockets and devices are refused before anything opens them (a read from a
@@ -338,12 +344,11 @@ def open_parts(path: Path, *, cache: TileCache, key: str, labels: bool) -> dict[
         raise
 
 
-def open_zarr_parts(path: Path, *, cache: TileCache, key: str, labels: bool) -> dict[str, Any]:
+def open_zarr_parts(path: Path, *, cache: TileCache, key: str, labels: bool) -> SlideParts:
     """Slide parts of an OME-Zarr image (the registry's ``zarr`` opener)."""
     from napari_histo.io._zarr_source import ngff_slide_parts
 
-    levels, downs, meta = ngff_slide_parts(path, cache=cache, key=key, labels=labels)
-    return {**meta, "levels": levels, "downsamples": downs}
+    return ngff_slide_parts(path, cache=cache, key=key, labels=labels)
 
 
 def slide_token(path: Path) -> str:
@@ -362,7 +367,7 @@ def slide_token(path: Path) -> str:
 
 def assemble(
     path: Path,
-    parts: dict[str, Any],
+    parts: SlideParts,
     *,
     cache: TileCache,
     token: str,
@@ -376,12 +381,12 @@ def assemble(
     default, :func:`~napari_histo.io.masks.open_mask` for masks.
     """
     opener = open_slide if reopen is None else reopen
-    native: list[LevelArray] = parts["levels"]
-    downs_yx: list[tuple[float, float]] = list(parts["downsamples"])
+    native: list[LevelArray] = list(parts.levels)
+    downs_yx: list[tuple[float, float]] = list(parts.downsamples)
     arrays = add_computed_levels(native, cache=cache, key=token, min_side=MIN_SIDE)
-    if parts.get("postprocess") is not None:
+    if parts.postprocess is not None:
         for a in native:
-            a.postprocess = parts["postprocess"]
+            a.postprocess = parts.postprocess
     for _k in range(len(native), len(arrays)):
         py, px = downs_yx[-1]
         downs_yx.append((py * 2.0, px * 2.0))
@@ -389,50 +394,50 @@ def assemble(
         arr.reopen = (_reopen_level, (str(path), i, opener))
     levels = [to_dask(a, f"napari-histo-{token}-{i}") for i, a in enumerate(arrays)]
     meta = SlideMetadata(
-        format=parts["format"],
-        vendor=parts.get("vendor"),
-        mpp=parts.get("mpp"),
-        objective_power=parts.get("objective_power"),
+        format=parts.format,
+        vendor=parts.vendor,
+        mpp=parts.mpp,
+        objective_power=parts.objective_power,
         level_shapes=tuple((a.shape[0], a.shape[1]) for a in arrays),
         level_downsamples=tuple((dy + dx) / 2.0 for dy, dx in downs_yx),
-        associated=tuple(parts.get("associated", ())),
-        properties=dict(parts.get("properties", {})),
+        associated=tuple(parts.associated),
+        properties=dict(parts.properties),
         level_downsamples_yx=tuple(downs_yx),
         level_native=tuple(a.native for a in arrays),
         tile_shapes=tuple(a.chunk_shape for a in arrays),
-        source_dtype=parts.get("source_dtype"),
-        source_samples=parts.get("source_samples"),
-        compression=parts.get("compression"),
+        source_dtype=parts.source_dtype,
+        source_samples=parts.source_samples,
+        compression=parts.compression,
     )
     return cls(
         path,
         levels,
         meta,
         level_arrays=arrays,
-        associated_reader=parts.get("associated_reader"),
-        closer=parts.get("closer"),
+        associated_reader=parts.associated_reader,
+        closer=parts.closer,
         cache=cache,
     )
 
 
-def open_plain_parts(path: Path, *, cache: TileCache, key: str, labels: bool) -> dict[str, Any]:
+def open_plain_parts(path: Path, *, cache: TileCache, key: str, labels: bool) -> SlideParts:
     """Slide parts of a PNG/JPEG/BMP/GIF picture (the registry's ``plain`` opener)."""
     from napari_histo.io._image import PlainImage, PlainLevel
 
     img = PlainImage(path)
     level = PlainLevel(img, key=(key, 0), labels=labels)
-    return {
-        "format": img.format,
-        "vendor": None,
-        "mpp": img.mpp,
-        "objective_power": None,
-        "levels": [level],
-        "downsamples": [(1.0, 1.0)],
-        "properties": {f"image.{k}": v for k, v in img.info.items() if not isinstance(v, bytes)},
-        "source_dtype": "uint16" if img.mode.startswith("I") else "uint8",
-        "source_samples": len(img.mode) if img.mode in ("RGB", "RGBA", "LA", "L") else None,
-        "compression": img.format,
-    }
+    return SlideParts(
+        format=img.format,
+        vendor=None,
+        mpp=img.mpp,
+        objective_power=None,
+        levels=[level],
+        downsamples=[(1.0, 1.0)],
+        properties={f"image.{k}": v for k, v in img.info.items() if not isinstance(v, bytes)},
+        source_dtype="uint16" if img.mode.startswith("I") else "uint8",
+        source_samples=len(img.mode) if img.mode in ("RGB", "RGBA", "LA", "L") else None,
+        compression=img.format,
+    )
 
 
 # Pickled levels reopen their slide once per process (dask distributed, DataLoader workers).

@@ -70,7 +70,7 @@ def synthetic_he(
     low = _BACKGROUND * (1 - tis) + cell * tis
     low += rng.normal(0, 5, size=(lh, lw, 1)).astype(np.float32)  # grain, before upsampling
     low8 = np.clip(low, 0, 255).astype(np.uint8)
-    rgb = np.asarray(Image.fromarray(low8).resize((w, h), Image.BILINEAR))
+    rgb = np.asarray(Image.fromarray(low8).resize((w, h), Image.Resampling.BILINEAR))
     mask = np.repeat(np.repeat(tumor.astype(np.uint8), s, axis=0), s, axis=1)[:h, :w]
     return rgb, np.ascontiguousarray(mask)
 
@@ -287,7 +287,7 @@ def write_slide_from_tiles(
         for ty in range(gy):
             for tx in range(gx):
                 tick()
-                yield encoded[int(grid[ty, tx])]
+                yield bytes(encoded[int(grid[ty, tx])])
 
     halved: dict[int, list[np.ndarray]] = {0: [t.astype(np.float32) for t in lib]}
 
@@ -322,7 +322,7 @@ def write_slide_from_tiles(
                         part = small[idx] if small is not None else _resize(lib[idx], ts // f)
                         out[i * (ts // f) : (i + 1) * (ts // f), j * (ts // f) : (j + 1) * (ts // f)] = part
                 tick()
-                yield imagecodecs.jpeg_encode(np.clip(out + 0.5, 0, 255).astype(np.uint8), level=quality)
+                yield bytes(imagecodecs.jpeg_encode(np.clip(out + 0.5, 0, 255).astype(np.uint8), level=quality))
 
     tmp = _tmp(path)
     try:
@@ -356,4 +356,4 @@ def write_slide_from_tiles(
 def _resize(t: np.ndarray, side: int) -> np.ndarray:
     from PIL import Image
 
-    return np.asarray(Image.fromarray(t).resize((side, side), Image.BILINEAR), dtype=np.float32)
+    return np.asarray(Image.fromarray(t).resize((side, side), Image.Resampling.BILINEAR), dtype=np.float32)

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
+from magicgui.types import FileDialogMode
 from magicgui.widgets import (
     ComboBox,
     FileEdit,
@@ -95,7 +96,7 @@ class CorrectWidget(DockWidget):
                                           nullable=True)
         self._image_combo = ComboBox(label="image", choices=self._image_choices, nullable=True)
         self._edit_button = PushButton(text="Edit visible region")
-        self._ckpt_edit = FileEdit(label="model", mode="r", filter="*.pt", nullable=True)
+        self._ckpt_edit = FileEdit(label="model", mode=FileDialogMode.EXISTING_FILE, filter="*.pt", nullable=True)
         self._epochs_spin = SpinBox(label="epochs", min=1, max=200, value=4)
         self._steps_spin = SpinBox(label="steps/epoch", min=1, max=10000, value=8)
         self._lr_spin = FloatSpinBox(label="learning rate", min=1e-6, max=1.0, step=1e-4,
@@ -147,7 +148,7 @@ class CorrectWidget(DockWidget):
 
     def set_checkpoint(self, path: str | Path) -> None:
         """The model that "Fine-tune" continues from."""
-        self._ckpt_edit.value = str(path)
+        self._ckpt_edit.value = Path(path)
 
     # ---------------------------------------------------------------- editing
     def edit_visible_region(self) -> EditSession | None:
@@ -311,7 +312,7 @@ class CorrectWidget(DockWidget):
         self.result = result
         ckpt = result.best_checkpoint or result.last_checkpoint
         self.finetuned_checkpoint = str(ckpt)
-        self._ckpt_edit.value = str(ckpt)
+        self._ckpt_edit.value = Path(ckpt)
         self._status_label.value = f"fine-tuned: {Path(str(ckpt)).name}; re-running the view"
         from napari_histo.plugin._train_widget import find_or_add_segment_widget
 

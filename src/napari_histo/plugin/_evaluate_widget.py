@@ -16,6 +16,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from magicgui.types import FileDialogMode
 from magicgui.widgets import ComboBox, FileEdit, FloatSlider, Label, PushButton
 
 from napari_histo.engine.evaluation_jobs import evaluate_arrays_job, evaluate_folders_job
@@ -45,8 +46,8 @@ class EvaluateWidget(DockWidget):
         self._threshold_slider = FloatSlider(label="threshold", min=0.0, max=1.0, step=0.01,
                                              value=0.5)
         self._evaluate_button = PushButton(text="Evaluate layers")
-        self._pred_dir_edit = FileEdit(label="prediction folder", mode="d", nullable=True)
-        self._truth_dir_edit = FileEdit(label="truth folder", mode="d", nullable=True)
+        self._pred_dir_edit = FileEdit(label="prediction folder", mode=FileDialogMode.EXISTING_DIRECTORY, nullable=True)
+        self._truth_dir_edit = FileEdit(label="truth folder", mode=FileDialogMode.EXISTING_DIRECTORY, nullable=True)
         self._folders_button = PushButton(text="Evaluate folders (slide AUC, FROC)")
         self._metrics_label = Label(label="", value="")
         self.roc = RocPlot()

@@ -32,7 +32,7 @@ def plot_widget(canvas: FigureCanvasQTAgg) -> Any:
     """Wrap a Qt canvas so it can be appended to a magicgui ``Container``."""
     from magicgui.widgets import Container
 
-    box = Container(labels=False)
+    box: Container[Any] = Container(labels=False)
     box.native.layout().addWidget(canvas)
     return box
 

@@ -169,7 +169,7 @@ def get_reader(path: str | Sequence[str]) -> ReaderFunction | None:
             if not path or any(_kind(p) is None for p in path):
                 return None
             return read_paths
-        kind = _kind(path)
+        kind = _kind(str(path))
     except Exception:
         return None
     if kind == "annotations":

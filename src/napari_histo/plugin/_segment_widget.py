@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
+from magicgui.types import FileDialogMode
 from magicgui.widgets import (
     ComboBox,
     FileEdit,
@@ -100,7 +101,7 @@ class SegmentWidget(DockWidget):
     def __init__(self, viewer: napari.viewer.Viewer) -> None:
         super().__init__(viewer)
         self._image_combo = ComboBox(label="image", choices=self._image_choices, nullable=True)
-        self._ckpt_edit = FileEdit(label="checkpoint", mode="r", filter="*.pt")
+        self._ckpt_edit = FileEdit(label="checkpoint", mode=FileDialogMode.EXISTING_FILE, filter="*.pt")
         self._recent_combo = ComboBox(label="recent", choices=self._recent_choices, nullable=True)
         self._target_combo = ComboBox(label="target", choices=TARGETS, value=TARGETS[0])
         self._shapes_combo = ComboBox(label="region", choices=self._shapes_choices, nullable=True)
@@ -142,7 +143,7 @@ class SegmentWidget(DockWidget):
         self._dock_ready()
         recent = recent_checkpoints()
         if recent:
-            self._ckpt_edit.value = recent[0]
+            self._ckpt_edit.value = recent[0]  # type: ignore[assignment]  # magicgui takes str
 
     # ---------------------------------------------------------------- choices
     def _recent_choices(self, *_: Any) -> list[tuple[str, str]]:
@@ -152,7 +153,7 @@ class SegmentWidget(DockWidget):
     # ---------------------------------------------------------------- public API
     def set_checkpoint(self, path: str | Path) -> None:
         """Use ``path`` for the next run (e.g. "Use this model" from the Train widget)."""
-        self._ckpt_edit.value = str(path)
+        self._ckpt_edit.value = Path(path)
         remember_checkpoint(path)
         self._recent_combo.reset_choices()
         resolved = str(Path(path).resolve())
@@ -209,6 +210,7 @@ class SegmentWidget(DockWidget):
         whole = region is None
         if whole:
             region = (0, 0, shape0[0], shape0[1])
+        assert region is not None
         order_near = ((region[0] + region[2]) / 2.0, (region[1] + region[3]) / 2.0)
         if whole:
             vb = rl.visible_box(self._viewer, image_layer)
@@ -446,4 +448,4 @@ class SegmentWidget(DockWidget):
 
     def _on_recent(self, value: str | None) -> None:
         if value:
-            self._ckpt_edit.value = value
+            self._ckpt_edit.value = Path(value)

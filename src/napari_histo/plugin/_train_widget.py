@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
+from magicgui.types import FileDialogMode
 from magicgui.widgets import (
     CheckBox,
     ComboBox,
@@ -64,7 +65,7 @@ class TrainWidget(DockWidget):
                                       nullable=True)
         self._add_pair_button = PushButton(text="Add image + labels pair")
         self._pairs_label = Label(label="pairs", value="(uses the pair above)")
-        self._folder_edit = FileEdit(label="data folder", mode="d", nullable=True)
+        self._folder_edit = FileEdit(label="data folder", mode=FileDialogMode.EXISTING_DIRECTORY, nullable=True)
         self._task_combo = ComboBox(label="task", choices=("segment", "classify"),
                                     value="segment")
         self._model_combo = ComboBox(label="model", choices=SEG_MODELS,
@@ -85,7 +86,7 @@ class TrainWidget(DockWidget):
         self._augment_check = CheckBox(label="augmentation", value=True)
         self._stain_combo = ComboBox(label="stain norm", choices=("none", "macenko", "reinhard"),
                                      value="none")
-        self._stain_ref_edit = FileEdit(label="stain reference", mode="r", nullable=True)
+        self._stain_ref_edit = FileEdit(label="stain reference", mode=FileDialogMode.EXISTING_FILE, nullable=True)
         self._val_spin = FloatSpinBox(label="validation fraction", min=0.0, max=0.9, step=0.05,
                                       value=0.25)
         self._group_edit = LineEdit(label="split by", value="auto")
@@ -94,9 +95,10 @@ class TrainWidget(DockWidget):
             tooltip="0: one train/validation split. K >= 2: group K-fold cross-validation; "
                     "the metrics shown are out-of-fold (every group scored by a model that "
                     "never saw it), with 95 % intervals; the model for use is fold 1's.")
-        self._init_edit = FileEdit(label="start from", mode="r", filter="*.pt", nullable=True)
-        self._out_edit = FileEdit(label="runs folder", mode="d",
-                                  value=str(runs_dir()))
+        self._init_edit = FileEdit(label="start from", mode=FileDialogMode.EXISTING_FILE,
+                                   filter="*.pt", nullable=True)
+        self._out_edit = FileEdit(label="runs folder", mode=FileDialogMode.EXISTING_DIRECTORY,
+                                  value=runs_dir())
         self._preview_check = CheckBox(label="preview each epoch", value=True)
         self._start_button = PushButton(text="Start")
         self._stop_button = PushButton(text="Stop", enabled=False)
@@ -198,9 +200,9 @@ class TrainWidget(DockWidget):
         data = (str(folder),) if folder not in (None, "", Path(".")) and str(folder) else ()
         stain = None if self._stain_combo.value == "none" else self._stain_combo.value
         ref = self._stain_ref_edit.value
-        stain_ref = str(ref) if ref not in (None, "") and Path(str(ref)).is_file() else None
+        stain_ref = str(ref) if ref is not None and str(ref) != "" and Path(str(ref)).is_file() else None
         init = self._init_edit.value
-        init_ckpt = str(init) if init not in (None, "") and Path(str(init)).is_file() else None
+        init_ckpt = str(init) if init is not None and str(init) != "" and Path(str(init)).is_file() else None
         if resume and self._cfg is not None:
             return self._cfg.replace(resume=True, epochs=int(self._epochs_spin.value))
         folds = int(self._folds_spin.value)
@@ -240,7 +242,7 @@ class TrainWidget(DockWidget):
     def set_stain(self, method: str, reference: str) -> None:
         """Normalise training images with ``method`` fitted on ``reference`` (Stain widget)."""
         self._stain_combo.value = method
-        self._stain_ref_edit.value = reference
+        self._stain_ref_edit.value = reference  # type: ignore[assignment]  # magicgui takes str
 
     # ---------------------------------------------------------------- actions
     def start(self, *, resume: bool = False) -> TaskHandle | None:

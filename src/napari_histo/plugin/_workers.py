@@ -122,8 +122,8 @@ class _CloseWatcher(QObject):
         super().__init__()
         self._handle = handle
 
-    def eventFilter(self, obj: QObject, event: QEvent) -> bool:  # noqa: N802 (Qt API)
-        if event.type() == QEvent.Type.Close and not self._handle.done:
+    def eventFilter(self, obj: QObject | None, event: QEvent | None) -> bool:  # noqa: N802 (Qt API)
+        if event is not None and event.type() == QEvent.Type.Close and not self._handle.done:
             self._handle.cancel(wait=True)
         return False
 

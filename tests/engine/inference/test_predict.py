@@ -156,8 +156,8 @@ def test_store_announced_first_and_first_block_after_one_batch(seg_model, syn_sl
     cfg = CFG.replace(tissue_only=False, batch_size=2, block_tiles=1)
     kinds = []
     for ev in predict_slide(syn_slide, seg_model, cfg, out_path=out):
-        if isinstance(ev, Progress) and ev.info and "store" in ev.info:
-            assert Path(ev.info["store"]) == out and out.is_dir()
+        if isinstance(ev, Progress) and ev.store is not None:
+            assert Path(ev.store) == out and out.is_dir()
             kinds.append("store")
         elif isinstance(ev, Progress) and ev.info and "y0" in ev.info:
             kinds.append("block")

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import numpy.typing as npt
@@ -41,10 +42,11 @@ def _fit(img: npt.NDArray[np.uint8], size: int, rng: np.random.Generator | None)
     return img[y0:y0 + size, x0:x0 + size]
 
 
-class PatchDataset(Dataset):  # type: ignore[type-arg]
+class PatchDataset(Dataset):
     """Labelled patches held in memory as uint8 (resampled by ``scale`` at load time)."""
 
-    def __init__(self, images: Sequence[npt.NDArray[np.uint8]], labels: Sequence[int],
+    def __init__(self, images: Sequence[npt.NDArray[np.uint8]],
+                 labels: Sequence[int] | npt.NDArray[np.integer],
                  groups: Sequence[str], patch_size: int, names: Sequence[str] | None = None) -> None:
         if not images:
             raise DataError("no labelled patches")
@@ -88,7 +90,7 @@ class PatchDataset(Dataset):  # type: ignore[type-arg]
         return torch.from_numpy(imgs), torch.from_numpy(self.labels[list(indices)])
 
 
-class PCamDataset(Dataset):  # type: ignore[type-arg]
+class PCamDataset(Dataset):
     """PatchCamelyon HDF5 (``*_x.h5`` (N,96,96,3) uint8, ``*_y.h5`` (N,1,1,1)) read lazily.
 
     The file handle is opened per process on first use, so the dataset pickles into
@@ -133,14 +135,14 @@ class PCamDataset(Dataset):  # type: ignore[type-arg]
         self.groups = ([str(g) for g in groups] if groups is not None
                        else [f"pcam{i}" for i in self.indices])
         self.patch_size = int(patch_size)
-        self._fx = None
+        self._fx: Any = None
 
     def __getstate__(self) -> dict[str, object]:
         d = dict(self.__dict__)
         d["_fx"] = None  # never pickle an open file
         return d
 
-    def _file(self):  # type: ignore[no-untyped-def]
+    def _file(self) -> Any:
         if self._fx is None:
             import h5py
 

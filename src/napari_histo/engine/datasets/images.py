@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TypeVar
 
 import numpy as np
 import numpy.typing as npt
@@ -11,6 +12,7 @@ from napari_histo.core.errors import DataError, one_line
 from napari_histo.core.limits import check_decode, check_image_size, check_regular_file
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp")
+G = TypeVar("G", bound=np.generic)
 
 
 def read_image(path: str | Path, *, mask: bool = False) -> npt.NDArray[np.uint8]:
@@ -88,7 +90,7 @@ def resize_image(img: npt.NDArray[np.uint8], scale: float) -> npt.NDArray[np.uin
     return np.asarray(Image.fromarray(img).resize(size, resample))
 
 
-def resize_labels(lab: npt.NDArray[np.generic], scale: float) -> npt.NDArray[np.generic]:
+def resize_labels(lab: npt.NDArray[G], scale: float) -> npt.NDArray[G]:
     """Resample a label/weight map by ``scale`` with nearest neighbour (keeps class values)."""
     if abs(scale - 1.0) < 1e-3:
         return lab
@@ -99,7 +101,7 @@ def resize_labels(lab: npt.NDArray[np.generic], scale: float) -> npt.NDArray[np.
     return lab[yy[:, None], xx[None, :]]
 
 
-def mask_to_classes(mask: npt.NDArray[np.generic], source: str, *, max_classes: int = 64,
+def mask_to_classes(mask: npt.NDArray[np.number], source: str, *, max_classes: int = 64,
                     ignore_index: int = 255, allow_ignore: bool = False) -> npt.NDArray[np.uint8]:
     """Map a mask's values to class indices: 0/255 (or 0/1) -> 0/1; small integers kept.
 

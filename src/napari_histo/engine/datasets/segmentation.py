@@ -91,7 +91,7 @@ def load_pairs(records: Sequence[SegRecord], scale: float = 1.0) -> list[ArraySa
     return out
 
 
-class SegmentationDataset(Dataset):  # type: ignore[type-arg]
+class SegmentationDataset(Dataset):
     """Random crops from in-memory samples; picklable; deterministic per (seed, epoch, index).
 
     Parameters

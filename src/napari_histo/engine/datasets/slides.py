@@ -152,7 +152,7 @@ def sample_slide_patches(slide_path: str | Path, truth: tuple[str, str] | None, 
     return out
 
 
-class SlidePatchDataset(Dataset):  # type: ignore[type-arg]
+class SlidePatchDataset(Dataset):
     """Lazily read ``context_size`` patches at ``mpp`` around each SlidePatch centre."""
 
     def __init__(self, patches: Sequence[SlidePatch], mpp: float, context_size: int,
@@ -303,6 +303,7 @@ def slide_regions(slide_path: str | Path, truth: tuple[str, str] | None, *, mpp:
         try:
             level = slide.level_for_mpp(mpp)
             d = float(slide.metadata.level_downsamples[level])
+            assert slide.mpp is not None  # level_for_mpp refuses a slide without one
             n = int(round(size * mpp / (float(slide.mpp[1]) * d)))
             ds = n * d / size  # level-0 px per training px
             for i, p in enumerate(patches):

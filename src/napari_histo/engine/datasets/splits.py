@@ -6,13 +6,15 @@ import warnings
 from collections.abc import Sequence
 
 import numpy as np
+import numpy.typing as npt
 
 from napari_histo.core.errors import ConfigError
 
 
 def split_by_group(groups: Sequence[str], *, val_fraction: float = 0.2, seed: int = 0,
                    val_groups: Sequence[str] | None = None,
-                   labels: Sequence[int] | None = None) -> tuple[list[int], list[int]]:
+                   labels: Sequence[int] | npt.NDArray[np.integer] | None = None,
+                   ) -> tuple[list[int], list[int]]:
     """Return (train indices, val indices) with every group entirely on one side.
 
     ``val_groups`` fixes the validation groups. Otherwise whole groups are drawn at random
@@ -47,7 +49,7 @@ def split_by_group(groups: Sequence[str], *, val_fraction: float = 0.2, seed: in
     best: tuple[float, set[str]] | None = None
     for attempt in range(200):
         order = list(rng.permutation(uniq))
-        vset: set[str] = set()
+        vset = set()
         total = 0
         for g in order:
             if total >= val_fraction * n or len(vset) >= len(uniq) - 1:

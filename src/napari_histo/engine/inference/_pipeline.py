@@ -69,7 +69,7 @@ class _DecodeWarnings:
         self._cm.__enter__()
         warnings.filterwarnings("always", message=f".*{self.KEY}")
         self._orig = warnings.showwarning
-        warnings.showwarning = self._hook  # type: ignore[assignment]
+        warnings.showwarning = self._hook
         return self
 
     def _hook(self, message: Any, category: Any, filename: str, lineno: int,
@@ -85,7 +85,7 @@ class _DecodeWarnings:
             out, self.messages = self.messages, []
         return out
 
-    def __exit__(self, *exc: object) -> None:
+    def __exit__(self, *exc: Any) -> None:
         self._cm.__exit__(*exc)
 
 

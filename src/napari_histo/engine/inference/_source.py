@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import numpy.typing as npt
@@ -17,6 +17,9 @@ import numpy.typing as npt
 from napari_histo.core.errors import ConfigError, CorruptDataError
 from napari_histo.core.limits import MPP_RANGE, check_upsample, number
 from napari_histo.io.formats import plain_image_suffixes
+
+if TYPE_CHECKING:
+    from napari_histo.io.protocols import SlideLike
 
 __all__ = ["ArraySource", "MPP_TOL", "Resolution", "SlideSource", "resolve_resolution"]
 
@@ -49,8 +52,7 @@ class ArraySource:
         core = self.image[cy0:cy1, cx0:cx1]
         pads = ((cy0 - y0, y1 - cy1), (cx0 - x0, x1 - cx1), (0, 0))
         if any(p for pair in pads for p in pair):
-            mode = "reflect" if min(core.shape[:2]) > 1 else "edge"
-            core = np.pad(core, pads, mode=mode)
+            core = np.pad(core, pads, mode="reflect" if min(core.shape[:2]) > 1 else "edge")
         return np.ascontiguousarray(core)
 
 
@@ -68,14 +70,14 @@ class Resolution:
     mpp: tuple[float, float] | None
 
 
-def is_plain_image(slide: Any) -> bool:
+def is_plain_image(slide: object) -> bool:
     """A single-level PNG/JPEG-like image rather than a scanned slide."""
     path = getattr(slide, "path", None)
     suffix = str(path).lower().rsplit(".", 1)[-1] if path is not None else ""
     return f".{suffix}" in PLAIN_IMAGE_SUFFIXES
 
 
-def resolve_resolution(slide: Any, *, mpp: float | None, level: int | None,
+def resolve_resolution(slide: SlideLike, *, mpp: float | None, level: int | None,
                        slide_mpp: float | None, model_mpp: float | None) -> Resolution:
     """Choose the level and resampling that bring ``slide`` to the working resolution.
 
@@ -133,7 +135,7 @@ def resolve_resolution(slide: Any, *, mpp: float | None, level: int | None,
 class SlideSource:
     """Reads working-resolution boxes of a slide (optionally a sub-region)."""
 
-    def __init__(self, slide: Any, res: Resolution, origin0: tuple[float, float] = (0.0, 0.0),
+    def __init__(self, slide: SlideLike, res: Resolution, origin0: tuple[float, float] = (0.0, 0.0),
                  shape: tuple[int, int] | None = None) -> None:
         self.slide = slide
         self.res = res

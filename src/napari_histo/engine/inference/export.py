@@ -40,7 +40,7 @@ def export_outputs(store: str | Path, formats: Sequence[str], *,
     import dask.array as da
     import zarr
 
-    group = zarr.open_group(str(store), mode="r")
+    group: Any = zarr.open_group(str(store), mode="r")  # zarr types a member as Array | Group
     meta = dict(group.attrs["napari_histo"])
     paths = export_paths(store)
     written: dict[str, Path] = {}

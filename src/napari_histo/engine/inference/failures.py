@@ -34,7 +34,7 @@ def summarise_failures(stats: RunStats, segments: dict[tuple[int, int, int], Any
     dy, dx = float(down[0]), float(down[1])
     h, w = int(out_shape[-2]), int(out_shape[-1])
     y_end, x_end = oy + h * dy, ox + w * dx
-    boxes: list[Box] = [tuple(int(v) for v in b) for b in stats.failed_boxes]  # type: ignore[misc]
+    boxes: list[Box] = [(int(b[0]), int(b[1]), int(b[2]), int(b[3])) for b in stats.failed_boxes]
     kept: dict[tuple[int, int, int], Any] = {}
     for key, b in segments.items():
         if b is None:

@@ -9,7 +9,11 @@ from __future__ import annotations
 
 import hashlib
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from napari_histo.engine.checkpoints import LoadedModel
+    from napari_histo.io.protocols import SlideLike
 
 __all__ = ["run_identity", "slide_fingerprint"]
 
@@ -45,7 +49,7 @@ def _state_dict_sha256(model: Any) -> str | None:
         return None
 
 
-def slide_fingerprint(slide: Any) -> dict[str, Any]:
+def slide_fingerprint(slide: SlideLike) -> dict[str, Any]:
     """Cheap content fingerprint of a slide: level-0 shape, file size and the sha256 of its
     first and last MB (for a folder such as OME-Zarr: of its metadata files).
 
@@ -82,7 +86,7 @@ def slide_fingerprint(slide: Any) -> dict[str, Any]:
     return fp
 
 
-def run_identity(slide: Any, loaded: Any) -> dict[str, Any]:
+def run_identity(slide: SlideLike, loaded: LoadedModel) -> dict[str, Any]:
     """What a resume must match besides the settings: checkpoint sha256 and slide fingerprint.
 
     The checkpoint hash is of the .pt file's bytes; an in-memory model hashes its state_dict.

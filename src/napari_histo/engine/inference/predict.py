@@ -9,20 +9,30 @@ All are generators (Task): they yield Progress/Message events and return the res
 from __future__ import annotations
 
 import math
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import numpy.typing as npt
 
 from napari_histo.core.errors import ConfigError
 from napari_histo.core.progress import Message, Progress, Task
+from napari_histo.engine.checkpoints import LoadedModel
 from napari_histo.engine.distributed import predict_distributed
 from napari_histo.engine.inference._model import Runner, as_loaded
-from napari_histo.engine.inference._pipeline import RunStats, plan_jobs, run_blocks
+from napari_histo.engine.inference._pipeline import RunStats, _Job, plan_jobs, run_blocks
 from napari_histo.engine.inference._plan import Plan, SegmentPlan
-from napari_histo.engine.inference._source import ArraySource
+from napari_histo.engine.inference._source import ArraySource, SlideSource
 from napari_histo.engine.inference.config import InferenceConfig
+from napari_histo.engine.inference.context import (
+    ModelInput,
+    PointOrBox,
+    Region,
+    SlideInput,
+    SlideLike,
+    SlideRun,
+)
 from napari_histo.engine.inference.failures import (
     segments_from_meta,
     segments_to_meta,
@@ -48,6 +58,10 @@ from napari_histo.engine.inference.writer import (
 )
 from napari_histo.engine.tiling import order_blocks
 
+if TYPE_CHECKING:
+    from napari_histo.io._cache import FailureTracker
+    from napari_histo.io.slide import Slide
+
 # PredictionResult, prepare_slide_run and result_from_store live in slide_run (shared with
 # the cluster run in engine.distributed) and are re-exported here.
 __all__ = ["PredictionResult", "output_geometry", "predict_array", "predict_heatmap",
@@ -57,7 +71,8 @@ __all__ = ["PredictionResult", "output_geometry", "predict_array", "predict_heat
 # ------------------------------------------------------------------------------ planning
 
 
-def _order(plan: Plan, near: Any, to_out: Any) -> list[int]:
+def _order(plan: Plan, near: Sequence[float] | None,
+           to_out: Callable[[Sequence[float]], PointOrBox]) -> list[int]:
     blocks = plan.blocks()
     if near is None:
         return list(range(len(blocks)))
@@ -68,7 +83,7 @@ def _order(plan: Plan, near: Any, to_out: Any) -> list[int]:
 # ------------------------------------------------------------------------------ arrays
 
 
-def predict_array(image: npt.NDArray[np.uint8], model: Any, *, tile: int | None = None,
+def predict_array(image: npt.NDArray[np.uint8], model: ModelInput, *, tile: int | None = None,
                   overlap: int | None = None, batch_size: int = 8, device: str = "auto",
                   stride: int | None = None, context: int | None = None,
                   ) -> Task[npt.NDArray[np.float32]]:
@@ -105,18 +120,21 @@ def predict_array(image: npt.NDArray[np.uint8], model: Any, *, tile: int | None 
 # ------------------------------------------------------------------------------ slides
 
 
-def _open(source: Any) -> tuple[Any, bool]:
+def _open(source: SlideInput) -> tuple[SlideLike, Slide | None]:
+    """The slide, and the same slide again when it was opened here (the caller closes it)."""
     if isinstance(source, (str, Path)):
         from napari_histo.io.slide import open_slide
 
-        return open_slide(source), True
+        opened = open_slide(source)
+        return opened, opened
     if isinstance(source, np.ndarray):
         raise ConfigError("predict_slide takes a slide or a path; use predict_array for arrays")
-    return source, False
+    return source, None
 
 
-def predict_slide(source: Any, model: Any, cfg: InferenceConfig | None = None, *,
-                  region: Any = None, region_units: str = "px", order_near: Any = None,
+def predict_slide(source: SlideInput, model: ModelInput, cfg: InferenceConfig | None = None, *,
+                  region: Region | None = None, region_units: str = "px",
+                  order_near: Sequence[float] | None = None,
                   out_path: str | Path | None = None) -> Task[PredictionResult]:
     """Predict a slide (or ``region`` = (y0, x0, y1, x1) of it) at the model's resolution.
 
@@ -161,49 +179,52 @@ def predict_slide(source: Any, model: Any, cfg: InferenceConfig | None = None, *
     finally:
         if lock is not None:
             lock.release()
-        if own:
-            slide.close()
+        if own is not None:
+            own.close()
 
 
-def _predict_slide(slide: Any, loaded: Any, runner: Runner, cfg: InferenceConfig, region: Any,
-                   region_units: str, order_near: Any, out_path: str | Path | None,
+def _predict_slide(slide: SlideLike, loaded: LoadedModel, runner: Runner, cfg: InferenceConfig,
+                   region: Region | None, region_units: str, order_near: Sequence[float] | None,
+                   out_path: str | Path | None,
                    lock_note: str | None = None) -> Task[PredictionResult]:
     from napari_histo.io._cache import FailureTracker, locate_failures
 
-    cache = getattr(slide, "cache", None)
+    cache: Any = getattr(slide, "cache", None)
     tracker = cache.track_failures() if hasattr(cache, "track_failures") else FailureTracker(None)
     with tracker:
         ctx = prepare_slide_run(slide, loaded, cfg, region=region, region_units=region_units,
                                 num_classes=runner.num_classes, out_path=out_path,
                                 in_memory=out_path is None)
-        plan, src, origin0 = ctx["plan"], ctx["source"], ctx["origin0"]
+        plan, src, origin0 = ctx.plan, ctx.source, ctx.origin0
         if cfg.tissue_only:
-            yield Message(f"{slide.name}: tissue covers {ctx['tissue_fraction']:.0%} of the slide")
+            yield Message(f"{slide.name}: tissue covers {ctx.tissue_fraction:.0%} of the slide")
         if tracker.keys:
             yield Message(f"{slide.name}: {len(tracker.keys)} tile(s) could not be decoded while "
                           "detecting tissue; their area is predicted anyway", "warning")
         path = Path(out_path) if out_path is not None else None
         if path is None:
             dt = "float32" if cfg.prob_dtype == "float16" else cfg.prob_dtype
-            sink: Any = MemorySink(plan.out_shape, plan.num_classes, cfg.threshold, dt)
-            created, done, prior = False, set(), {}
+            sink: MemorySink | ZarrSink = MemorySink(plan.out_shape, plan.num_classes, cfg.threshold, dt)
+            created = False
+            done: set[tuple[int, int]] = set()
+            prior: dict[tuple[int, int, int], Any] = {}
         else:
             opened = yield from _open_store(path, slide, loaded, cfg, ctx, lock_note)
             if opened is None:  # already complete
                 return result_from_store(path)
             sink, created, done, prior = opened
-        order = _order(plan, order_near, ctx["to_out"])
+        order = _order(plan, order_near, ctx.to_out)
         stats = RunStats()
-        jobs = plan_jobs(plan, order, ctx["skip"], done, stats)
+        jobs = plan_jobs(plan, order, ctx.skip, done, stats)
 
         def failures() -> tuple[int, list[Box], dict[tuple[int, int, int], Any]]:
             segs = {**prior, **locate_failures(slide, tracker.keys)}
-            return summarise_failures(stats, segs, origin0, ctx["downsample"], plan.out_shape)
+            return summarise_failures(stats, segs, origin0, ctx.downsample, plan.out_shape)
 
         if path is not None:
             # the store exists: a viewer can lay out its layers while the first batch runs
             yield Progress(stats.skipped_tiles + stats.resumed_tiles, stats.total_tiles,
-                           "predict", {"store": str(path)})
+                           "predict", store=str(path))
         n, boxes = yield from _run_into(sink, plan, src, runner, jobs, stats, cfg, failures,
                                         tracker, discard=path if created else None)
     if isinstance(sink, ZarrSink):
@@ -211,26 +232,27 @@ def _predict_slide(slide: Any, loaded: Any, runner: Runner, cfg: InferenceConfig
             from napari_histo.engine.inference.export import export_outputs
 
             yield from export_outputs(path, cfg.formats)
-        res_obj = result_from_store(path)  # type: ignore[arg-type]
+        assert path is not None  # a ZarrSink writes into a store
+        res_obj = result_from_store(path)
         res_obj.stats = stats
         res_obj.skipped_tiles = stats.skipped_tiles
         return res_obj
     return PredictionResult(
-        path=None, probabilities=sink.probabilities, labels=sink.labels, mpp=ctx["out_mpp"],
-        origin_um=ctx["origin_um"], complete=True, skipped_tiles=stats.skipped_tiles,
+        path=None, probabilities=sink.probabilities, labels=sink.labels, mpp=ctx.out_mpp,
+        origin_um=ctx.origin_um, complete=True, skipped_tiles=stats.skipped_tiles,
         total_tiles=stats.total_tiles, failed_tiles=n, failed_boxes=boxes, task=loaded.task,
-        class_names=list(loaded.class_names), downsample=ctx["downsample"],
+        class_names=list(loaded.class_names), downsample=ctx.downsample,
         origin_px=origin0, source=str(getattr(slide, "path", "")), stats=stats)
 
 
-def _open_store(path: Path, slide: Any, loaded: Any, cfg: InferenceConfig, ctx: dict[str, Any],
-                lock_note: str | None) -> Task[tuple[ZarrSink, bool, set[tuple[int, int]],
+def _open_store(path: Path, slide: SlideLike, loaded: LoadedModel, cfg: InferenceConfig,
+                ctx: SlideRun, lock_note: str | None) -> Task[tuple[ZarrSink, bool, set[tuple[int, int]],
                                                     dict[tuple[int, int, int], Any]] | None]:
     """Create the output store, or reopen one to resume; None when it is already complete.
 
     Returns (sink, created here, blocks already written, failed segments recorded before).
     """
-    plan, res, origin0 = ctx["plan"], ctx["res"], ctx["origin0"]
+    plan, res, origin0 = ctx.plan, ctx.res, ctx.origin0
     done: set[tuple[int, int]] = set()
     prior: dict[tuple[int, int, int], Any] = {}
     created = False
@@ -256,8 +278,10 @@ def _open_store(path: Path, slide: Any, loaded: Any, cfg: InferenceConfig, ctx: 
     return sink, created, done, prior
 
 
-def _run_into(sink: Any, plan: Plan, src: Any, runner: Runner, jobs: Any, stats: RunStats,
-              cfg: InferenceConfig, failures: Any, tracker: Any, *, discard: Path | None,
+def _run_into(sink: MemorySink | ZarrSink, plan: Plan, src: SlideSource, runner: Runner,
+              jobs: list[_Job], stats: RunStats, cfg: InferenceConfig,
+              failures: Callable[[], tuple[int, list[Box], dict[tuple[int, int, int], Any]]],
+              tracker: FailureTracker, *, discard: Path | None,
               ) -> Task[tuple[int, list[Box]]]:
     """Run the blocks into ``sink``, keeping a store's failure record current; returns the
     failed tile count and boxes.
@@ -284,7 +308,7 @@ def _run_into(sink: Any, plan: Plan, src: Any, runner: Runner, jobs: Any, stats:
     except Exception:
         # a new store that never got a block is ours and worthless: do not leave it
         # behind looking like a result (an interrupt or cancel keeps it resumable)
-        if discard is not None and not sink.done_blocks():
+        if discard is not None and isinstance(sink, ZarrSink) and not sink.done_blocks():
             discard_store(discard)
         raise
     finally:
@@ -292,8 +316,8 @@ def _run_into(sink: Any, plan: Plan, src: Any, runner: Runner, jobs: Any, stats:
     return n, boxes
 
 
-def output_geometry(source: Any, model: Any, cfg: InferenceConfig | None = None, *,
-                    region: Any = None, region_units: str = "px",
+def output_geometry(source: SlideInput, model: ModelInput, cfg: InferenceConfig | None = None,
+                    *, region: Region | None = None, region_units: str = "px",
                     ) -> tuple[tuple[int, int], tuple[float, float], tuple[float, float]]:
     """What :func:`predict_slide` will write: output shape (px), downsample (level-0 px per
     output px) and origin (level-0 px), computed without tissue detection or a model call.
@@ -306,14 +330,14 @@ def output_geometry(source: Any, model: Any, cfg: InferenceConfig | None = None,
     slide, own = _open(source)
     try:
         ctx = prepare_slide_run(slide, loaded, cfg, region=region, region_units=region_units)
-        shape = tuple(int(v) for v in ctx["plan"].out_shape[-2:])
-        return (shape[0], shape[1]), ctx["downsample"], ctx["origin0"]
+        shape = tuple(int(v) for v in ctx.plan.out_shape[-2:])
+        return (shape[0], shape[1]), ctx.downsample, ctx.origin0
     finally:
-        if own:
-            slide.close()
+        if own is not None:
+            own.close()
 
 
-def predict_heatmap(source: Any, model: Any, cfg: InferenceConfig | None = None, *,
+def predict_heatmap(source: SlideInput, model: ModelInput, cfg: InferenceConfig | None = None, *,
                     stride: int | None = None, context: int | None = None,
                     **kwargs: Any) -> Task[PredictionResult]:
     """Patch-classifier heatmap of a slide: one output pixel per ``stride`` px cell.

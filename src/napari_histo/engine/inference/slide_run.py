@@ -10,15 +10,18 @@ internals: :func:`prepare_slide_run` (resolution, plan, budgets, tissue test),
 from __future__ import annotations
 
 import math
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from napari_histo.core.errors import ConfigError
+from napari_histo.engine.checkpoints import LoadedModel
 from napari_histo.engine.inference._pipeline import RunStats
 from napari_histo.engine.inference._plan import HeatmapPlan, Plan, SegmentPlan
 from napari_histo.engine.inference._source import Resolution, SlideSource, resolve_resolution
 from napari_histo.engine.inference.config import InferenceConfig
+from napari_histo.engine.inference.context import PointOrBox, Region, SlideLike, SlideRun
 from napari_histo.engine.inference.identity import run_identity
 from napari_histo.engine.inference.writer import ZarrSink, open_prediction
 
@@ -71,12 +74,12 @@ class PredictionResult:
         """napari ``translate`` aligning output pixel centres with the slide's."""
         unit = (self.mpp[0] / self.downsample[0], self.mpp[1] / self.downsample[1]) if self.mpp \
             else (1.0, 1.0)
-        return tuple(  # type: ignore[return-value]
-            (self.origin_px[i] + (self.downsample[i] - 1) / 2) * unit[i] for i in range(2))
+        return ((self.origin_px[0] + (self.downsample[0] - 1) / 2) * unit[0],
+                (self.origin_px[1] + (self.downsample[1] - 1) / 2) * unit[1])
 
 
-def plan_for(task: str, shape_work: tuple[int, int], loaded: Any, cfg: InferenceConfig,
-              num_classes: int) -> Plan:
+def plan_for(task: str, shape_work: tuple[int, int], loaded: LoadedModel, cfg: InferenceConfig,
+             num_classes: int) -> Plan:
     """The tiling plan of a ``task`` ("segment": blended tiles; else patch heatmap cells)."""
     pre = loaded.preprocessing or {}
     if task == "segment":
@@ -93,7 +96,8 @@ def plan_for(task: str, shape_work: tuple[int, int], loaded: Any, cfg: Inference
     return HeatmapPlan(out, 0, num_classes, stride=stride, context=context, block_cells=cells)
 
 
-def _region_level0(slide: Any, region: Any, units: str) -> tuple[float, float, float, float]:
+def _region_level0(slide: SlideLike, region: Region | None,
+                   units: str) -> tuple[float, float, float, float]:
     h0, w0 = slide.shape
     if region is None:
         return (0.0, 0.0, float(h0), float(w0))
@@ -112,8 +116,8 @@ def _region_level0(slide: Any, region: Any, units: str) -> tuple[float, float, f
     return (y0, x0, y1, x1)
 
 
-def run_fingerprint(plan: Plan, res: Resolution, origin0: tuple[float, float], loaded: Any,
-                 cfg: InferenceConfig) -> dict[str, Any]:
+def run_fingerprint(plan: Plan, res: Resolution, origin0: tuple[float, float],
+                    loaded: LoadedModel, cfg: InferenceConfig) -> dict[str, Any]:
     """The settings a resumed store must share with the run resuming it (the store's
     ``fingerprint``): output geometry, resolution, region origin, tiling and the model."""
     return {
@@ -127,10 +131,10 @@ def run_fingerprint(plan: Plan, res: Resolution, origin0: tuple[float, float], l
     }
 
 
-def prepare_slide_run(slide: Any, loaded: Any, cfg: InferenceConfig, *, region: Any = None,
-                      region_units: str = "px", num_classes: int = 2,
-                      out_path: str | Path | None = None,
-                      in_memory: bool = False) -> dict[str, Any]:
+def prepare_slide_run(slide: SlideLike, loaded: LoadedModel, cfg: InferenceConfig, *,
+                      region: Region | None = None, region_units: str = "px",
+                      num_classes: int = 2, out_path: str | Path | None = None,
+                      in_memory: bool = False) -> SlideRun:
     """Resolution, geometry, plan, tissue test and coordinate helpers of one slide run.
 
     Everything the run will allocate is budgeted here, from the slide's header and the
@@ -154,19 +158,19 @@ def prepare_slide_run(slide: Any, loaded: Any, cfg: InferenceConfig, *, region: 
     out_mpp = (res.mpp[0] * cell, res.mpp[1] * cell) if res.mpp else None
     unit = smpp if smpp else (1.0, 1.0)
     origin_um = (origin0[0] * unit[0], origin0[1] * unit[1])
-    skip = None
+    skip: Callable[[Box], bool] | None = None
     frac = 1.0
     if cfg.tissue_only:
         skip, frac = _tissue_skip(slide, src)
     if out_path is not None:
         _check_store_disk(slide, plan, cfg, num_classes, frac, Path(out_path))
-    return {"res": res, "origin0": origin0, "source": src, "plan": plan, "skip": skip,
-            "downsample": down, "out_mpp": out_mpp, "origin_um": origin_um,
-            "to_out": _output_coords(origin0, down), "tissue_fraction": frac,
-            "slide_mpp": smpp}
+    return SlideRun(res=res, origin0=origin0, source=src, plan=plan, skip=skip,
+                    downsample=down, out_mpp=out_mpp, origin_um=origin_um,
+                    to_out=_output_coords(origin0, down), tissue_fraction=float(frac),
+                    slide_mpp=smpp)
 
 
-def _working_region(slide: Any, res: Resolution, region: Any, region_units: str,
+def _working_region(slide: SlideLike, res: Resolution, region: Region | None, region_units: str,
                     ) -> tuple[tuple[float, float], tuple[int, int]]:
     """Level-0 origin of the region and its (h, w) at the working resolution."""
     from napari_histo.core.limits import number
@@ -187,7 +191,7 @@ def _working_region(slide: Any, res: Resolution, region: Any, region_units: str,
     return origin0, shape_work
 
 
-def _check_budget(slide: Any, plan: Plan, cfg: InferenceConfig, shape_work: tuple[int, int],
+def _check_budget(slide: SlideLike, plan: Plan, cfg: InferenceConfig, shape_work: tuple[int, int],
                   num_classes: int, in_memory: bool) -> None:
     """Refuse a run feeding the model more than ``MAX_TILES`` inputs, whose blocks in flight
     do not fit in free memory, or (``in_memory``) whose whole output does not."""
@@ -219,7 +223,7 @@ def _check_budget(slide: Any, plan: Plan, cfg: InferenceConfig, shape_work: tupl
                     hint="write it to an output store, or predict a region")
 
 
-def _tissue_skip(slide: Any, src: SlideSource) -> tuple[Any, float]:
+def _tissue_skip(slide: SlideLike, src: SlideSource) -> tuple[Callable[[Box], bool], float]:
     """(skip(core box) -> True where a block holds no tissue, tissue fraction of the slide)."""
     from napari_histo.engine.inference.writer import release_memory
     from napari_histo.engine.tissue import tissue_map
@@ -234,7 +238,7 @@ def _tissue_skip(slide: Any, src: SlideSource) -> tuple[Any, float]:
     return skip, frac
 
 
-def _check_store_disk(slide: Any, plan: Plan, cfg: InferenceConfig, num_classes: int,
+def _check_store_disk(slide: SlideLike, plan: Plan, cfg: InferenceConfig, num_classes: int,
                       frac: float, out_path: Path) -> None:
     """Refuse a store that cannot fit in the free space where it goes.
 
@@ -252,11 +256,12 @@ def _check_store_disk(slide: Any, plan: Plan, cfg: InferenceConfig, num_classes:
                f"{plan.out_shape[0]} px, {human_bytes(raw)} before compression)")
 
 
-def _output_coords(origin0: tuple[float, float], down: tuple[float, float]) -> Any:
+def _output_coords(origin0: tuple[float, float], down: tuple[float, float],
+                   ) -> Callable[[Sequence[float]], PointOrBox]:
     """``to_out(near)``: a level-0 point (y, x) or box (y0, x0, y1, x1) in output pixels."""
     from napari_histo.core.limits import number
 
-    def to_out(near: Any) -> Any:
+    def to_out(near: Sequence[float]) -> PointOrBox:
         vals = [number("near", v) for v in near]
         if len(vals) == 2:
             return ((vals[0] - origin0[0]) / down[0], (vals[1] - origin0[1]) / down[1])
@@ -269,22 +274,22 @@ def _output_coords(origin0: tuple[float, float], down: tuple[float, float]) -> A
 
 
 def create_store(path: Path, plan: Plan, cfg: InferenceConfig, fp: dict[str, Any],
-                 ctx: dict[str, Any], slide: Any, loaded: Any, *,
+                 ctx: SlideRun, slide: SlideLike, loaded: LoadedModel, *,
                  ident: dict[str, Any] | None = None) -> ZarrSink:
     """A fresh prediction store with all metadata a reader needs to place it.
 
     ``ident`` (:func:`run_identity`) records the checkpoint's sha256 and the slide's
     fingerprint, which a resume must match.
     """
-    down = ctx["downsample"]
-    smpp = ctx["slide_mpp"]
-    origin0 = ctx["origin0"]
+    down = ctx.downsample
+    smpp = ctx.slide_mpp
+    origin0 = ctx.origin0
     unit = (smpp[0], smpp[1]) if smpp else (1.0, 1.0)
     translate = ((origin0[0] + (down[0] - 1) / 2) * unit[0], (origin0[1] + (down[1] - 1) / 2) * unit[1])
     meta = {
         "fingerprint": fp, "task": loaded.task, "class_names": list(loaded.class_names),
-        "mpp": list(ctx["out_mpp"]) if ctx["out_mpp"] else None,
-        "origin_um": list(ctx["origin_um"]), "origin_px": list(origin0),
+        "mpp": list(ctx.out_mpp) if ctx.out_mpp else None,
+        "origin_um": list(ctx.origin_um), "origin_px": list(origin0),
         "downsample": list(down), "threshold": cfg.threshold, "prob_dtype": cfg.prob_dtype,
         "source": str(getattr(slide, "path", "")), "slide_name": getattr(slide, "name", ""),
         "slide_shape": list(slide.shape), "config": cfg.to_dict(),
@@ -292,10 +297,10 @@ def create_store(path: Path, plan: Plan, cfg: InferenceConfig, fp: dict[str, Any
         **(ident if ident is not None else run_identity(slide, loaded)),
         "failed_tiles": 0, "failed_boxes": [], "failed_segments": [],
     }
-    scale = ctx["out_mpp"] or down
+    scale = ctx.out_mpp or down
     return ZarrSink.create(path, shape=plan.out_shape, chunk=plan.chunk,
                            num_classes=plan.num_classes, prob_dtype=cfg.prob_dtype,
-                           threshold=cfg.threshold, meta=meta, mpp=tuple(scale),
+                           threshold=cfg.threshold, meta=meta, mpp=(scale[0], scale[1]),
                            origin_um=translate, name=getattr(slide, "name", "prediction"),
                            ngff_version=cfg.ngff_version)
 
@@ -305,13 +310,13 @@ def result_from_store(path: str | Path) -> PredictionResult:
     prob, lab, meta = open_prediction(path)
     return PredictionResult(
         path=Path(path), probabilities=prob, labels=lab,
-        mpp=tuple(meta["mpp"]) if meta.get("mpp") else None,  # type: ignore[arg-type]
-        origin_um=tuple(meta.get("origin_um") or (0.0, 0.0)),  # type: ignore[arg-type]
+        mpp=tuple(meta["mpp"]) if meta.get("mpp") else None,
+        origin_um=tuple(meta.get("origin_um") or (0.0, 0.0)),
         complete=bool(meta.get("complete")), skipped_tiles=int(meta.get("skipped_tiles") or 0),
         total_tiles=int(meta.get("total_tiles") or 0),
         failed_tiles=int(meta.get("failed_tiles") or 0),
-        failed_boxes=[tuple(b) for b in meta.get("failed_boxes") or []],  # type: ignore[misc]
+        failed_boxes=[tuple(b) for b in meta.get("failed_boxes") or []],
         task=str(meta.get("task")), class_names=list(meta.get("class_names") or []),
-        downsample=tuple(meta.get("downsample") or (1.0, 1.0)),  # type: ignore[arg-type]
-        origin_px=tuple(meta.get("origin_px") or (0.0, 0.0)),  # type: ignore[arg-type]
+        downsample=tuple(meta.get("downsample") or (1.0, 1.0)),
+        origin_px=tuple(meta.get("origin_px") or (0.0, 0.0)),
         source=meta.get("source"))

@@ -194,9 +194,10 @@ def build_torchvision(name: str, in_channels: int, num_classes: int, *,
     if in_channels != 3:
         if name == "inception_v3":
             raise ConfigError("inception_v3 supports 3 input channels only")
-        model.conv1 = nn.Conv2d(in_channels, 64, 7, 2, 3, bias=False)  # type: ignore[assignment]
-    feat = model.fc.in_features  # type: ignore[union-attr]
-    model.fc = nn.Sequential(nn.Dropout(dropout), nn.Linear(feat, num_classes))  # type: ignore[assignment]
+        model.conv1 = nn.Conv2d(in_channels, 64, 7, 2, 3, bias=False)
+    head: Any = model.fc  # torchvision is untyped: a Linear here
+    feat = int(head.in_features)
+    model.fc = nn.Sequential(nn.Dropout(dropout), nn.Linear(feat, num_classes))
     origin: dict[str, Any] | None = None
     got = _local_weights(name, weights, pretrained)  # after the new head: it stays fresh
     if got is not None:

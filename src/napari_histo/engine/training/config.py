@@ -158,7 +158,7 @@ class TrainConfig:
             raise ConfigError(f"patch_size {self.patch_size} is too small (>= 16 px)")
         for name, (lo, hi, optional) in ints.items():
             fix(name, integer(name, getattr(self, name), lo, hi, allow_none=optional))
-        if self.center_size is not None and self.center_size > self.patch_size:
+        if self.center_size is not None and self.center_size > self.patch:
             raise ConfigError(f"center_size {self.center_size} must not exceed patch_size "
                               f"{self.patch_size}")
         lr = self.lr
@@ -194,7 +194,7 @@ class TrainConfig:
                 raise ConfigError(f"{name} must be true or false, got {getattr(self, name)!r}")
         if self.balance is not None and not isinstance(self.balance, bool):
             raise ConfigError(f"balance must be true, false or null, got {self.balance!r}")
-        if self.batch_size * self.patch_size**2 > MAX_BATCH_PIXELS:
+        if self.batch * self.patch**2 > MAX_BATCH_PIXELS:
             raise ConfigError(
                 f"batch_size {self.batch_size} x {self.patch_size} x {self.patch_size} px is "
                 f"more input than one training step may hold ({MAX_BATCH_PIXELS / 1e6:.0f} "
@@ -223,16 +223,30 @@ class TrainConfig:
             check_model_budget(validate_spec({"name": self.model, **self.model_kwargs},
                                              where="model_kwargs"))
 
+    @property
+    def patch(self) -> int:
+        """``patch_size`` as resolved by ``__post_init__`` (never None once built)."""
+        assert self.patch_size is not None
+        return self.patch_size
+
+    @property
+    def batch(self) -> int:
+        """``batch_size`` as resolved by ``__post_init__`` (never None once built)."""
+        assert self.batch_size is not None
+        return self.batch_size
+
     def _auto_sizes(self) -> None:
         """Fill the "not given" (None) mpp, patch_size and batch_size from the task and data."""
         def given(v: Any) -> bool:
             return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) \
                 and v > 0
 
-        if self.task == "segment" and self.mpp is None and given(self.data_mpp):
+        if self.task == "segment" and self.mpp is None and self.data_mpp is not None \
+                and given(self.data_mpp):
             object.__setattr__(self, "mpp", max(float(self.data_mpp), SEGMENT_AUTO_MPP))
         if self.patch_size is None:
-            coarse = self.task == "segment" and given(self.mpp) and self.mpp >= 2.0
+            coarse = self.task == "segment" and self.mpp is not None and given(self.mpp) \
+                and self.mpp >= 2.0
             object.__setattr__(self, "patch_size", 128 if coarse else 256)
         if self.batch_size is None:
             small = isinstance(self.patch_size, int) and self.patch_size <= 128
@@ -290,7 +304,7 @@ class TrainConfig:
         unknown = sorted(set(d) - names)
         if unknown:
             raise ConfigError(f"unknown training option(s) {unknown}; known: {sorted(names)}")
-        kw = {k: (tuple(v) if isinstance(v, list) else v) for k, v in d.items()}
+        kw: dict[str, Any] = {k: (tuple(v) if isinstance(v, list) else v) for k, v in d.items()}
         return cls(**kw)
 
     def to_yaml(self, path: str | Path | None = None) -> str:

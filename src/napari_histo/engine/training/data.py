@@ -103,13 +103,13 @@ def _slide_region_samples(cfg: TrainConfig, slides: list[tuple[str, tuple[str, s
 
     if mpp is None:
         raise ConfigError("training from slides needs the resolution: set mpp (um/px)")
-    per_class = max(1, min(512, MAX_REGION_PIXELS // (2 * len(slides) * cfg.patch_size**2)))
+    per_class = max(1, min(512, MAX_REGION_PIXELS // (2 * len(slides) * cfg.patch**2)))
     out: list[ArraySample] = []
     for i, (path, truth) in enumerate(slides):
         if truth is None:
             raise DataError(f"{Path(path).name} has no ground truth beside it: NAME_mask.tif / "
                             "NAME_mask.png or NAME.xml / NAME.geojson")
-        out += slide_regions(path, truth, mpp=mpp, size=cfg.patch_size,
+        out += slide_regions(path, truth, mpp=mpp, size=cfg.patch,
                              max_per_class=per_class, seed=cfg.seed + i)
     return out
 
@@ -165,7 +165,7 @@ def build_segmentation(cfg: TrainConfig, arrays: list[ArraySample] | None = None
     counts = np.zeros(n_cls, np.int64)
     for s in train_s:
         counts += np.bincount(s.labels[s.labels != IGNORE_INDEX].ravel(), minlength=n_cls)[:n_cls]
-    return DataBundle("segment", names, SegmentationDataset(train_s, cfg.patch_size, seed=cfg.seed),
+    return DataBundle("segment", names, SegmentationDataset(train_s, cfg.patch, seed=cfg.seed),
                       val_s, pre, sorted({s.group for s in train_s}), sorted({s.group for s in val_s}),
                       counts.tolist())
 
@@ -235,9 +235,9 @@ def build_classification(cfg: TrainConfig, stain: dict[str, Any] | None = None) 
     if cfg.stain_norm or stain:
         stain = _normalise_patches(cfg, train, val, stain)
     ctx = cfg.patch_size
-    center = cfg.center_size or (_default_center(cfg.patch_size) if slides else None)
+    centre = cfg.center_size or (_default_center(cfg.patch) if slides else None)
     pre = default_preprocessing(mpp=mpp, patch_size=cfg.patch_size, stain=stain,
-                                context_size=ctx, center_size=center)
+                                context_size=ctx, center_size=centre)
     counts = np.bincount(train.labels, minlength=len(names)).tolist()
     return DataBundle("classify", names, train, val, pre, sorted(set(train.groups)),
                       sorted(set(val.groups)), counts)
@@ -247,12 +247,12 @@ def _slide_patches(cfg: TrainConfig, slides: list[Any], mpp: float) -> tuple[Any
     """Tissue patches of annotated slides (CAMELYON centre rule) and the class names."""
     from napari_histo.engine.datasets.slides import SlidePatchDataset, sample_slide_patches
 
-    center = cfg.center_size or _default_center(cfg.patch_size)
+    center = cfg.center_size or _default_center(cfg.patch)
     patches = []
     for i, (path, truth) in enumerate(slides):
-        patches += sample_slide_patches(path, truth, mpp=mpp, context_size=cfg.patch_size,
+        patches += sample_slide_patches(path, truth, mpp=mpp, context_size=cfg.patch,
                                         center_size=center, seed=cfg.seed + i)
-    full = SlidePatchDataset(patches, mpp, cfg.patch_size)
+    full = SlidePatchDataset(patches, mpp, cfg.patch)
     n = int(full.labels.max()) + 1
     names = list(cfg.class_names or (["normal", "tumor"] if n <= 2 else
                                      [f"class_{i}" for i in range(n)]))
@@ -266,7 +266,7 @@ def _pcam_sets(cfg: TrainConfig, pcam: dict[str, Any]) -> tuple[Any, Any, tuple[
     trains on train and validates on valid (test only when evaluating).
     """
     if "" in pcam:
-        full = _pcam_dataset(pcam[""], cfg.patch_size, "")
+        full = _pcam_dataset(pcam[""], cfg.patch, "")
         return full, full.labels, None
     if "train" not in pcam:
         raise DataError(f"no PCam train split in {cfg.data[0]}: expected "
@@ -274,8 +274,8 @@ def _pcam_sets(cfg: TrainConfig, pcam: dict[str, Any]) -> tuple[Any, Any, tuple[
     if cfg.val_groups:
         raise ConfigError("PCam has a fixed validation split (valid): leave val_groups "
                           "empty")
-    train_ds = _pcam_dataset(pcam["train"], cfg.patch_size, "train")
-    val_ds = (_pcam_dataset(pcam["valid"], cfg.patch_size, "valid") if "valid" in pcam
+    train_ds = _pcam_dataset(pcam["train"], cfg.patch, "train")
+    val_ds = (_pcam_dataset(pcam["valid"], cfg.patch, "valid") if "valid" in pcam
               else None)
     if val_ds is None:
         # stacklevel 3: the caller of build_classification, as before this step was split out
@@ -295,7 +295,7 @@ def _folder_patches(cfg: TrainConfig) -> tuple[PatchDataset, list[str]]:
     names = list(cfg.class_names or sorted({r.label for r in records}))
     if len(names) < 2:
         raise DataError(f"classification needs >= 2 classes; found only {names}")
-    return PatchDataset.from_records(records, names, cfg.patch_size, cfg.scale), names
+    return PatchDataset.from_records(records, names, cfg.patch, cfg.scale), names
 
 
 def _normalise_patches(cfg: TrainConfig, train: Any, val: Any,
@@ -306,6 +306,7 @@ def _normalise_patches(cfg: TrainConfig, train: Any, val: Any,
     if isinstance(train, PatchDataset):
         from napari_histo.engine.stain import normalize_image
 
+        assert stain is not None  # cfg.stain_norm or a given stain: fitted above
         cache: dict[int, np.ndarray] = {}
         for ds in (train, val):
             for i, im in enumerate(ds.images):

@@ -12,6 +12,7 @@ import itertools
 import math
 import os
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -117,7 +118,8 @@ def make_weight_ema(model: torch.nn.Module, decay: float) -> Any:
     from torch.optim.swa_utils import AveragedModel
 
     @torch.no_grad()
-    def ema_all(avg: list[torch.Tensor], cur: list[torch.Tensor], n: Any) -> None:
+    def ema_all(avg: Sequence[torch.Tensor], cur: Sequence[torch.Tensor],
+                n: torch.Tensor | int) -> None:
         k = float(n)
         d = min(decay, (1.0 + k) / (10.0 + k))
         floats = [(a, c) for a, c in zip(avg, cur, strict=True) if a.is_floating_point()]
@@ -432,7 +434,7 @@ def _load_data(cfg: TrainConfig, arrays: list[ArraySample] | None,
     init = read_checkpoint(cfg.init_checkpoint) if (cfg.init_checkpoint and not cfg.resume) else None
     init_pre = dict(init["preprocessing"]) if init is not None else {}
     if init is not None and init["task"] != cfg.task:
-        raise ConfigError(f"{Path(cfg.init_checkpoint).name} is a {init['task']} model; "
+        raise ConfigError(f"{Path(str(cfg.init_checkpoint)).name} is a {init['task']} model; "
                           f"cannot fine-tune it for {cfg.task}")
     # fine-tuning keeps the base model's stain normalisation unless another is asked for
     data: DataBundle = build_data(cfg, arrays, stain=None if cfg.stain_norm else init_pre.get("stain"))
@@ -460,7 +462,7 @@ def _set_up(cfg: TrainConfig, data: DataBundle, init: dict[str, Any] | None,
     if cuda and cfg.amp:
         amp_dtype = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
     scaler = torch.amp.GradScaler("cuda", enabled=amp_dtype == torch.float16)
-    steps_per_epoch = len(epoch_indices(len(data.train), cfg.batch_size, np.random.default_rng(0),
+    steps_per_epoch = len(epoch_indices(len(data.train), cfg.batch, np.random.default_rng(0),
                                         steps=cfg.steps_per_epoch))
     ema = make_weight_ema(model, _ema_decay(steps_per_epoch)) if selection == "ema" else None
     eval_model: torch.nn.Module = ema.module if ema is not None else model
@@ -473,8 +475,8 @@ def _set_up(cfg: TrainConfig, data: DataBundle, init: dict[str, Any] | None,
     loss_fn = SegClsLoss(kind, n_cls, cw).to(device)
     loss_cpu = SegClsLoss(kind, n_cls, cw)
     aug = AugmentConfig.with_stain(cfg.stain_augment) if cfg.augment else None
-    maker = BatchMaker(data.train, data.preprocessing, aug, cfg.patch_size)
-    val_maker = BatchMaker(data.val, data.preprocessing, None, cfg.patch_size) if cfg.task == "classify" else None
+    maker = BatchMaker(data.train, data.preprocessing, aug, cfg.patch)
+    val_maker = BatchMaker(data.val, data.preprocessing, None, cfg.patch) if cfg.task == "classify" else None
     balance = cfg.balance if cfg.balance is not None else cfg.task == "classify"
     train_labels = getattr(data.train, "labels", None) if cfg.task == "classify" else None
     return _Run(cfg=cfg, data=data, run_dir=run_dir, device=device, spec=spec, model=model,
@@ -536,7 +538,7 @@ def _train_epoch(run: _Run, epoch: int, total_steps: int | None, limit_s: float 
     """One epoch of optimiser steps; returns the training metrics and whether time ran out."""
     cfg, data = run.cfg, run.data
     rng = np.random.default_rng((cfg.seed, epoch))
-    batches = epoch_indices(len(data.train), cfg.batch_size, rng, labels=run.train_labels,
+    batches = epoch_indices(len(data.train), cfg.batch, rng, labels=run.train_labels,
                             balance=run.balance, steps=cfg.steps_per_epoch)
     run.model.train()
     if cfg.freeze_norm:
@@ -625,11 +627,11 @@ def _validate_epoch(run: _Run, epoch: int, acc: MetricAccumulator) -> Task[
             val_acc, first_prob = yield from validate_segmentation(
                 run.eval_model, data.val, data.preprocessing, run.device,
                 run.loss_cpu if run.device.type != "cuda" else run.loss_fn,
-                data.num_classes, max(cfg.val_tile, cfg.patch_size), amp_dtype=run.amp_dtype,
+                data.num_classes, max(cfg.val_tile, cfg.patch), amp_dtype=run.amp_dtype,
                 channels_last=run.use_cl)
         else:
             val_acc, val_probs = yield from validate_classification(
-                run.eval_model, data.val, run.val_maker, cfg.batch_size, run.device,
+                run.eval_model, data.val, run.val_maker, cfg.batch, run.device,
                 run.loss_fn, data.num_classes, amp_dtype=run.amp_dtype,
                 channels_last=run.use_cl)
         metrics.update(val_acc.result("val"))

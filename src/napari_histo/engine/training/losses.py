@@ -26,6 +26,7 @@ class SegClsLoss(torch.nn.Module):
         self.num_classes = num_classes
         self.gamma = focal_gamma
         self.register_buffer("cw", class_weights if class_weights is not None else torch.ones(num_classes))
+        self.cw: torch.Tensor
 
     def forward(self, logits: torch.Tensor, target: torch.Tensor,
                 weights: torch.Tensor | None = None) -> torch.Tensor:

@@ -44,7 +44,8 @@ class BatchMaker:
                  gen: torch.Generator | None) -> Batch:
         """One batch; ``rng``/``gen`` None = deterministic (validation) crops, no augmentation."""
         aug = self.aug if (self.aug is not None and rng is not None and gen is not None) else None
-        size = random_scale_size(self.patch, rng, aug.scale) if aug is not None else self.patch
+        size = random_scale_size(self.patch, rng, aug.scale) if aug is not None and rng is not None \
+            else self.patch
         if self.seg:
             imgs, labs, wts = self.ds.get_batch(indices, rng if rng is not None else np.random.default_rng(0), size)
         else:
@@ -93,7 +94,7 @@ def epoch_indices(n: int, batch_size: int, rng: np.random.Generator, *,
     return batches
 
 
-class EpochBatches(torch.utils.data.Dataset):  # type: ignore[type-arg]
+class EpochBatches(torch.utils.data.Dataset):
     """One epoch's batches as a picklable dataset, for DataLoader worker processes.
 
     Batch ``b`` is made with RNGs seeded by (seed, epoch, b), so workers give exactly what
@@ -118,7 +119,7 @@ class EpochBatches(torch.utils.data.Dataset):  # type: ignore[type-arg]
         return self.maker(self.batches[b], np.random.default_rng((self.seed, self.epoch, b)), g)
 
 
-def worker_loader(batches: EpochBatches, num_workers: int) -> torch.utils.data.DataLoader:  # type: ignore[type-arg]
+def worker_loader(batches: EpochBatches, num_workers: int) -> torch.utils.data.DataLoader:
     """DataLoader over whole batches in ``num_workers`` processes (for lazily read data)."""
     return torch.utils.data.DataLoader(batches, batch_size=None, shuffle=False,
                                        num_workers=num_workers, prefetch_factor=2,
