@@ -63,13 +63,14 @@ def confusion_matrix(pred: Any, target: Any, num_classes: int,
         idx = torch.where(valid, t.long() * c + p.long().clamp(0, c - 1), c * c)
         cm = torch.bincount(idx.cpu(), minlength=c * c + 1)[: c * c].numpy()
     else:
-        p = np.asarray(pred).reshape(-1)
-        t = np.asarray(target).reshape(-1)
-        valid = (t >= 0) & (t < c)
+        pn = np.asarray(pred).reshape(-1)
+        tn = np.asarray(target).reshape(-1)
+        ok = (tn >= 0) & (tn < c)
         if ignore_index is not None:
-            valid &= t != ignore_index
-        idx = np.where(valid, t.astype(np.int64) * c + np.clip(p.astype(np.int64), 0, c - 1), c * c)
-        cm = np.bincount(idx, minlength=c * c + 1)[: c * c]
+            ok &= tn != ignore_index
+        flat = np.where(ok, tn.astype(np.int64) * c + np.clip(pn.astype(np.int64), 0, c - 1),
+                        c * c)
+        cm = np.bincount(flat, minlength=c * c + 1)[: c * c]
     return cm.reshape(c, c).astype(np.int64)
 
 

@@ -61,7 +61,7 @@ def downsample2_dask(arr: da.Array, kind: str) -> da.Array:
         c = chunks[ax]
         if any(x % 2 for x in c[:-1]):
             size = max(2, (max(c) + 1) // 2 * 2)
-            chunks[ax] = (size,)  # type: ignore[assignment]
+            chunks[ax] = (size,)
     if chunks != list(arr.chunks):
         arr = arr.rechunk(tuple(x if len(x) != 1 else x[0] for x in chunks))
     out_chunks = tuple(arr.chunks[:-2]) + tuple(

@@ -205,12 +205,12 @@ class OmeZarrStore:
     @property
     def shape(self) -> tuple[int, int]:
         """Level-0 (height, width)."""
-        return tuple(self.levels[0].shape[-2:])  # type: ignore[return-value]
+        return tuple(self.levels[0].shape[-2:])
 
     @property
     def chunks(self) -> tuple[int, int]:
         """Level-0 spatial chunk shape (height, width)."""
-        return tuple(self.levels[0].chunks[-2:])  # type: ignore[return-value]
+        return tuple(self.levels[0].chunks[-2:])
 
     @property
     def attrs(self) -> dict[str, Any]:
