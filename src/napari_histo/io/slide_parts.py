@@ -1,6 +1,6 @@
 """SlideParts: what a format opener returns and :func:`napari_histo.io.slide.assemble` consumes.
 
-Each opener (TIFF family, OME-Zarr, plain images) turns a file into native pyramid levels,
+Each opener (TIFF family, OME-Zarr, plain images, OpenSlide) turns a file into native pyramid levels,
 their downsamples and normalised metadata; ``assemble`` adds computed levels and builds the
 :class:`~napari_histo.io.slide.Slide` (or :class:`~napari_histo.io.masks.Mask`).
 """
