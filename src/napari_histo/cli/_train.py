@@ -193,23 +193,21 @@ def run(args: argparse.Namespace) -> int:
     if cfg.folds:
         from napari_histo.engine.training.crossval import crossval
 
-        try:
-            cv = run_task(crossval(cfg), on_event)
-        finally:
-            if bar is not None:
-                bar.close()
-        if as_json:
-            print_json(_crossval_json(cv, cfg.task, warned, time.perf_counter() - t0))
-            return 0
-        print(f"done (crossval): {cv.summary_line()}; details {cv.run_dir / 'crossval.json'}")
-        return 0
+        task: Any = crossval(cfg)
+    else:
+        task = train(cfg)
     try:
-        result = run_task(train(cfg), on_event)
+        result = run_task(task, on_event)
     finally:
         if bar is not None:
             bar.close()
     if as_json:
-        print_json(_train_json(result, cfg.task, warned, time.perf_counter() - t0))
+        to_json = _crossval_json if cfg.folds else _train_json
+        print_json(to_json(result, cfg.task, warned, time.perf_counter() - t0))
+        return 0
+    if cfg.folds:
+        print(f"done (crossval): {result.summary_line()}; "
+              f"details {result.run_dir / 'crossval.json'}")
         return 0
     best = result.best_metrics
     summary = " ".join(t for t in (format_metric(best, k) for k in ("val_dice", "val_auc",

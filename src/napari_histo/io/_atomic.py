@@ -65,15 +65,11 @@ def check_output_path(path: str | Path, overwrite: bool = False) -> Path:
 def _fsync(path: Path) -> None:
     """Flush a file's data to disk (cheap for one file; directories of chunks are skipped)."""
     if path.is_file():
-        with contextlib.suppress(OSError):
-            fd = os.open(path, os.O_RDONLY)
-            try:
-                os.fsync(fd)
-            finally:
-                os.close(fd)
+        _fsync_entry(path)
 
 
-def _fsync_dir(path: Path) -> None:
+def _fsync_entry(path: Path) -> None:
+    """fsync a file or a folder by path (a folder: its entries, so a rename is durable)."""
     with contextlib.suppress(OSError):
         fd = os.open(path, os.O_RDONLY)
         try:
@@ -116,7 +112,7 @@ def atomic_path(path: str | Path, overwrite: bool = False) -> Iterator[Path]:
             remove_path(old)
         else:
             os.replace(tmp, final)
-        _fsync_dir(final.parent)
+        _fsync_entry(final.parent)
     except BaseException:
         remove_path(tmp)
         raise

@@ -84,6 +84,15 @@ def encode(probs: npt.NDArray[np.float32], prob_dtype: str, threshold: float,
     return p.astype(np.float16), labels
 
 
+def put_block(probabilities: Any, labels: Any, box: tuple[int, int, int, int],
+              probs: npt.NDArray[np.float32], prob_dtype: str, threshold: float) -> None:
+    """Encode one block's class probabilities into a sink's probability and label arrays."""
+    y0, x0, y1, x1 = box
+    p, lab = encode(probs, prob_dtype, threshold)
+    probabilities[..., y0:y1, x0:x1] = p
+    labels[y0:y1, x0:x1] = lab
+
+
 class MemorySink:
     """Keeps the whole prediction in numpy arrays (regions, single images, tests)."""
 
@@ -100,10 +109,7 @@ class MemorySink:
     def write(self, b: tuple[int, int], box: tuple[int, int, int, int],
               probs: npt.NDArray[np.float32]) -> None:
         """Store one block."""
-        y0, x0, y1, x1 = box
-        p, lab = encode(probs, self.prob_dtype, self.threshold)
-        self.probabilities[..., y0:y1, x0:x1] = p
-        self.labels[y0:y1, x0:x1] = lab
+        put_block(self.probabilities, self.labels, box, probs, self.prob_dtype, self.threshold)
         self.done.add(b)
 
 
@@ -251,10 +257,7 @@ class ZarrSink:
     def write(self, b: tuple[int, int], box: tuple[int, int, int, int],
               probs: npt.NDArray[np.float32]) -> None:
         """Write one block (= one chunk) then its done marker."""
-        y0, x0, y1, x1 = box
-        p, lab = encode(probs, self.prob_dtype, self.threshold)
-        self.probabilities[..., y0:y1, x0:x1] = p
-        self.labels[y0:y1, x0:x1] = lab
+        put_block(self.probabilities, self.labels, box, probs, self.prob_dtype, self.threshold)
         (done_dir(self.path) / f"{b[0]}_{b[1]}").touch()
 
     def finish(self, **meta: Any) -> None:
