@@ -90,6 +90,9 @@ class EditSession:
 class CorrectWidget(DockWidget):
     """Dock widget: editable correction window, autosave, fine-tune on corrections."""
 
+    progress_unit = "batches"
+    cancelled_word = "stopped"
+
     def __init__(self, viewer: napari.viewer.Viewer) -> None:
         super().__init__(viewer)
         self._prediction_combo = ComboBox(label="prediction", choices=self._prediction_choices,

@@ -101,7 +101,11 @@ class CurvePlot:
                     self.ax_metric.plot(epochs, ys, style, ms=3, label=split)
             self.ax_metric.set_ylim(-0.02, 1.02)
         for ax in (self.ax_loss, self.ax_metric):
-            ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+            # whole epochs only, also for one or two epochs (matplotlib's own margin would
+            # span less than one integer: ticks 0.945, 0.960, ...)
+            ax.xaxis.set_major_locator(MaxNLocator(integer=True, min_n_ticks=1))
+            if epochs and max(epochs) - min(epochs) < 2:
+                ax.set_xlim(min(epochs) - 0.5, max(epochs) + 0.5)
             if ax.get_legend_handles_labels()[0]:
                 ax.legend(fontsize=7, loc="best")
             ax.tick_params(labelsize=7)

@@ -43,7 +43,7 @@ from napari_histo.engine.live import (
 )
 from napari_histo.plugin import _result_layers as rl
 from napari_histo.plugin._jobs import rgb_crop
-from napari_histo.plugin._widget_base import FAILED_STATUS, DockWidget
+from napari_histo.plugin._widget_base import DockWidget
 from napari_histo.plugin._workers import TaskHandle
 
 if TYPE_CHECKING:
@@ -95,8 +95,23 @@ def remember_checkpoint(path: str | Path) -> None:
 # ------------------------------------------------------------------ the widget
 
 
+#: what to say when a checkpoint of the other task is given to a widget
+_WRONG_TASK = {
+    "classify": ("{name} is a patch classifier checkpoint: run it in the Patch heatmap widget "
+                 "(Plugins > napari-histo > Patch heatmap); Segment runs segmentation "
+                 "checkpoints"),
+    "segment": ("{name} is a segmentation checkpoint: run it in the Segment widget "
+                "(Plugins > napari-histo > Segment); Patch heatmap runs patch classifier "
+                "checkpoints"),
+}
+
+
 class SegmentWidget(DockWidget):
     """Dock widget: image layer + checkpoint + target -> heatmap and labels layers."""
+
+    #: the checkpoint task this widget runs ("segment"; the Patch heatmap's is "classify")
+    task = "segment"
+    progress_unit = "tiles"
 
     def __init__(self, viewer: napari.viewer.Viewer) -> None:
         super().__init__(viewer)
@@ -192,6 +207,7 @@ class SegmentWidget(DockWidget):
         ckpt = str(self._ckpt_edit.value or "")
         if not ckpt or not Path(ckpt).is_file():
             raise ValueError(f"choose a model checkpoint (.pt) file; {ckpt or 'none'} not found")
+        self._check_task(ckpt)
         target = self._target_combo.value
         shape0 = rl.level0_shape(image_layer)
         if target == "current view":
@@ -241,6 +257,14 @@ class SegmentWidget(DockWidget):
                                  image_offset=(float(y0), float(x0)))
         placement = {"region": region, "whole": whole, "target": target}
         return req, image_layer, placement
+
+    def _check_task(self, ckpt: str) -> None:
+        """Refuse a checkpoint of the other task (read from its metadata, no model built)."""
+        from napari_histo.engine.checkpoint_meta import checkpoint_task
+
+        found = checkpoint_task(ckpt)
+        if found is not None and found != self.task:
+            raise ValueError(_WRONG_TASK[found].format(name=Path(ckpt).name))
 
     def _extra_cfg(self, whole: bool) -> dict[str, Any]:
         """More InferenceConfig options (the patch-heatmap widget adds stride/context)."""
@@ -420,20 +444,13 @@ class SegmentWidget(DockWidget):
         self._live = None
 
     def _on_finished(self) -> None:
+        """Buttons back; the base then sets the end state (done / cancelled / failed)."""
         self._run_button.enabled = True
         self._cancel_button.enabled = False
-        outcome = self._outcome()
-        if outcome == "cancelled":
-            self._status_label.value = "cancelled"
-        elif outcome == "failed":
-            self._status_label.value = FAILED_STATUS
-        else:
-            t = self.timings
-            if "first_tile" in t and "model_loaded" in t:
-                self._status_label.value = (
-                    f"done; first tile {t['first_tile'] - t['model_loaded']:.2f} s after load")
-            else:
-                self._status_label.value = "done"
+        t = self.timings
+        if self._outcome() == "done" and "first_tile" in t and "model_loaded" in t:
+            self._status_label.value = (
+                f"done; first tile {t['first_tile'] - t['model_loaded']:.2f} s after load")
 
     def _on_threshold(self, value: float) -> None:
         if self.result is not None:

@@ -38,7 +38,7 @@ from napari_histo.engine.live import preview_job
 from napari_histo.plugin import _result_layers as rl
 from napari_histo.plugin._jobs import layer_pair_samples, rgb_crop
 from napari_histo.plugin._plots import CurvePlot
-from napari_histo.plugin._widget_base import FAILED_STATUS, DockWidget
+from napari_histo.plugin._widget_base import DockWidget, add_tabified, raise_dock
 from napari_histo.plugin._workers import TaskHandle, preload_torch_training, start_task
 
 if TYPE_CHECKING:
@@ -53,6 +53,11 @@ CLS_MODELS = model_choices("classify")
 
 class TrainWidget(DockWidget):
     """Dock widget: data + options -> training run with live curves."""
+
+    progress_unit = "batches"
+    cancelled_word = "stopped"
+    cancelled_hint = "; Resume continues from the last checkpoint"
+    manual_pickers = ("_shapes_combo",)  # regions restrict training: only when asked for
 
     def __init__(self, viewer: napari.viewer.Viewer) -> None:
         super().__init__(viewer)
@@ -288,7 +293,10 @@ class TrainWidget(DockWidget):
         if ckpt is None:
             self._show_error("no checkpoint yet: train at least one epoch")
             return None
-        seg = find_or_add_segment_widget(self._viewer)
+        from napari_histo.engine.checkpoint_meta import checkpoint_task
+
+        task = checkpoint_task(ckpt) or getattr(self._cfg, "task", None) or "segment"
+        seg = find_or_add_segment_widget(self._viewer, task=task)
         seg.set_checkpoint(ckpt)
         return seg
 
@@ -333,13 +341,9 @@ class TrainWidget(DockWidget):
         self.result = result
 
     def _on_finished(self) -> None:
+        """Buttons back, the result line; the base then sets the end state."""
         self._set_running(False)
-        outcome = self._outcome()
-        if outcome == "cancelled":
-            self._status_label.value = "stopped; Resume continues from the last checkpoint"
-        elif outcome == "failed":
-            self._status_label.value = FAILED_STATUS
-        elif self.result is not None:
+        if self._outcome() == "done" and self.result is not None:
             best = getattr(self.result, "best_metrics", {}) or {}
             note = f" ({len(self.warnings)} warning(s): small validation)" if self.warnings else ""
             folds = getattr(self.result, "folds", None)
@@ -406,13 +410,22 @@ def _center_crop(box: tuple[int, int, int, int], size: int) -> tuple[int, int, i
     return (cy - h // 2, cx - w // 2, cy - h // 2 + h, cx - w // 2 + w)
 
 
-def find_or_add_segment_widget(viewer: Any) -> Any:
-    """The Segment widget docked in ``viewer`` (docked now if there is none)."""
+def find_or_add_segment_widget(viewer: Any, task: str = "segment") -> Any:
+    """The widget that runs ``task`` checkpoints in ``viewer``, brought to the front.
+
+    ``"segment"``: the Segment widget; ``"classify"``: the Patch heatmap widget. The one
+    already docked is reused (exact type: a Patch heatmap is not a Segment widget); else a
+    new one is docked as a tab beside the right-hand docks, so the window keeps its size.
+    """
+    from napari_histo.plugin._heatmap_widget import HeatmapWidget
     from napari_histo.plugin._segment_widget import SegmentWidget
 
+    cls: type[SegmentWidget] = HeatmapWidget if task == "classify" else SegmentWidget
     for w in list(viewer.window.dock_widgets.values()):
-        if isinstance(w, SegmentWidget):
+        if type(w) is cls:
+            raise_dock(w)
             return w
-    seg = SegmentWidget(viewer)
-    viewer.window.add_dock_widget(seg, name="Segment (napari-histo)", area="right")
+    seg = cls(viewer)
+    name = "Patch heatmap" if cls is HeatmapWidget else "Segment"
+    add_tabified(viewer, seg, f"{name} (napari-histo)")
     return seg

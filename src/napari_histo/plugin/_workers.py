@@ -123,8 +123,8 @@ class _CloseWatcher(QObject):
         self._handle = handle
 
     def eventFilter(self, obj: QObject | None, event: QEvent | None) -> bool:  # noqa: N802 (Qt API)
-        if event is not None and event.type() == QEvent.Type.Close and not self._handle.done:
-            self._handle.cancel(wait=True)
+        if event is not None and event.type() == QEvent.Type.Close:
+            self._handle.detach()
         return False
 
 
@@ -150,6 +150,7 @@ class TaskHandle:
         self.error: BaseException | None = None
         self.cancelled = False
         self.detached = False  # widget gone: deliver no more callbacks
+        self.ended = False  # the end has been delivered on the GUI thread: nothing after it
         self._done = threading.Event()
         self._finished_cb: list[Callable[[], Any]] = []
         self._watchers: list[tuple[QObject, _CloseWatcher]] = []
@@ -184,6 +185,17 @@ class TaskHandle:
             return self.wait(timeout)
         return self.done
 
+    def detach(self, timeout: float = 60.0) -> bool:
+        """The widget is going: deliver no more callbacks, stop the task and wait for it.
+
+        Also when the generator has already ended in the worker thread but its last events
+        are still queued for the GUI thread (they would reach deleted Qt widgets).
+        """
+        self.detached = True
+        if self.done:
+            return True
+        return self.cancel(wait=True, timeout=timeout)
+
     def wait(self, timeout: float = 60.0) -> bool:
         """Block until the generator is closed; True if it was within ``timeout`` seconds."""
         return self._done.wait(timeout)
@@ -204,7 +216,7 @@ class TaskHandle:
             target.installEventFilter(watcher)
             self._watchers.append((target, watcher))
         handle = self
-        native.destroyed.connect(lambda *_: handle.cancel(wait=True))
+        native.destroyed.connect(lambda *_: handle.detach())
 
     def _unwatch(self) -> None:
         for target, watcher in self._watchers:
@@ -288,13 +300,15 @@ def start_task(
     handle._pbar = pbar
 
     def _event(ev: Event) -> None:
-        if handle.detached:
+        if handle.detached or handle.ended:
             return
         _update_pbar(pbar, ev)
         if on_event is not None:
             on_event(ev)
 
     def _returned(value: Any) -> None:
+        if handle.ended:
+            return
         handle.result = value
         if handle.detached or handle.cancelled:
             return
@@ -310,9 +324,15 @@ def start_task(
             on_error(exc)
 
     def _finished() -> None:
+        if handle.ended:
+            return
+        handle.ended = True
         handle._unwatch()
         if pbar is not None:
-            pbar.close()
+            try:
+                pbar.close()
+            except RuntimeError:  # its Qt bar went with the window
+                pass
         handle._mark_done()
         if on_finished is not None and not handle.detached:
             on_finished()

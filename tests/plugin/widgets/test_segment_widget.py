@@ -19,7 +19,7 @@ def _open(viewer, path):
 def _segment(qtbot, w, target="current view", timeout=60000):
     h = w.run(target)
     assert h is not None
-    qtbot.waitUntil(lambda: h.done, timeout=timeout)
+    qtbot.waitUntil(lambda: h.done and not w.running, timeout=timeout)  # end delivered too
     qtbot.waitUntil(lambda: w.result is not None or h.error is not None, timeout=5000)
     assert h.error is None, h.error
     return h
