@@ -20,9 +20,19 @@ from qtpy.QtWidgets import QSizePolicy
 __all__ = ["ConfusionPlot", "CurvePlot", "RocPlot", "plot_widget"]
 
 
+class _Canvas(FigureCanvasQTAgg):
+    """A canvas whose coalesced redraw is quiet once its Qt widget went with the window."""
+
+    def draw(self) -> None:
+        try:
+            super().draw()
+        except RuntimeError:  # "wrapped C/C++ object ... has been deleted": nothing to draw
+            pass
+
+
 def _canvas(height_in: float = 2.6) -> tuple[Figure, FigureCanvasQTAgg]:
     fig = Figure(figsize=(4.0, height_in), dpi=90, layout="constrained")
-    canvas = FigureCanvasQTAgg(fig)
+    canvas = _Canvas(fig)
     canvas.setMinimumHeight(int(height_in * 80))
     canvas.setSizePolicy(QSizePolicy.Policy.Expanding, QSizePolicy.Policy.Expanding)
     return fig, canvas
