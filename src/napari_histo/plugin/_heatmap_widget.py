@@ -25,6 +25,8 @@ __all__ = ["HeatmapWidget"]
 class HeatmapWidget(SegmentWidget):
     """Dock widget: classifier checkpoint + stride/context -> probability heatmap layers."""
 
+    result_owner = "heatmap"
+
     def __init__(self, viewer: napari.viewer.Viewer) -> None:
         super().__init__(viewer)
         self._stride_spin = SpinBox(label="stride (0 = model's)", min=0, max=4096, value=0)

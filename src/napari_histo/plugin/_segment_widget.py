@@ -98,6 +98,9 @@ def remember_checkpoint(path: str | Path) -> None:
 class SegmentWidget(DockWidget):
     """Dock widget: image layer + checkpoint + target -> heatmap and labels layers."""
 
+    #: tag of this widget's result layers (a rerun replaces them, see rl.drop_previous_results)
+    result_owner = "segment"
+
     def __init__(self, viewer: napari.viewer.Viewer) -> None:
         super().__init__(viewer)
         self._image_combo = ComboBox(label="image", choices=self._image_choices, nullable=True)
@@ -372,6 +375,7 @@ class SegmentWidget(DockWidget):
             downsample=(ev.downsample[0] * f, ev.downsample[1] * f), offset_px=ev.origin_px,
             threshold=float(self._threshold_slider.value),
             opacity=float(self._opacity_slider.value), class_names=list(ev.class_names),
+            owner=self.result_owner,
             metadata={"source": req.source, "checkpoint": req.checkpoint, "store": ev.path,
                       "live": True, "region": list(self._pending_layers["placement"]["region"]),
                       "downsample_px": list(ev.downsample), "origin_px": list(ev.origin_px)})
@@ -408,7 +412,7 @@ class SegmentWidget(DockWidget):
             self._viewer, image_layer, prob, downsample=out.downsample,
             offset_px=out.offset_px, threshold=float(self._threshold_slider.value),
             opacity=float(self._opacity_slider.value), class_names=out.class_names,
-            metadata=meta)
+            metadata=meta, owner=self.result_owner)
         self._live = self.result
 
     def _drop_live_layers(self) -> None:
