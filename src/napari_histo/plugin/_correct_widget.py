@@ -342,7 +342,8 @@ class CorrectWidget(DockWidget):
         if lab is not None:
             unit = str(tuple(lab.units)[-1]) if getattr(lab, "units", None) else "px"
             unit = {"micrometer": "um", "pixel": "px"}.get(unit, unit)
-            res = f" at {float(lab.scale[-1]):.3g} {unit}/px"
+            res = (f" at {float(lab.scale[-1]):.3g} {unit}/px" if unit != "px"
+                   else f" at {float(lab.scale[-1]):.3g} image px per px")
         return f"against the {ref_name}, edited window {size} px{res}"
 
     def _to_config(self) -> Any:

@@ -205,7 +205,8 @@ def _layer_scope(pred: Any, truth: Any, threshold: float) -> dict[str, Any]:
         "threshold": threshold,
         "region": (f"extent of {pred.name!r}: y {y0:.6g}..{y0 + h * sy:.6g}, "
                    f"x {x0:.6g}..{x0 + w * sx:.6g} {u} ({h} x {w} px)"),
-        "resolution": f"{sy:.6g} x {sx:.6g} {u}/px (the prediction's grid)",
+        "resolution": (f"{sy:.6g} x {sx:.6g} {u if u != 'px' else 'image px'} per px "
+                       "(the prediction's grid)"),
         "region_box": [y0, x0, y0 + h * sy, x0 + w * sx], "units": u,
         "pixel_size": [sy, sx], "shape": [h, w],
     }

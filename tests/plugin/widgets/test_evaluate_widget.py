@@ -72,7 +72,7 @@ def test_evaluate_export_json_and_csv(make_napari_viewer, qtbot, glas_pair, tmp_
     assert w._export_button.enabled
     # the widget says what was scored
     assert "scored: extent of 'pred heatmap'" in w._scope_label.value
-    assert "0.5 x 0.5 um/px" in w._scope_label.value
+    assert "0.5 x 0.5 um per px" in w._scope_label.value
 
     w._export_edit.value = tmp_path / "out" / "scores.json"
     w._export_button.clicked.emit()
@@ -94,5 +94,5 @@ def test_evaluate_export_json_and_csv(make_napari_viewer, qtbot, glas_pair, tmp_
     table = {(r[0], r[1]): r[2] for r in rows[1:]}
     assert float(table[("all", "dice")]) == pytest.approx(m["dice"])
     assert float(table[("all", "auc")]) == pytest.approx(m["auc"])
-    assert "um/px" in table[("scope", "resolution")]
+    assert "um per px" in table[("scope", "resolution")]
     assert "exported" in w._scope_label.value
