@@ -13,12 +13,17 @@ array work behind that:
   where more was edited) with per-pixel weights that favour the edits, as
   :class:`~napari_histo.engine.datasets.segmentation.ArraySample` for ``train(arrays=...)``;
 * :class:`LabelEditStore` writes an edited region through to an OME-Zarr label pyramid (level 0
-  and the lower levels it touches), so no edit is lost if the viewer crashes.
+  and the lower levels it touches), so no edit is lost if the viewer crashes;
+* :func:`finetune_job` fine-tunes on the correction samples and scores the edited window
+  (:func:`window_scores`: Dice/IoU from :mod:`~napari_histo.engine.metrics`) before, after
+  each epoch (``val_dice``/``val_iou`` in the ``EpochEnd`` metrics, for live curves) and at
+  the end, against a ground truth when there is one, else against the corrections.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Generator, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -28,10 +33,15 @@ import numpy.typing as npt
 from napari_histo.core.errors import DataError
 
 __all__ = [
+    "FinetuneOutcome",
     "LabelEditStore",
+    "finetune_job",
+    "predict_window",
+    "window_scores",
     "correction_samples",
     "edited_mask",
     "region_samples",
+    "resample_inside",
     "resample_nearest",
     "rgb_uint8",
     "to_class_labels",
@@ -76,6 +86,26 @@ def resample_nearest(
     sub = block[np.ix_(iy[vy] - y0, ix[vx] - x0)]
     out[np.ix_(np.nonzero(vy)[0], np.nonzero(vx)[0])] = sub
     return out
+
+
+def resample_inside(
+    src_shape: Sequence[int],
+    src_scale: Sequence[float],
+    src_translate: Sequence[float],
+    dst_shape: Sequence[int],
+    dst_scale: Sequence[float],
+    dst_translate: Sequence[float],
+) -> npt.NDArray[np.bool_]:
+    """True where a ``dst_shape`` pixel centre falls on ``src`` (same rule as
+    :func:`resample_nearest`; elsewhere it would get ``fill``)."""
+    h, w = int(dst_shape[0]), int(dst_shape[1])
+    ys = (float(dst_translate[0]) + np.arange(h) * float(dst_scale[0]) - float(src_translate[0]))
+    xs = (float(dst_translate[1]) + np.arange(w) * float(dst_scale[1]) - float(src_translate[1]))
+    iy = np.floor(ys / float(src_scale[0]) + 0.5)
+    ix = np.floor(xs / float(src_scale[1]) + 0.5)
+    vy = (iy >= 0) & (iy < int(src_shape[0]))
+    vx = (ix >= 0) & (ix < int(src_shape[1]))
+    return np.asarray(vy[:, None] & vx[None, :])
 
 
 def to_class_labels(mask: npt.NDArray[Any], source: str = "labels layer") -> npt.NDArray[np.uint8]:
@@ -288,3 +318,111 @@ class LabelEditStore:
         h, w = b.shape[:2]
         self.store.write_block(int(y0), int(x0), b.astype(self.store.level0.dtype, copy=False))
         self.store.build_pyramid(region=(int(y0), int(x0), int(y0) + h, int(x0) + w), workers=1)
+
+
+def window_scores(
+    labels: npt.NDArray[Any],
+    reference: npt.NDArray[Any],
+    valid: npt.NDArray[np.bool_] | None = None,
+) -> dict[str, float]:
+    """Foreground (label > 0) Dice and IoU of ``labels`` against ``reference``.
+
+    Only pixels where ``valid`` is True count (all when None); ``pixels`` is how many did.
+    Same definitions as everywhere else (:func:`~napari_histo.engine.metrics.binary_scores`).
+    """
+    from napari_histo.engine.metrics import binary_scores
+
+    a = np.asarray(labels) > 0
+    b = np.asarray(reference) > 0
+    if a.shape != b.shape:
+        raise DataError(f"labels {a.shape} and reference {b.shape} differ in size")
+    if valid is not None:
+        v = np.asarray(valid, dtype=bool)
+        a, b = a[v], b[v]
+    tp = int(np.count_nonzero(a & b))
+    fp = int(np.count_nonzero(a & ~b))
+    fn = int(np.count_nonzero(~a & b))
+    tn = int(a.size) - tp - fp - fn
+    sc = binary_scores(tp, fp, fn, tn)
+    return {"dice": sc["dice"], "iou": sc["iou"], "pixels": float(a.size)}
+
+
+def _drain(gen: Generator[Any, None, Any]) -> Any:
+    """Run a task generator to its end, dropping its events; return its value."""
+    while True:
+        try:
+            next(gen)
+        except StopIteration as stop:
+            return stop.value
+
+
+def predict_window(checkpoint: str | Path, image: npt.NDArray[np.uint8],
+                   threshold: float = 0.5) -> npt.NDArray[np.uint8]:
+    """Labels (0/1 uint8) a checkpoint predicts for an RGB window at its working resolution."""
+    from napari_histo.engine.checkpoints import load_checkpoint
+    from napari_histo.engine.inference.predict import predict_array
+
+    model = load_checkpoint(str(checkpoint), device="cpu")
+    probs = np.asarray(_drain(predict_array(rgb_uint8(image), model, device="cpu")))
+    fg = probs[1] if probs.shape[0] == 2 else 1.0 - probs[0]
+    return (fg >= float(threshold)).astype(np.uint8)
+
+
+@dataclass
+class FinetuneOutcome:
+    """A fine-tuning run and the edited window's scores before and after it."""
+
+    train: Any  #: the engine's TrainResult
+    checkpoint: str  #: best (else last) checkpoint
+    reference: str  #: what the window was scored against ("ground truth" or "corrections")
+    before: dict[str, float]
+    after: dict[str, float]
+    #: per epoch: {"epoch", "dice", "iou"} on the window
+    epochs: list[dict[str, float]] = field(default_factory=list)
+
+
+def finetune_job(
+    cfg: Any,
+    arrays: list[Any],
+    image: npt.NDArray[np.uint8],
+    before: npt.NDArray[Any],
+    reference: npt.NDArray[Any],
+    *,
+    reference_name: str,
+    valid: npt.NDArray[np.bool_] | None = None,
+    threshold: float = 0.5,
+) -> Generator[Any, None, FinetuneOutcome]:
+    """Fine-tune (``train(cfg, arrays=arrays)``) and score the window before/during/after.
+
+    ``image`` is the window (RGB, working resolution), ``before`` the labels the model gave
+    it, ``reference`` what they are scored against (``reference_name`` says which).
+    Training's events pass through; each ``EpochEnd`` with a checkpoint gets the window's
+    ``val_dice``/``val_iou`` under that epoch's weights added to its metrics.
+    """
+    from napari_histo.core.progress import EpochEnd, Message
+    from napari_histo.engine.training import train
+
+    b = window_scores(before, reference, valid)
+    yield Message(f"before fine-tuning: Dice {b['dice']:.3f}, IoU {b['iou']:.3f} "
+                  f"against the {reference_name}")
+    epochs: list[dict[str, float]] = []
+    gen = train(cfg, arrays=arrays)
+    try:
+        while True:
+            try:
+                ev = next(gen)
+            except StopIteration as stop:
+                result = stop.value
+                break
+            if isinstance(ev, EpochEnd) and ev.checkpoint:
+                sc = window_scores(predict_window(ev.checkpoint, image, threshold), reference,
+                                   valid)
+                epochs.append({"epoch": float(ev.epoch), "dice": sc["dice"], "iou": sc["iou"]})
+                ev = EpochEnd(ev.epoch, {**ev.metrics, "val_dice": sc["dice"],
+                                         "val_iou": sc["iou"]}, ev.checkpoint)
+            yield ev
+    finally:
+        gen.close()
+    ckpt = str(result.best_checkpoint or result.last_checkpoint)
+    after = window_scores(predict_window(ckpt, image, threshold), reference, valid)
+    return FinetuneOutcome(result, ckpt, reference_name, b, after, epochs)

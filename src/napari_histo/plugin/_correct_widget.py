@@ -7,7 +7,10 @@ the right scale/translate over the slide. Every stroke is written through (debou
 prediction's OME-Zarr label pyramid on disk (or a corrections store next to it), so an edit
 survives a crash. "Fine-tune on my corrections" samples training patches around the edited
 pixels (weighted), continues training from the current checkpoint in a worker with live
-curves, then re-runs the visible region with the new model. Entry point: :class:`CorrectWidget`.
+curves (loss, and the window's Dice after each epoch), shows the window's Dice/IoU before and
+after (against the chosen ground-truth Labels layer, else against the corrections; the widget
+says which), then re-runs the visible region with the new model.
+Entry point: :class:`CorrectWidget`.
 """
 
 from __future__ import annotations
@@ -98,6 +101,10 @@ class CorrectWidget(DockWidget):
         self._prediction_combo = ComboBox(label="prediction", choices=self._prediction_choices,
                                           nullable=True)
         self._image_combo = ComboBox(label="image", choices=self._image_choices, nullable=True)
+        self._truth_combo = ComboBox(label="ground truth", choices=self._truth_choices,
+                                     nullable=True,
+                                     tooltip="score Dice against this Labels layer; none: "
+                                             "against your corrections")
         self._edit_button = PushButton(text="Edit visible region")
         self._ckpt_edit = FileEdit(label="model", mode=FileDialogMode.EXISTING_FILE, filter="*.pt", nullable=True)
         self._epochs_spin = SpinBox(label="epochs", min=1, max=200, value=4)
@@ -109,15 +116,19 @@ class CorrectWidget(DockWidget):
         self._stop_button = PushButton(text="Stop", enabled=False)
         self._progress_bar = ProgressBar(label="progress", min=0, max=1, value=0)
         self._status_label = Label(label="", value="")
+        self._scores_label = Label(label="", value="")
         self.curves = CurvePlot()
         self.extend([
-            self._prediction_combo, self._image_combo, self._edit_button, self._ckpt_edit,
-            self._epochs_spin, self._steps_spin, self._lr_spin, self._weight_spin,
-            self._finetune_button, self._stop_button, self._progress_bar, self._status_label,
-            self.curves.widget,
+            self._prediction_combo, self._image_combo, self._truth_combo, self._edit_button,
+            self._ckpt_edit, self._epochs_spin, self._steps_spin, self._lr_spin,
+            self._weight_spin, self._finetune_button, self._stop_button, self._progress_bar,
+            self._status_label, self._scores_label, self.curves.widget,
         ])
         self.session: EditSession | None = None
         self.result: Any = None
+        #: the last run's FinetuneOutcome (scores before/after, per-epoch window Dice)
+        self.outcome: Any = None
+        self._scope = ""
         self.finetuned_checkpoint: str | None = None
         self.rerun_task: Any = None
         from qtpy.QtCore import QTimer
@@ -137,6 +148,11 @@ class CorrectWidget(DockWidget):
     def _prediction_choices(self, *_: Any) -> list[tuple[str, Any]]:
         return [(n, lyr) for n, lyr in rl.layers_of(self._viewer, "labels")
                 if (lyr.metadata.get("napari_histo") or {}).get("role") == "labels"]
+
+    def _truth_choices(self, *_: Any) -> list[tuple[str, Any]]:
+        return [(n, lyr) for n, lyr in rl.layers_of(self._viewer, "labels")
+                if (lyr.metadata.get("napari_histo") or {}).get("kind")
+                not in ("prediction", "corrections")]
 
     def _on_prediction(self, layer: Any) -> None:
         if layer is None:
@@ -172,12 +188,17 @@ class CorrectWidget(DockWidget):
         scale = tuple(float(s) for s in pred.scale[-2:])
         translate = tuple(float(t) + o * s for t, o, s in
                           zip(pred.translate[-2:], (y0, x0), scale, strict=False))
+        subject = (pred.metadata.get("napari_histo") or {}).get("source") or pred.name
+        # an earlier window nobody painted on goes; a painted or renamed one stays
+        rl.drop_previous_results(self._viewer, "correct", str(subject), roles=("corrections",))
         layer = self._viewer.add_labels(
-            original.copy(), name=rl.unique_name(self._viewer, f"{pred.name} corrections"),
+            original.copy(),
+            name=rl.unique_name(self._viewer, rl.result_name(str(subject), "corrections")),
             scale=scale, translate=translate, opacity=0.45, units=tuple(pred.units)[-2:],
             colormap=dict(CORRECTION_COLORS),
             metadata={"napari_histo": {"kind": "corrections", "prediction": pred.name,
                                        "box": list(box), "store": str(store.path)}})
+        rl.tag_result(layer, "correct", str(subject), "corrections")
         layer.mode = "paint"
         layer.selected_label = 1
         layer.brush_size = 10
@@ -220,6 +241,10 @@ class CorrectWidget(DockWidget):
     # ---------------------------------------------------------------- fine-tuning
     def _samples(self) -> list[Any]:
         """Weighted patches around the edited pixels, image resampled to the working grid."""
+        return self._window()[0]
+
+    def _window(self) -> tuple[list[Any], np.ndarray, np.ndarray]:
+        """(training samples, window image on the working grid, corrected labels)."""
         from napari_histo.engine.corrections import correction_samples, resample_nearest
 
         s = self.session
@@ -249,8 +274,35 @@ class CorrectWidget(DockWidget):
         image = resample_nearest(data, src_scale, src_t, edited.shape, grid_scale, grid_t)
         image = np.ascontiguousarray(np.asarray(image)[..., :3]).astype(np.uint8)
         labels = np.asarray(lab.data).astype(np.uint8)
-        return correction_samples(image, labels, edited, patch_size=128, max_patches=32,
-                                  edit_weight=float(self._weight_spin.value))
+        samples = correction_samples(image, labels, edited, patch_size=128, max_patches=32,
+                                     edit_weight=float(self._weight_spin.value))
+        return samples, image, labels
+
+    def _reference(self, labels: np.ndarray) -> tuple[np.ndarray, np.ndarray | None, str]:
+        """What the window is scored against: (reference, valid pixels, its description).
+
+        The chosen ground-truth layer resampled onto the window's grid (only the pixels it
+        covers count), else the corrected labels themselves.
+        """
+        from napari_histo.engine.corrections import resample_inside, resample_nearest
+        from napari_histo.plugin._jobs import layer_level0, layer_placement
+
+        truth = self._truth_combo.value
+        if truth is None or truth not in self._viewer.layers:
+            return labels, None, "corrections"
+        lab = self.session.layer if self.session is not None else None
+        if lab is None:
+            return labels, None, "corrections"
+        g_scale = tuple(float(v) for v in lab.scale[-2:])
+        g_t = tuple(float(v) for v in lab.translate[-2:])
+        data = layer_level0(truth)
+        t_scale, t_t = layer_placement(truth)
+        ref = resample_nearest(data, t_scale, t_t, labels.shape, g_scale, g_t)
+        valid = resample_inside(data.shape[-2:], t_scale, t_t, labels.shape, g_scale, g_t)
+        if not valid.any():
+            raise ValueError(f"ground truth {truth.name!r} does not cover the edited window; "
+                             "choose another or none (then the corrections are the reference)")
+        return (np.asarray(ref) > 0).astype(np.uint8), valid, f"ground truth {truth.name!r}"
 
     def fine_tune(self) -> TaskHandle | None:
         """Continue training the current model on the corrections, in the background."""
@@ -260,21 +312,42 @@ class CorrectWidget(DockWidget):
             return None
         self.save_now()
         try:
-            arrays = self._samples()
+            arrays, image, labels = self._window()
+            reference, valid, ref_name = self._reference(labels)
             cfg = self._to_config()
         except (HistoError, ValueError) as err:
             self._show_error(err)
             return None
-        from napari_histo.engine.training import train
+        from napari_histo.engine.corrections import finetune_job, window_scores
 
+        assert self.session is not None  # _window checked
+        before = self.session.original
+        b = window_scores(before, reference, valid)
         preload_torch_training()
         self.curves.clear()
+        self.outcome = None
         self._finetune_button.enabled = False
         self._stop_button.enabled = True
+        self._scope = self._scope_text(ref_name, valid if valid is not None else labels)
+        self._scores_label.value = (f"Dice before {b['dice']:.3f} (IoU {b['iou']:.3f}) "
+                                    f"{self._scope}")
         self._status_label.value = f"fine-tuning on {len(arrays)} patches around your edits..."
-        return self._run_task(train, cfg, arrays=arrays, on_event=self._on_event,
+        return self._run_task(finetune_job, cfg, arrays, image, before, reference,
+                              reference_name=ref_name, valid=valid, on_event=self._on_event,
                               on_returned=self._on_returned, on_finished=self._on_finished,
                               desc="fine-tune")
+
+    def _scope_text(self, ref_name: str, valid: np.ndarray) -> str:
+        """``against the corrections, edited window 412 x 380 px at 2.0 um/px``."""
+        lab = self.session.layer if self.session is not None else None
+        size = " x ".join(str(int(v)) for v in np.shape(valid)[:2])
+        res = ""
+        if lab is not None:
+            unit = str(tuple(lab.units)[-1]) if getattr(lab, "units", None) else "px"
+            unit = {"micrometer": "um", "pixel": "px"}.get(unit, unit)
+            res = (f" at {float(lab.scale[-1]):.3g} {unit}/px" if unit != "px"
+                   else f" at {float(lab.scale[-1]):.3g} image px per px")
+        return f"against the {ref_name}, edited window {size} px{res}"
 
     def _to_config(self) -> Any:
         from napari_histo.core.settings import runs_dir
@@ -307,13 +380,20 @@ class CorrectWidget(DockWidget):
         elif isinstance(ev, EpochEnd):
             self.curves.add_epoch(ev.epoch, ev.metrics)
             loss = ev.metrics.get("train_loss", float("nan"))
-            self._status_label.value = f"epoch {ev.epoch}: train loss {loss:.3f}"
+            dice = ev.metrics.get("val_dice")
+            extra = "" if dice is None else f", window Dice {float(dice):.3f}"
+            self._status_label.value = f"epoch {ev.epoch}: train loss {loss:.3f}{extra}"
         elif isinstance(ev, Message):
             self._status_label.value = ev.text
 
-    def _on_returned(self, result: Any) -> None:
-        self.result = result
-        ckpt = result.best_checkpoint or result.last_checkpoint
+    def _on_returned(self, outcome: Any) -> None:
+        self.outcome = outcome
+        result = self.result = outcome.train
+        b, a = outcome.before, outcome.after
+        self._scores_label.value = (
+            f"Dice before {b['dice']:.3f} -> after {a['dice']:.3f}   "
+            f"IoU {b['iou']:.3f} -> {a['iou']:.3f}\n{self._scope}")
+        ckpt = outcome.checkpoint or result.best_checkpoint or result.last_checkpoint
         self.finetuned_checkpoint = str(ckpt)
         self._ckpt_edit.value = Path(ckpt)
         self._status_label.value = f"fine-tuned: {Path(str(ckpt)).name}; re-running the view"

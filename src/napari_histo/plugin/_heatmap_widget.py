@@ -26,6 +26,7 @@ class HeatmapWidget(SegmentWidget):
     """Dock widget: classifier checkpoint + stride/context -> probability heatmap layers."""
 
     task = "classify"
+    result_owner = "heatmap"
 
     def __init__(self, viewer: napari.viewer.Viewer) -> None:
         super().__init__(viewer)

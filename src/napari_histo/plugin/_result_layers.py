@@ -3,9 +3,15 @@
 Both are placed in the *world* coordinates of the image layer they were predicted from, so
 they overlay it whatever its units (microns for slides, pixels for plain images):
 ``scale = image.scale * downsample`` and ``translate`` centres each output pixel on the
-block of level-0 pixels it covers. New layers always get new names; a user's layer is never
-overwritten. Entry points: :func:`add_prediction_layers`, :class:`PredictionLayers`,
-:func:`placement_on`, :func:`unique_name`.
+block of level-0 pixels it covers. Every layer a widget makes is tagged
+(``layer.metadata[RESULT_KEY] = {widget, source, role, name}``): a rerun of that widget on the
+same source replaces its own previous layers (:func:`drop_previous_results`) but never one
+the user painted, renamed (renaming = keep) or that belongs to another widget. Names are
+short and readable (:func:`result_name`: ``"<slide stem> tumour"``, trimmed at the end), the
+full source path is in the metadata. The heatmap's colormap is transparent below
+:data:`HEATMAP_TRANSPARENT_BELOW` so tissue stays visible (:func:`heatmap_colormap`).
+Entry points: :func:`add_prediction_layers`, :class:`PredictionLayers`,
+:func:`placement_on`, :func:`unique_name`, :func:`tag_result`.
 """
 
 from __future__ import annotations
@@ -17,6 +23,11 @@ import numpy as np
 
 __all__ = [
     "HEATMAP_COLORMAP",
+    "RESULT_KEY",
+    "drop_previous_results",
+    "heatmap_colormap",
+    "result_name",
+    "tag_result",
     "PRED_COLORS",
     "PredictionLayers",
     "add_prediction_layers",
@@ -26,6 +37,12 @@ __all__ = [
 ]
 
 HEATMAP_COLORMAP = "inferno"
+#: probabilities below this are fully transparent in the heatmap (alpha ramps up to 2x it)
+HEATMAP_TRANSPARENT_BELOW = 0.1
+#: metadata key of the tag every widget-made layer carries
+RESULT_KEY = "napari_histo_result"
+#: longest layer name a widget makes (napari's layer list elides longer names mid-way)
+NAME_MAX = 30
 #: px; dock widgets stay at most this wide so the canvas keeps most of the window
 DOCK_MAX_WIDTH = 460
 CONTOUR_MAX_PX = 1536 * 1536
@@ -49,6 +66,96 @@ def unique_name(viewer: Any, base: str) -> str:
     while f"{base} [{i}]" in names:
         i += 1
     return f"{base} [{i}]"
+
+
+def _stem(path_or_name: str) -> str:
+    """``"/a/CMU-1-Small-Region.svs"`` -> ``"CMU-1-Small-Region"`` (also ``.ome.tiff`` etc.)."""
+    name = str(path_or_name).replace("\\", "/").rstrip("/").rsplit("/", 1)[-1]
+    for ext in (".ome.zarr", ".ome.tiff", ".ome.tif"):
+        if name.lower().endswith(ext):
+            return name[: -len(ext)]
+    stem, dot, ext = name.rpartition(".")
+    return stem if dot and stem and 1 <= len(ext) <= 5 and " " not in ext else name
+
+
+def result_name(subject: str, what: str, max_len: int = NAME_MAX) -> str:
+    """``"<subject stem> <what>"`` at most ``max_len`` characters, the stem cut at its end.
+
+    ``what`` (``"tumour"``, ``"tumour map"``) is always kept whole so layers stay told apart;
+    a cut stem ends in ``"…"``. ``subject`` may be a layer name or a file path.
+    """
+    stem = _stem(subject)
+    what = what.strip()
+    room = max_len - len(what) - 1
+    if room < 4:
+        return what[:max_len]
+    if len(stem) > room:
+        stem = stem[: room - 1].rstrip(" -_.") + "…"
+    return f"{stem} {what}"
+
+
+def tag_result(layer: Any, widget: str, source: str | None, role: str) -> Any:
+    """Mark ``layer`` as ``widget``'s result for ``source`` (see :func:`drop_previous_results`).
+
+    A user's paint stroke (Labels ``paint`` event) marks it edited, so it is kept.
+    """
+    layer.metadata[RESULT_KEY] = {"widget": widget, "source": source, "role": role,
+                                  "name": layer.name, "edited": False}
+    paint = getattr(getattr(layer, "events", None), "paint", None)
+    if paint is not None:
+        def _edited(*_: Any, layer: Any = layer) -> None:
+            tag = layer.metadata.get(RESULT_KEY)
+            if isinstance(tag, dict):
+                tag["edited"] = True
+
+        paint.connect(_edited)
+    return layer
+
+
+def is_kept(layer: Any) -> bool:
+    """True for a tagged layer the user painted on or renamed (= asked to keep)."""
+    tag = layer.metadata.get(RESULT_KEY) or {}
+    return bool(tag.get("edited")) or layer.name != tag.get("name")
+
+
+def drop_previous_results(viewer: Any, widget: str, source: str | None,
+                          roles: Sequence[str] | None = None) -> list[str]:
+    """Remove ``widget``'s earlier result layers for ``source``; returns the removed names.
+
+    Layers the user edited or renamed, other widgets' layers and untagged layers stay.
+    """
+    gone = []
+    for layer in list(viewer.layers):
+        tag = layer.metadata.get(RESULT_KEY)
+        if not isinstance(tag, dict) or tag.get("widget") != widget:
+            continue
+        if tag.get("source") != source or (roles is not None and tag.get("role") not in roles):
+            continue
+        if is_kept(layer):
+            continue
+        viewer.layers.remove(layer)
+        gone.append(layer.name)
+    return gone
+
+
+def heatmap_colormap() -> Any:
+    """Inferno with alpha 0 below :data:`HEATMAP_TRANSPARENT_BELOW`, ramping to 1 at twice it.
+
+    Probability 0 (most of a slide) then draws nothing, so the tissue stays visible.
+    """
+    from napari.utils.colormaps import Colormap, ensure_colormap
+
+    base = ensure_colormap(HEATMAP_COLORMAP)
+    x = np.linspace(0.0, 1.0, 256)
+    colors = np.asarray(base.map(x), dtype=np.float32).copy()
+    lo = HEATMAP_TRANSPARENT_BELOW
+    colors[:, 3] = np.clip((x - lo) / lo, 0.0, 1.0)
+    return Colormap(colors=colors, controls=x, name="napari-histo heatmap")
+
+
+def subject_of(image_layer: Any) -> str:
+    """What a result is named after: the slide file if known, else the image layer's name."""
+    return image_layer_source(image_layer) or str(image_layer.name)
 
 
 def placement_on(
@@ -105,6 +212,26 @@ def _threshold(fg: Any, threshold: float) -> Any:
     return out.astype(np.uint8)
 
 
+class CellGrid:
+    """Coarse output cells (a patch heatmap's) drawn ``up`` x ``up`` display pixels each.
+
+    ``shape`` is the display grid cut at the slide's edge, so the last row/column of cells
+    (which a stride-sized grid lets run past the slide) stops where the tissue does; with
+    ``up`` > 1 the Labels outlines (``contour``) are thin lines round each group of cells.
+    """
+
+    def __init__(self, up: int, shape: tuple[int, int]) -> None:
+        self.up = int(up)
+        self.shape = (int(shape[0]), int(shape[1]))
+
+    def render(self, cells: np.ndarray, y0: int = 0, x0: int = 0) -> np.ndarray:
+        """Display pixels of the cells block starting at cell ``(y0, x0)``, cut to ``shape``."""
+        u = self.up
+        out = np.repeat(np.repeat(np.asarray(cells), u, axis=0), u, axis=1)
+        return np.ascontiguousarray(out[: max(0, self.shape[0] - y0 * u),
+                                        : max(0, self.shape[1] - x0 * u)])
+
+
 class PredictionLayers:
     """The heatmap + labels pair of one prediction, with a live threshold.
 
@@ -117,6 +244,22 @@ class PredictionLayers:
         self.labels = labels
         self.probability = probability
         self.threshold = float(threshold)
+        #: set for coarse cells (patch heatmaps): labels drawn finer and cut at the slide edge
+        self.cells: CellGrid | None = None
+
+    def _put_labels(self, y0: int, x0: int, y1: int, x1: int) -> None:
+        """Threshold the probability in a box of output pixels into the labels layer."""
+        lab = _threshold(self.probability[y0:y1, x0:x1], self.threshold)
+        if self.cells is None:
+            self.labels.data[y0:y1, x0:x1] = lab
+            return
+        block = self.cells.render(lab, y0, x0)
+        u = self.cells.up
+        self.labels.data[y0 * u: y0 * u + block.shape[0], x0 * u: x0 * u + block.shape[1]] = block
+
+    def _labels_full(self) -> Any:
+        lab = _threshold(self.probability, self.threshold)
+        return lab if self.cells is None else self.cells.render(lab)
 
     @property
     def multiscale(self) -> bool:
@@ -131,8 +274,7 @@ class PredictionLayers:
         """
         y0, x0, y1, x1 = (int(v) for v in box)
         self.probability[y0:y1, x0:x1] = tile[: y1 - y0, : x1 - x0]
-        self.labels.data[y0:y1, x0:x1] = _threshold(self.probability[y0:y1, x0:x1],
-                                                    self.threshold)
+        self._put_labels(y0, x0, y1, x1)
         if redraw:
             self.redraw()
 
@@ -148,12 +290,10 @@ class PredictionLayers:
             self.labels.refresh()
             return
         if box is None:
-            self.labels.data = _threshold(self.probability, self.threshold)
+            self.labels.data = self._labels_full()
         else:
             y0, x0, y1, x1 = (int(v) for v in box)
-            self.labels.data[y0:y1, x0:x1] = _threshold(
-                self.probability[y0:y1, x0:x1], self.threshold
-            )
+            self._put_labels(y0, x0, y1, x1)
             self.labels.refresh()
         self.heatmap.refresh()
 
@@ -163,7 +303,7 @@ class PredictionLayers:
         if self.multiscale:
             self.labels.data = [_threshold(lv, self.threshold) for lv in self.probability]
         elif isinstance(self.probability, np.ndarray):
-            self.labels.data = _threshold(self.probability, self.threshold)
+            self.labels.data = self._labels_full()
         else:
             self.labels.data = _threshold(self.probability, self.threshold)
         self.labels.metadata.setdefault("napari_histo", {})["threshold"] = self.threshold
@@ -187,6 +327,7 @@ def add_prediction_layers(
     class_names: Sequence[str] | None = None,
     metadata: dict[str, Any] | None = None,
     opacity: float = 0.5,
+    owner: str = "segment",
 ) -> PredictionLayers:
     """Add a heatmap Image and a Labels layer for ``probability`` over ``image_layer``.
 
@@ -198,7 +339,11 @@ def add_prediction_layers(
     downsample, offset_px
         Output pixel size and top-left corner in the image layer's level-0 pixels.
     name
-        Base layer name; default ``"<image> prediction"``. Made unique in the viewer.
+        What the layers show; default the positive class (``"<slide stem> tumour"``, the
+        heatmap ``"... tumour map"``), cut to :data:`NAME_MAX`. Made unique in the viewer.
+    owner
+        The widget making them: its earlier unedited, unrenamed layers for the same source
+        are removed first (:func:`drop_previous_results`).
     """
     from napari.layers import Image, Labels
 
@@ -211,11 +356,16 @@ def add_prediction_layers(
         labels_data = _threshold(prob, threshold)
         multiscale = False
     scale, translate = placement_on(image_layer, downsample=downsample, offset_px=offset_px)
+    cells = None
+    if owner in CELL_OWNERS and not multiscale and isinstance(prob, np.ndarray):
+        cells = cell_grid(image_layer, np.shape(prob)[-2:], downsample, offset_px)
     units = getattr(image_layer, "units", None)
-    base = name or f"{image_layer.name} prediction"
     positive = None
     if class_names and len(class_names) >= 2:
         positive = str(class_names[1]) if len(class_names) == 2 else "foreground"
+    subject = subject_of(image_layer)
+    what = name or positive or "prediction"
+    drop_previous_results(viewer, owner, subject, roles=("heatmap", "labels"))
     histo = {
         "kind": "prediction",
         "image_layer": image_layer.name,
@@ -230,8 +380,8 @@ def add_prediction_layers(
         common["units"] = tuple(units)[-2:]
     heat = Image(
         prob,
-        name=unique_name(viewer, f"{base} heatmap"),
-        colormap=HEATMAP_COLORMAP,
+        name=unique_name(viewer, result_name(subject, f"{what} map")),
+        colormap=heatmap_colormap(),
         contrast_limits=(0.0, 1.0),
         opacity=opacity,
         blending="translucent",
@@ -239,22 +389,56 @@ def add_prediction_layers(
         metadata={"napari_histo": {**histo, "role": "heatmap"}},
         **common,
     )
+    lab_common = dict(common)
+    if cells is not None:
+        labels_data = cells.render(labels_data)
+        lab_common["scale"], lab_common["translate"] = placement_on(
+            image_layer, downsample=[float(d) / cells.up for d in downsample],
+            offset_px=offset_px)
     labels = Labels(
         labels_data,
-        name=unique_name(viewer, f"{base} labels"),
+        name=unique_name(viewer, result_name(subject, what)),
         multiscale=multiscale,
         colormap=dict(PRED_COLORS),
         opacity=0.9,
-        metadata={"napari_histo": {**histo, "role": "labels"}},
-        **common,
+        metadata={"napari_histo": {**histo, "role": "labels",
+                                   "cell_display_px": None if cells is None else cells.up}},
+        **lab_common,
     )
-    if not multiscale and int(np.prod(np.shape(prob)[-2:])) <= CONTOUR_MAX_PX:
+    if cells is not None:
+        labels.contour = 1  # thin outlines round groups of cells, the tissue stays visible
+    elif not multiscale and int(np.prod(np.shape(prob)[-2:])) <= CONTOUR_MAX_PX:
         # outlines read best over tissue; napari recomputes them on every redraw, so large
         # (overview / streamed) maps stay filled
         labels.contour = 2
+    tag_result(heat, owner, subject, "heatmap")
+    tag_result(labels, owner, subject, "labels")
     viewer.add_layer(heat)
     viewer.add_layer(labels)
-    return PredictionLayers(heat, labels, prob, threshold)
+    out = PredictionLayers(heat, labels, prob, threshold)
+    out.cells = cells
+    return out
+
+
+#: widgets whose output pixels are classifier cells (drawn as outlines, cut at the slide edge)
+CELL_OWNERS = ("heatmap",)
+#: display pixels per cell side, at most (fewer on big grids: see :func:`cell_grid`)
+CELL_UP_MAX = 8
+
+
+def cell_grid(image_layer: Any, cells_shape: Sequence[int], downsample: Sequence[float],
+              offset_px: Sequence[float]) -> CellGrid:
+    """How to draw a grid of coarse cells over ``image_layer``: fine enough for thin outlines
+    (:data:`CELL_UP_MAX` px per cell, fewer so the display stays under
+    :data:`CONTOUR_MAX_PX`), cut where the image (level 0) ends."""
+    ch, cw = int(cells_shape[0]), int(cells_shape[1])
+    up = int(np.sqrt(CONTOUR_MAX_PX / max(1, ch * cw)))
+    up = int(max(1, min(CELL_UP_MAX, up, min(float(d) for d in downsample))))
+    h0, w0 = level0_shape(image_layer)
+    # nearest display pixel: the edge is off by at most half a display pixel (1/2up cell)
+    rows = int(np.round((h0 - float(offset_px[0])) / float(downsample[0]) * up))
+    cols = int(np.round((w0 - float(offset_px[1])) / float(downsample[1]) * up))
+    return CellGrid(up, (max(0, min(ch * up, rows)), max(0, min(cw * up, cols))))
 
 
 def level0_shape(image_layer: Any) -> tuple[int, int]:

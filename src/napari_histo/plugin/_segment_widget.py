@@ -112,6 +112,8 @@ class SegmentWidget(DockWidget):
     #: the checkpoint task this widget runs ("segment"; the Patch heatmap's is "classify")
     task = "segment"
     progress_unit = "tiles"
+    #: tag of this widget's result layers (a rerun replaces them, see rl.drop_previous_results)
+    result_owner = "segment"
 
     def __init__(self, viewer: napari.viewer.Viewer) -> None:
         super().__init__(viewer)
@@ -396,6 +398,7 @@ class SegmentWidget(DockWidget):
             downsample=(ev.downsample[0] * f, ev.downsample[1] * f), offset_px=ev.origin_px,
             threshold=float(self._threshold_slider.value),
             opacity=float(self._opacity_slider.value), class_names=list(ev.class_names),
+            owner=self.result_owner,
             metadata={"source": req.source, "checkpoint": req.checkpoint, "store": ev.path,
                       "live": True, "region": list(self._pending_layers["placement"]["region"]),
                       "downsample_px": list(ev.downsample), "origin_px": list(ev.origin_px)})
@@ -432,7 +435,7 @@ class SegmentWidget(DockWidget):
             self._viewer, image_layer, prob, downsample=out.downsample,
             offset_px=out.offset_px, threshold=float(self._threshold_slider.value),
             opacity=float(self._opacity_slider.value), class_names=out.class_names,
-            metadata=meta)
+            metadata=meta, owner=self.result_owner)
         self._live = self.result
 
     def _drop_live_layers(self) -> None:

@@ -363,17 +363,25 @@ class TrainWidget(DockWidget):
 
         def _show(prob: np.ndarray, img_layer: Any = img_layer, y0: int = y0,
                   x0: int = x0) -> None:
-            if self.preview_layer is not None and self.preview_layer in self._viewer.layers:
-                self.preview_layer.data = prob
-                self.preview_layer.metadata["napari_histo"]["epoch"] = epoch
-                return
             scale, translate = rl.placement_on(img_layer, offset_px=(y0, x0))
+            where = {"image": img_layer.name, "translate": list(translate),
+                     "shape": list(np.shape(prob))}
+            prev = self.preview_layer
+            if (prev is not None and prev in self._viewer.layers
+                    and prev.metadata["napari_histo"].get("where") == where):
+                prev.data = prob
+                prev.metadata["napari_histo"]["epoch"] = epoch
+                return
+            # another image or crop: the old preview would sit over the wrong tissue
+            rl.drop_previous_results(self._viewer, "train", None, roles=("preview",))
             self.preview_layer = self._viewer.add_image(
-                prob, name=rl.unique_name(self._viewer, f"{img_layer.name} training preview"),
-                colormap=rl.HEATMAP_COLORMAP, contrast_limits=(0.0, 1.0), opacity=0.6,
+                prob, name=rl.unique_name(self._viewer, rl.result_name(
+                    rl.subject_of(img_layer), "preview")),
+                colormap=rl.heatmap_colormap(), contrast_limits=(0.0, 1.0), opacity=0.6,
                 scale=scale, translate=translate,
                 metadata={"napari_histo": {"kind": "prediction", "role": "preview",
-                                           "epoch": epoch}})
+                                           "epoch": epoch, "where": where}})
+            rl.tag_result(self.preview_layer, "train", None, "preview")
 
         self._preview_handle = start_task(preview_job, checkpoint, crop, on_returned=_show,
                                           desc="preview", watch=self, progress_bar=False)

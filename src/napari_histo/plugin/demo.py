@@ -60,6 +60,9 @@ def run_demo(viewer: Any, *, epochs: int = 6, steps_per_epoch: int = 24,
     first.raise_()
     session.segment_dock = first
     seg._image_combo.value = session.image_layer
+    if session.truth_layer is not None:  # Correct scores its Dice against the slide's mask
+        corr.reset_choices()
+        corr._truth_combo.value = session.truth_layer
     _zoom_on_tumour(viewer, session)
     seg._status_label.value = "getting the demo model (trained offline on first use)..."
 

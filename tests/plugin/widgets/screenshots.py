@@ -139,10 +139,7 @@ def segment_and_correct(out: Path, model: str, quick: bool) -> None:
     print(f"Dice in view before corrections {before:.3f}, after fine-tuning {after:.3f}")
     corr._status_label.value = f"Dice in view: {before:.3f} before, {after:.3f} after fine-tuning"
     seg.result.heatmap.visible = False
-    for lyr in viewer.layers:  # the first prediction is superseded by the fine-tuned one
-        if lyr.name.startswith(f"{image.name} prediction") and "[" not in lyr.name \
-                and "corrections" not in lyr.name:
-            lyr.visible = False
+    # the first prediction's layers were replaced by the fine-tuned run's (same widget)
     corr.native.parent().raise_() if corr.native.parent() is not None else None
     _shot(viewer, out / "widget_correct.png")
     viewer.close()

@@ -33,6 +33,15 @@ def test_patch_heatmap_of_svs_view(make_napari_viewer, qtbot, cmu_svs, classifie
     # one output pixel per 32 px cell
     assert abs(prob.shape[0] - (y1 - y0) / 32) <= 1 and abs(prob.shape[1] - (x1 - x0) / 32) <= 1
     assert np.allclose(res.heatmap.scale, np.asarray(image.scale) * 32, rtol=0.05)
+    # the cells' labels are thin outlines on a finer grid that stops at the slide's edge
+    lab = res.labels
+    assert res.cells is not None and res.cells.up > 1 and lab.contour == 1
+    h0, w0 = image.data[0].shape[:2] if image.multiscale else image.data.shape[:2]
+    for ax, n0 in ((0, h0), (1, w0)):
+        end = lab.translate[ax] + (lab.data.shape[ax] - 0.5) * lab.scale[ax]
+        assert end <= image.translate[ax] + (n0 - 0.5) * image.scale[ax] + lab.scale[ax] / 2
+    # and the heatmap's low probabilities are transparent
+    assert res.heatmap.colormap.map(np.array([0.0]))[0, 3] == 0.0
 
 
 def test_stain_fit_lazy_layer_and_training(make_napari_viewer, qtbot, glas_pair,

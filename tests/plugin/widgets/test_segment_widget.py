@@ -49,9 +49,15 @@ def test_segment_view_of_glas(make_napari_viewer, qtbot, glas_pair, tiny_checkpo
     assert np.asarray(res.labels.data).min() == 1
     w._threshold_slider.value = 1.0
     assert np.asarray(res.labels.data).sum() <= (prob >= 1.0).sum()
-    # second run gets new layer names, never overwriting the first
+    # a second run replaces this widget's own layers (same names, no "[2]"); the user's stay
     _segment(qtbot, w)
-    assert w.result.heatmap.name != res.heatmap.name
+    assert res.heatmap not in viewer.layers and res.labels not in viewer.layers
+    assert w.result.heatmap.name == res.heatmap.name and truth in viewer.layers
+    # a renamed result is the user's to keep
+    w.result.labels.name = "keep these"
+    kept = w.result.labels
+    _segment(qtbot, w)
+    assert kept in viewer.layers and w.result.labels is not kept
 
 
 def _zoomed_svs(make_napari_viewer, cmu_svs, checkpoint):
@@ -91,7 +97,8 @@ def test_second_run_lays_out_layers_before_the_model_loads(make_napari_viewer, q
     _segment(qtbot, w)
     t = w.timings
     assert t["layers_ready"] < t["model_loaded"] < t["first_tile"]
-    assert len(viewer.layers) == n_layers + 2  # the early layers were kept, not redone
+    # the first run's layers were replaced (no "[2]"), the early layers kept, not redone
+    assert len(viewer.layers) == n_layers and first.heatmap not in viewer.layers
     np.testing.assert_allclose(np.asarray(w.result.heatmap.data), np.asarray(first.heatmap.data),
                                atol=1e-3)
     assert tuple(w.result.heatmap.translate) == tuple(first.heatmap.translate)
