@@ -49,6 +49,9 @@ class DockWidget(Container):
     def _dock_ready(self) -> None:
         """End of a subclass's ``__init__``: cap the width, keep the layer choices current."""
         self.native.setMaximumWidth(rl.DOCK_MAX_WIDTH)
+        from napari_histo.plugin._units import install_units_guard
+
+        install_units_guard(self._viewer)  # drawn Shapes/Points in the slide's units
         for ev in (self._viewer.layers.events.inserted, self._viewer.layers.events.removed):
             ev.connect(self._reset)
         self._reset()
