@@ -9,8 +9,9 @@ Environment variables
 ``NAPARI_HISTO_HOME``
     The per-user folder (:func:`home_dir`): recent checkpoints, the Segment widget's
     predictions (``predictions/``), training and fine-tuning runs of the widgets
-    (``runs/``), saved corrections (``corrections/``), stain references (``stain/``) and
-    the demo model (``demo-model/``). Default ``~/.cache/napari-histo``.
+    (``runs/``), saved corrections (``corrections/``), stain references (``stain/``), the
+    demo model (``demo-model/``) and the pixel sizes set in the Pixel size widget
+    (``pixel_sizes.json``, :func:`remember_pixel_size`). Default ``~/.cache/napari-histo``.
 ``NAPARI_HISTO_CACHE``
     Generated sample files, e.g. File > Open Sample's synthetic slide (:func:`cache_dir`).
     Default ``$XDG_CACHE_HOME/napari-histo``, else ``~/.cache/napari-histo``.

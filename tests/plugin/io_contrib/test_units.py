@@ -264,3 +264,33 @@ def test_segment_says_when_the_slide_has_no_pixel_size(
     (slide,) = viewer.open(src, plugin=PLUGIN)
     assert SegmentWidget._resolution_for(str(src), slide) == {"level": 0}
     assert len(shown) == 1 and "no pixel size" in shown[0] and "Pixel size" in shown[0]
+
+
+def test_drawn_shapes_round_trip_through_geojson(
+    make_napari_viewer, shared_data: Path, tmp_path: Path, _canvas_warnings: list[str]
+) -> None:
+    """A rectangle drawn in microns, saved as GeoJSON and reopened, covers the same tissue;
+    saving the reopened annotations again gives the same file coordinates."""
+    import json
+
+    viewer = make_napari_viewer()
+    (slide,) = viewer.open(shared_data / "wsi" / CMU, plugin=PLUGIN)
+    viewer.layers.selection.active = slide
+    s = float(slide.scale[-1])
+    y0, y1, x0, x1 = BOX
+    # the outline of BOX's pixels in world microns
+    rect = np.array([[(y0 - 0.5) * s, (x0 - 0.5) * s], [(y1 - 0.5) * s, (x1 - 0.5) * s]])
+    drawn = viewer.add_shapes([rect], shape_type="rectangle", units=slide.units, name="drawn")
+    out = tmp_path / "drawn.geojson"
+    drawn.save(str(out), plugin=PLUGIN)
+    coords = np.asarray(json.loads(out.read_text())["features"][0]["geometry"]["coordinates"][0])
+    np.testing.assert_allclose(coords.min(axis=0), (x0, y0), atol=1.0)  # level-0 px (x, y)
+    np.testing.assert_allclose(coords.max(axis=0), (x1, y1), atol=1.0)
+    (shapes,) = viewer.open(out, plugin=PLUGIN)
+    _assert_one_unit(viewer, _canvas_warnings)
+    np.testing.assert_allclose(_world_bounds(shapes), _world_bounds(drawn), atol=s)
+    again = tmp_path / "again.geojson"
+    shapes.save(str(again), plugin=PLUGIN)
+    coords2 = np.asarray(json.loads(again.read_text())["features"][0]["geometry"]["coordinates"][0])
+    np.testing.assert_allclose(coords2.min(axis=0), coords.min(axis=0), atol=1.0)
+    np.testing.assert_allclose(coords2.max(axis=0), coords.max(axis=0), atol=1.0)
