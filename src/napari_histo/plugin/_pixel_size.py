@@ -54,7 +54,8 @@ def _related(viewer: Any, slide: Any, source: str | None, was_pixel: bool) -> li
             (source and str(h.get("slide_source") or "") == source)
             or (source and str(h.get("source") or "") == source)
             or h.get("image_layer") in names
-            or h.get("prediction") in {x.name for x in out} | names
+            or (isinstance(h.get("prediction"), str)  # corrections name their prediction
+                and h["prediction"] in {x.name for x in out} | names)
         )
         bound_elsewhere = bool(h.get("slide_source") or h.get("image_layer"))
         same_world = is_pixel(lyr) == was_pixel

@@ -81,3 +81,10 @@ def test_segment_without_pixel_size_says_so_once(
     res = _run(qtbot, viewer, image, checkpoint_at_1_24um)
     assert len([m for m in shown if "no pixel size" in m]) == 1
     assert res.heatmap.data.shape[:2] == image.data.shape[:2]  # level 0 as is
+    # setting the pixel size afterwards moves the prediction with the image
+    moved = apply_pixel_size(viewer, image, 0.62)
+    assert res.heatmap in moved and res.labels in moved
+    for layer in (res.heatmap, res.labels, _mask):
+        np.testing.assert_allclose(layer.scale[-2:], image.scale[-2:])
+        assert [str(u) for u in layer.units[-2:]] == ["micrometer", "micrometer"]
+    assert viewer.layers.extent.units is not None
