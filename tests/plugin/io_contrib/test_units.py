@@ -239,6 +239,12 @@ def test_pixel_size_moves_the_glas_mask_too(
     _assert_one_unit(viewer, _canvas_warnings)
     np.testing.assert_allclose(mask.scale, image.scale)  # the GlaS mask has the image's grid
     assert mask.metadata["napari_histo"]["slide_scale"] == pytest.approx([0.62, 0.62])
+    # reopened: the image and its mask both in microns at the remembered size
+    viewer2 = make_napari_viewer()
+    image2, mask2 = viewer2.open(glas / "images" / "train_1.png", plugin=PLUGIN)
+    np.testing.assert_allclose(image2.scale, (0.62, 0.62))
+    np.testing.assert_allclose(mask2.scale, image2.scale)
+    _assert_one_unit(viewer2, _canvas_warnings)
 
 
 def test_file_mpp_is_not_overridden(make_napari_viewer, shared_data: Path) -> None:
@@ -294,3 +300,20 @@ def test_drawn_shapes_round_trip_through_geojson(
     coords2 = np.asarray(json.loads(again.read_text())["features"][0]["geometry"]["coordinates"][0])
     np.testing.assert_allclose(coords2.min(axis=0), coords.min(axis=0), atol=1.0)
     np.testing.assert_allclose(coords2.max(axis=0), coords.max(axis=0), atol=1.0)
+
+
+def test_remembered_pixel_sizes_survive_a_broken_file(_home: Path, tmp_path: Path) -> None:
+    from napari_histo.core.settings import (
+        pixel_sizes_file,
+        remember_pixel_size,
+        remembered_pixel_size,
+    )
+
+    slide = tmp_path / "a.svs"
+    pixel_sizes_file().parent.mkdir(parents=True)
+    pixel_sizes_file().write_text("{not json", encoding="utf-8")
+    assert remembered_pixel_size(slide) is None
+    remember_pixel_size(slide, 0.5)
+    assert remembered_pixel_size(tmp_path / "." / "a.svs") == 0.5  # same file, other spelling
+    remember_pixel_size(slide, None)
+    assert remembered_pixel_size(slide) is None
