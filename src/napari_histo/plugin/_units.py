@@ -101,8 +101,9 @@ def convert_world(layer: Any, factor: tuple[float, float], units: Any) -> None:
     if histo.get("slide_scale") is not None:  # masks: writers map them back to slide pixels
         histo["slide_scale"] = [float(v) * f for v, f in zip(histo["slide_scale"][-2:], factor,
                                                               strict=False)]
-    if "units" in histo:
-        histo["units"] = str(tuple(units)[-1])
+    if "units" in histo:  # the reader's short names
+        last = str(tuple(units)[-1]).lower()
+        histo["units"] = {"micrometer": "um", "µm": "um", "pixels": "pixel"}.get(last, last)
 
 
 def match_units(viewer: Any, layer: Any, ref: Any = None) -> bool:
