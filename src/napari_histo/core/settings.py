@@ -9,8 +9,9 @@ Environment variables
 ``NAPARI_HISTO_HOME``
     The per-user folder (:func:`home_dir`): recent checkpoints, the Segment widget's
     predictions (``predictions/``), training and fine-tuning runs of the widgets
-    (``runs/``), saved corrections (``corrections/``), stain references (``stain/``) and
-    the demo model (``demo-model/``). Default ``~/.cache/napari-histo``.
+    (``runs/``), saved corrections (``corrections/``), stain references (``stain/``), the
+    demo model (``demo-model/``) and the pixel sizes set in the Pixel size widget
+    (``pixel_sizes.json``, :func:`remember_pixel_size`). Default ``~/.cache/napari-histo``.
 ``NAPARI_HISTO_CACHE``
     Generated sample files, e.g. File > Open Sample's synthetic slide (:func:`cache_dir`).
     Default ``$XDG_CACHE_HOME/napari-histo``, else ``~/.cache/napari-histo``.
@@ -29,6 +30,8 @@ Environment variables
 
 from __future__ import annotations
 
+import json
+import math
 import os
 from pathlib import Path
 
@@ -42,7 +45,10 @@ __all__ = [
     "cache_dir",
     "decode_threads",
     "home_dir",
+    "pixel_sizes_file",
     "predictions_dir",
+    "remember_pixel_size",
+    "remembered_pixel_size",
     "runs_dir",
     "threads_disabled",
     "tile_cache_mb",
@@ -135,3 +141,57 @@ def decode_threads() -> int:
 def threads_disabled() -> bool:
     """True when ``NAPARI_HISTO_NOTHREADS`` asks for synchronous widget tasks (debugging)."""
     return os.environ.get(NOTHREADS_ENV, "").strip().lower() not in ("", "0", "false", "no")
+
+
+def pixel_sizes_file() -> Path:
+    """The pixel sizes the user set for slides without one: ``home_dir() / "pixel_sizes.json"``.
+
+    A JSON object ``{absolute file path: um per pixel}`` written by the Pixel size widget.
+    """
+    return home_dir() / "pixel_sizes.json"
+
+
+def _pixel_size_key(path: str | Path) -> str:
+    return str(Path(str(path).rstrip("/\\")).expanduser().resolve())
+
+
+def _read_pixel_sizes() -> dict[str, float]:
+    try:
+        data = json.loads(pixel_sizes_file().read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}
+    if not isinstance(data, dict):
+        return {}
+    out: dict[str, float] = {}
+    for k, v in data.items():
+        try:
+            f = float(v)
+        except (TypeError, ValueError):
+            continue
+        if math.isfinite(f) and f > 0:
+            out[str(k)] = f
+    return out
+
+
+def remembered_pixel_size(path: str | Path) -> float | None:
+    """The um/px the user set for ``path`` (:func:`remember_pixel_size`), or None."""
+    return _read_pixel_sizes().get(_pixel_size_key(path))
+
+
+def remember_pixel_size(path: str | Path, mpp: float | None) -> None:
+    """Remember (``mpp`` um/px) or forget (None) the pixel size of ``path``; never raises
+    for an unwritable home folder (the size then only lasts this session)."""
+    table = _read_pixel_sizes()
+    key = _pixel_size_key(path)
+    if mpp is None:
+        table.pop(key, None)
+    else:
+        table[key] = float(mpp)
+    target = pixel_sizes_file()
+    try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        tmp = target.with_name(target.name + f".{os.getpid()}.tmp")
+        tmp.write_text(json.dumps(table, indent=1, sort_keys=True), encoding="utf-8")
+        os.replace(tmp, target)
+    except OSError:
+        pass

@@ -124,16 +124,23 @@ def _jsonable(value: Any) -> Any:
     return value
 
 
-def slide_layer_data(slide: Any, *, name: str | None = None) -> LayerDataTuple:
+def slide_layer_data(slide: Any, *, name: str | None = None,
+                     user_mpp: float | None = None) -> LayerDataTuple:
     """Image ``LayerDataTuple`` for an opened ``io.slide.Slide``.
 
     Multiscale when the slide has more than one level, ``rgb``, fixed ``contrast_limits`` so
     napari never computes statistics on level 0, ``scale``/``units`` from the level-0 mpp,
     and metadata naming the source file (widgets reopen the slide from it).
+    ``user_mpp`` (um/px set by the user in the Pixel size widget) places a slide whose file
+    has no pixel size; metadata ``mpp_source`` says where the mpp came from.
     """
     levels = _levels_of(slide)
     meta = slide.metadata
     mpp = meta.mpp
+    mpp_source = "file" if mpp is not None else None
+    if mpp is None and user_mpp is not None:
+        mpp = (float(user_mpp), float(user_mpp))
+        mpp_source = "user"
     scale, units = layer_placement(mpp)
     path = Path(slide.path)
     layer_name = name or slide.name
@@ -145,6 +152,7 @@ def slide_layer_data(slide: Any, *, name: str | None = None) -> LayerDataTuple:
         "format": meta.format,
         "vendor": meta.vendor,
         "mpp": _jsonable(mpp),
+        "mpp_source": mpp_source,
         "level_mpps": _jsonable(meta.level_mpps),
         "level_shapes": _jsonable(meta.level_shapes),
         "level_downsamples": _jsonable(meta.level_downsamples),

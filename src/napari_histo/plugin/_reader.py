@@ -230,9 +230,11 @@ def read_slide_layers(path: str | Path | Sequence[str]) -> list[LayerDataTuple]:
         if ngff is not None:
             return ngff
     slide = _open_slide(p)
-    image = slide_layer_data(slide)
+    user_mpp = _user_mpp(slide, p)
+    mpp = slide.metadata.mpp or ((user_mpp, user_mpp) if user_mpp else None)
+    image = slide_layer_data(slide, user_mpp=user_mpp)
     layers: list[LayerDataTuple] = [image]
-    mask_layer = _ground_truth_layer(slide, p)
+    mask_layer = _ground_truth_layer(slide, p, mpp)
     if mask_layer is not None:
         layers.append(mask_layer)
     ann = _sibling_annotations(p)
@@ -242,7 +244,7 @@ def read_slide_layers(path: str | Path | Sequence[str]) -> list[LayerDataTuple]:
             layers.append(
                 annotations_layer_data(
                     records,
-                    mpp=slide.metadata.mpp,
+                    mpp=mpp,
                     name=f"{slide.name} annotations",
                     source=ann,
                     slide_source=p,
@@ -251,7 +253,43 @@ def read_slide_layers(path: str | Path | Sequence[str]) -> list[LayerDataTuple]:
             )
         except Exception as exc:
             warnings.warn(f"{ann.name}: annotations not shown ({exc})", stacklevel=2)
+    viewer = _guard_current_viewer()
+    if viewer is not None:
+        try:
+            from napari_histo.plugin._units import before_slide_added
+
+            before_slide_added(viewer, image[1])
+        except Exception:
+            pass
     return layers
+
+
+def _user_mpp(slide: Any, path: Path) -> float | None:
+    """The um/px the user set for a slide without one (Pixel size widget), or None."""
+    if slide.metadata.mpp is not None:
+        return None
+    from napari_histo.core.settings import remembered_pixel_size
+
+    try:
+        return remembered_pixel_size(path)
+    except Exception:  # a broken settings file must not stop the slide from opening
+        return None
+
+
+def _guard_current_viewer() -> Any:
+    """Keep the current viewer's layers in one unit (plugin._units); returns the viewer
+    (None without one)."""
+    try:
+        import napari
+
+        from napari_histo.plugin._units import install_units_guard
+
+        viewer = napari.current_viewer()
+        if viewer is not None:
+            install_units_guard(viewer)
+        return viewer
+    except Exception:
+        return None
 
 
 def _read_ngff_non_rgb(path: Path) -> list[LayerDataTuple] | None:
@@ -397,7 +435,8 @@ def _ngff_label_layers(path: Path, image_name: str, prediction: bool) -> list[La
     return out
 
 
-def _ground_truth_layer(slide: Any, path: Path) -> LayerDataTuple | None:
+def _ground_truth_layer(slide: Any, path: Path,
+                       mpp: Any = None) -> LayerDataTuple | None:
     """Labels layer of the slide's sibling mask, or None (warning when it is unusable)."""
     try:
         from napari_histo.io.masks import find_ground_truth, mask_scale_for, open_mask
@@ -413,7 +452,7 @@ def _ground_truth_layer(slide: Any, path: Path) -> LayerDataTuple | None:
     try:
         mask = open_mask(mask_path)
         mask_scale_for(slide, mask)  # refuses a mask whose aspect ratio is not the slide's
-        scale, units = layer_placement(slide.metadata.mpp)
+        scale, units = layer_placement(mpp if mpp is not None else slide.metadata.mpp)
         return mask_layer_data(
             mask,
             slide_shape=slide.shape,
@@ -505,8 +544,23 @@ def read_annotation_layers(path: str | Path | Sequence[str]) -> list[LayerDataTu
         try:
             with _open_slide(slide_path) as slide:
                 mpp = slide.metadata.mpp
+                if mpp is None and (user := _user_mpp(slide, slide_path)):
+                    mpp = (user, user)
         except Exception:
             slide_path = None
+    viewer = _guard_current_viewer()
+    if slide_path is None and viewer is not None:
+        # no slide beside it: level-0 pixels of the slide the viewer shows in microns
+        try:
+            from napari_histo.plugin._units import slide_in_um
+
+            ref = slide_in_um(viewer)
+            if ref is not None:
+                mpp = tuple(float(v) for v in ref.scale[-2:])
+                src = (ref.metadata.get("napari_histo") or {}).get("source")
+                slide_path = Path(src) if src else None
+        except Exception:
+            mpp = None
     return [
         annotations_layer_data(
             records,

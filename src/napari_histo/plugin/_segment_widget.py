@@ -236,7 +236,7 @@ class SegmentWidget(DockWidget):
                 order_near = ((vb[0] + vb[2]) / 2.0, (vb[1] + vb[3]) / 2.0)
         cfg_kw: dict[str, Any] = {"threshold": threshold, "device": self._device_combo.value}
         if source is not None:
-            cfg_kw.update(self._resolution_for(source))
+            cfg_kw.update(self._resolution_for(source, image_layer))
             out_dir = settings.predictions_dir()
             out_dir.mkdir(parents=True, exist_ok=True)
             stamp = time.strftime("%Y%m%d-%H%M%S")
@@ -273,17 +273,32 @@ class SegmentWidget(DockWidget):
         return {}
 
     @staticmethod
-    def _resolution_for(source: str) -> dict[str, Any]:
-        """Slides without a pixel size run on their level 0 as is."""
+    def _resolution_for(source: str, image_layer: Any = None) -> dict[str, Any]:
+        """Slides without a pixel size: the one set in the Pixel size widget (the layer's
+        scale in um), else level 0 as is, said in one notification."""
         try:
             from napari_histo.io.slide import open_slide
 
             with open_slide(source) as slide:
-                if slide.mpp is None:
-                    return {"level": 0}
+                if slide.mpp is not None:
+                    return {}
+                name = slide.name
         except Exception:  # the engine reports unreadable files itself
             return {}
-        return {}
+        from napari_histo.plugin._writer import layer_mpp
+
+        mpp = None
+        if image_layer is not None:
+            mpp = layer_mpp({"scale": tuple(image_layer.scale),
+                             "units": tuple(str(u) for u in image_layer.units)})
+        if mpp is not None:
+            return {"slide_mpp": float(mpp[1])}
+        from napari.utils.notifications import show_warning
+
+        show_warning(f"{name} has no pixel size: Segment runs on its level 0 as is, whatever "
+                     "the model's resolution. Set its um per pixel in Plugins > napari-histo > "
+                     "Pixel size to run at the model's resolution.")
+        return {"level": 0}
 
     # ---------------------------------------------------------------- running
     def _start(self, req: SegmentRequest, image_layer: Any, placement: dict[str, Any]) -> None:

@@ -99,6 +99,9 @@ class DockWidget(Container):
     def _dock_ready(self) -> None:
         """End of a subclass's ``__init__``: cap the width, keep the layer choices current."""
         self.native.setMaximumWidth(rl.DOCK_MAX_WIDTH)
+        from napari_histo.plugin._units import install_units_guard
+
+        install_units_guard(self._viewer)  # drawn Shapes/Points in the slide's units
         for layer in self._viewer.layers:
             self._note_added(layer)
         self._viewer.layers.events.inserted.connect(self._on_inserted)

@@ -7,7 +7,7 @@ atomic rename live in ``napari_histo.io``; this module only turns the layer's ``
 ``units`` into microns per pixel and picks what to hand over.
 
 Entry points: :func:`write_image_zarr`, :func:`write_labels_zarr`, :func:`write_image_ome_tiff`,
-:func:`write_labels_ome_tiff`, :func:`write_labels_geojson`.
+:func:`write_labels_ome_tiff`, :func:`write_labels_geojson`, :func:`write_shapes_geojson`.
 """
 
 from __future__ import annotations
@@ -26,6 +26,7 @@ __all__ = [
     "write_labels_geojson",
     "write_labels_ome_tiff",
     "write_labels_zarr",
+    "write_shapes_geojson",
 ]
 
 #: The largest level traced into GeoJSON polygons (pixels): finer multiscale levels are skipped
@@ -241,4 +242,92 @@ def write_labels_geojson(path: str, data: Any, attributes: dict[str, Any]) -> li
     out = write_geojson(
         path, _prepare(arr, labels=True), downsample=downsample, origin=origin, overwrite=True
     )
+    return [str(out)]
+
+
+def _shapes_slide_scale(attributes: Mapping[str, Any]) -> tuple[float, float]:
+    """World units per level-0 slide pixel of a Shapes layer (y, x).
+
+    Annotations read by the plugin carry their slide's mpp; a layer in pixels is in level-0
+    pixels; a layer drawn in microns uses the pixel size of the slide the current viewer
+    shows in microns.
+    """
+    meta = attributes.get("metadata") or {}
+    histo = meta.get("napari_histo") if isinstance(meta, Mapping) else None
+    if isinstance(histo, Mapping) and histo.get("kind") == "annotations":
+        mpp = histo.get("mpp")
+        if mpp:
+            return float(mpp[0]), float(mpp[1])
+        return 1.0, 1.0
+    units = attributes.get("units")
+    ulist = list(units)[-2:] if isinstance(units, (list, tuple)) else [units, units]
+    if units is None or _unit_to_um(ulist[-1]) is None:
+        return 1.0, 1.0
+    factor = _unit_to_um(ulist[-1]) or 1.0
+    try:
+        import napari
+
+        from napari_histo.plugin._units import slide_in_um
+
+        viewer = napari.current_viewer()
+        ref = slide_in_um(viewer) if viewer is not None else None
+    except Exception:
+        ref = None
+    if ref is None:
+        raise ValueError("this Shapes layer is in microns but no slide in microns is open: "
+                         "open its slide to save the shapes in its pixels")
+    mpp_ref = layer_mpp({"scale": tuple(ref.scale), "units": [str(u) for u in ref.units]})
+    if mpp_ref is None:
+        raise ValueError("the slide's pixel size is unknown")
+    return mpp_ref[0] / factor, mpp_ref[1] / factor
+
+
+def _ellipse(corners: np.ndarray, n: int = 64) -> np.ndarray:
+    centre = corners.mean(axis=0)
+    half = (corners.max(axis=0) - corners.min(axis=0)) / 2.0
+    t = np.linspace(0, 2 * np.pi, n, endpoint=False)
+    return np.stack([centre[0] + half[0] * np.sin(t), centre[1] + half[1] * np.cos(t)], axis=1)
+
+
+def write_shapes_geojson(path: str, data: Any, attributes: dict[str, Any]) -> list[str]:
+    """Save a Shapes layer's polygons, rectangles and ellipses as QuPath GeoJSON.
+
+    Coordinates are level-0 slide pixels with pixel corners on integers (QuPath, ASAP), so
+    the file reopens on the same tissue: world = data * scale + translate, slide pixel
+    corner = world / slide scale + 0.5. Lines and paths (no area) are skipped.
+    """
+    from napari_histo.io.annotation_model import Annotation
+    from napari_histo.io.geojson import write_geojson
+
+    scale = np.asarray(list(attributes.get("scale") or (1.0, 1.0))[-2:], dtype=float)
+    translate = np.asarray(list(attributes.get("translate") or (0.0, 0.0))[-2:], dtype=float)
+    slide_scale = np.asarray(_shapes_slide_scale(attributes), dtype=float)
+    types = list(attributes.get("shape_type") or ["polygon"] * len(data))
+    feats = attributes.get("features")
+    columns: dict[str, list[Any]] = {}
+    if feats is not None and len(feats):
+        columns = {str(k): list(feats[k]) for k in getattr(feats, "columns", [])}
+    records = []
+    for i, poly in enumerate(data):
+        kind = str(types[i]) if i < len(types) else "polygon"
+        if kind in ("line", "path"):
+            continue
+        yx = np.asarray(poly, dtype=float)[:, -2:]
+        if kind == "ellipse":
+            yx = _ellipse(yx)
+        if len(yx) < 3:
+            continue
+        px = (yx * scale + translate) / slide_scale + 0.5
+        group = str(columns.get("group", [""] * (i + 1))[i]) if "group" in columns else ""
+        ann_kind = str(columns["kind"][i]) if "kind" in columns else "tumor"
+        if ann_kind not in ("tumor", "exclusion", "other"):
+            ann_kind = "other"
+        records.append(Annotation(
+            name=str(columns["name"][i]) if "name" in columns else f"{_name(attributes, path)} {i}",
+            group=group or ("Tumor" if ann_kind == "tumor" else ""),
+            label=int(columns["label"][i]) if "label" in columns else 1,
+            kind=ann_kind,  # type: ignore[arg-type]
+            polygon=px,
+        ))
+    out = write_geojson(path, records, overwrite=True)
     return [str(out)]

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 WIDGETS = ["Segment", "Patch heatmap", "Train", "Correct and fine-tune", "Evaluate",
-           "Stain normalization"]
+           "Stain normalization", "Pixel size"]
 
 
 @pytest.mark.parametrize("name", WIDGETS)
