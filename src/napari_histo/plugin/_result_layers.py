@@ -28,7 +28,10 @@ __all__ = [
 HEATMAP_COLORMAP = "inferno"
 #: px; dock widgets stay at most this wide so the canvas keeps most of the window
 DOCK_MAX_WIDTH = 460
-CONTOUR_MAX_PX = 1536 * 1536
+#: labels layers up to this many pixels show outlines (``contour``); napari recomputes the
+#: outline (two grey morphology passes) over the whole array on the GUI thread at every
+#: refresh, so larger, live (still filling) and multiscale layers stay filled (issue 11)
+CONTOUR_MAX_PX = 1024 * 1024
 # Predicted foreground in bright green so it reads against the red ground truth.
 PRED_COLORS: dict[int | None, tuple[float, float, float, float]] = {
     None: (1.0, 0.85, 0.0, 1.0),
@@ -137,8 +140,19 @@ class PredictionLayers:
             self.redraw()
 
     def redraw(self) -> None:
-        """Ask napari to re-slice both layers (after in-place changes)."""
+        """Ask napari to re-slice both layers (after in-place changes).
+
+        The thumbnails are left alone: they cost a pass over the whole array each, and the
+        run's final redraw (:meth:`finish_live`) updates them once.
+        """
+        self.heatmap.refresh(thumbnail=False)
+        self.labels.refresh(thumbnail=False)
+
+    def finish_live(self) -> None:
+        """A live layer pair is complete: thumbnails once, outlines if the map is small."""
         self.heatmap.refresh()
+        if outline_ok(self.labels.data):
+            self.labels.contour = 2  # recomputes and redraws
         self.labels.refresh()
 
     def refresh(self, box: Sequence[int] | None = None) -> None:
@@ -187,6 +201,7 @@ def add_prediction_layers(
     class_names: Sequence[str] | None = None,
     metadata: dict[str, Any] | None = None,
     opacity: float = 0.5,
+    live: bool = False,
 ) -> PredictionLayers:
     """Add a heatmap Image and a Labels layer for ``probability`` over ``image_layer``.
 
@@ -199,6 +214,9 @@ def add_prediction_layers(
         Output pixel size and top-left corner in the image layer's level-0 pixels.
     name
         Base layer name; default ``"<image> prediction"``. Made unique in the viewer.
+    live
+        The map is still being filled tile by tile (redrawn many times): no outlines, whose
+        cost napari pays over the whole array at every redraw (:data:`CONTOUR_MAX_PX`).
     """
     from napari.layers import Image, Labels
 
@@ -248,13 +266,20 @@ def add_prediction_layers(
         metadata={"napari_histo": {**histo, "role": "labels"}},
         **common,
     )
-    if not multiscale and int(np.prod(np.shape(prob)[-2:])) <= CONTOUR_MAX_PX:
+    if not live and outline_ok(labels_data):
         # outlines read best over tissue; napari recomputes them on every redraw, so large
-        # (overview / streamed) maps stay filled
+        # (overview / streamed / still filling) maps stay filled
         labels.contour = 2
     viewer.add_layer(heat)
     viewer.add_layer(labels)
     return PredictionLayers(heat, labels, prob, threshold)
+
+
+def outline_ok(labels_data: Any) -> bool:
+    """True when napari may draw ``labels_data`` as outlines: one small in-memory array."""
+    if isinstance(labels_data, (list, tuple)):
+        return False
+    return int(np.prod(np.shape(labels_data)[-2:])) <= CONTOUR_MAX_PX
 
 
 def level0_shape(image_layer: Any) -> tuple[int, int]:
