@@ -17,6 +17,14 @@ Usage::
 
     QT_QPA_PLATFORM=xcb xvfb-run -a -s "-screen 0 1600x1200x24" \\
         .venv/bin/python benchmarks/bench_gui.py [--size 16384] [--seconds 20] [--out DIR]
+
+Real-slide case (issue 11): ``--slide PATH --model CKPT`` opens ``PATH`` in a shown viewer,
+runs a whole-slide prediction from the Segment widget while a script pans and zooms
+(:func:`bench_real_slide`), and reports event-loop stalls (10 ms heartbeat: p50/p99/max of
+how late each tick fired), time to the first visible tile and to completion, next to the
+same pan/zoom script without a prediction (the rendering floor). ``--slide generated:SIDE``
+writes a SIDE x SIDE slide from real tissue tiles (``bench_infer.make_slide``) first. The
+last line is ``max stall: N ms``.
 """
 
 from __future__ import annotations
@@ -47,6 +55,7 @@ class LatencyProbe:
 
         self.interval = interval_ms / 1000.0
         self.samples: list[float] = []
+        self.at: list[float] = []  # perf_counter time of each sample
         self._last = 0.0
         self._timer = QTimer()
         self._timer.setInterval(interval_ms)
@@ -56,10 +65,12 @@ class LatencyProbe:
         now = time.perf_counter()
         if self._last:
             self.samples.append(max(0.0, now - self._last - self.interval) * 1000.0)
+            self.at.append(now)
         self._last = now
 
     def start(self) -> None:
         self.samples.clear()
+        self.at.clear()
         self._last = 0.0
         self._timer.start()
 
@@ -67,7 +78,8 @@ class LatencyProbe:
         self._timer.stop()
         s = sorted(self.samples) or [float("nan")]
         return {"n": len(self.samples), "p50": s[len(s) // 2],
-                "p95": s[min(len(s) - 1, int(0.95 * len(s)))], "max": s[-1]}
+                "p95": s[min(len(s) - 1, int(0.95 * len(s)))],
+                "p99": s[min(len(s) - 1, int(0.99 * len(s)))], "max": s[-1]}
 
 
 def pump(cond: Callable[[], bool], timeout: float) -> bool:
@@ -227,12 +239,177 @@ def bench_brush(viewer: Any, seg: Any, image: Any) -> dict[str, float]:
             "autosave_ms": statistics.median(saves)}
 
 
+class PanZoomScript:
+    """Pans along a circle and zooms in and out every ``interval_ms``, like a user browsing."""
+
+    def __init__(self, viewer: Any, image: Any, interval_ms: int = 40) -> None:
+        from qtpy.QtCore import QTimer
+
+        self.viewer = viewer
+        h, w = (float(v) for v in level0_extent(image))
+        self.center = (h / 2.0, w / 2.0)
+        self.radius = 0.25 * min(h, w)
+        self.zoom0 = float(camera_of(viewer).zoom)
+        self.k = 0
+        self.moves = 0
+        self._timer = QTimer()
+        self._timer.setInterval(interval_ms)
+        self._timer.timeout.connect(self._step)
+
+    def _step(self) -> None:
+        import math
+
+        self.k += 1
+        a = self.k * 0.05
+        cam = camera_of(self.viewer)
+        cam.center = (self.center[0] + self.radius * math.sin(a),
+                      self.center[1] + self.radius * math.cos(a))
+        cam.zoom = self.zoom0 * (1.0 + 3.0 * (0.5 + 0.5 * math.sin(a / 3.0)))
+        self.moves += 1
+
+    def start(self) -> None:
+        self._timer.start()
+
+    def stop(self) -> None:
+        self._timer.stop()
+
+
+def level0_extent(image: Any) -> tuple[float, float]:
+    """World (height, width) of an image layer's level 0."""
+    from napari_histo.plugin._result_layers import level0_shape
+
+    hh, ww = level0_shape(image)
+    return hh * float(image.scale[-2]), ww * float(image.scale[-1])
+
+
+def _tiles_slide(spec: str, out: Path) -> Path:
+    """``generated:SIDE`` -> a SIDE x SIDE slide of real tissue tiles (bench_infer's recipe)."""
+    import sys
+
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    from bench_infer import make_slide, tile_library
+
+    side = int(spec.split(":", 1)[1])
+    path = out / f"tiles_{side}.tif"
+    return make_slide(path, side, tile_library())
+
+
+def bench_real_slide(slide: Path, ckpt: Path, seconds: float, out: Path) -> dict[str, Any]:
+    """Whole-slide prediction from the Segment widget while a script pans and zooms.
+
+    Returns the heartbeat stats with pan/zoom alone (floor) and during the run, seconds from
+    the click to the first tile on screen and to completion (None when ``seconds`` ran out
+    first; the run is then cancelled), and how many pan/zoom moves the script made.
+    """
+    import napari
+
+    from napari_histo.plugin._segment_widget import SegmentWidget
+
+    viewer = napari.Viewer(show=True)
+    viewer.window._qt_window.resize(1500, 950)
+    image = viewer.open(str(slide), plugin="napari-histo")[0]
+    for lyr in list(viewer.layers):
+        if lyr is not image:
+            viewer.layers.remove(lyr)
+    seg = SegmentWidget(viewer)
+    viewer.window.add_dock_widget(seg, name="Segment")
+    seg._image_combo.value = image
+    seg.set_checkpoint(ckpt)
+    seg._device_combo.value = "cpu"
+    viewer.reset_view()
+    pump(lambda: False, 2.0)
+    res: dict[str, Any] = {"slide": slide.name, "shape": level0_shape_of(image)}
+    probe = LatencyProbe()
+    script = PanZoomScript(viewer, image)
+    probe.start()
+    script.start()
+    pump(lambda: False, min(10.0, seconds / 3))
+    script.stop()
+    res["floor"] = probe.stop()
+    viewer.reset_view()
+    script = PanZoomScript(viewer, image)
+    pump(lambda: False, 0.5)
+    t_click = time.perf_counter()
+    h = seg.run("whole slide")
+    assert h is not None
+    probe.start()
+    script.start()
+    # done = the worker closed its generator; "returned" = the GUI has shown the result
+    pump(lambda: "returned" in seg.timings or (h.done and seg._run_button.enabled), seconds)
+    script.stop()
+    res["during"] = probe.stop()
+    res["moves"] = script.moves
+    t = seg.timings
+    # the worst stalls, as (ms, seconds after the click at which they ended)
+    worst = sorted(zip(probe.samples, probe.at, strict=True), reverse=True)[:5]
+    res["worst"] = [(ms, at - t_click) for ms, at in worst]
+    res["marks"] = {k: v - t_click for k, v in t.items()
+                    if k in ("model_loaded", "layers_ready", "first_tile", "returned")}
+    res["first_tile_s"] = t["first_tile"] - t_click if "first_tile" in t else None
+    res["done_s"] = (t["returned"] - t_click) if "returned" in t else None
+    res["tiles_done"] = int(seg._progress_bar.value)
+    res["tiles_total"] = int(seg._progress_bar.max)
+    if not h.done:
+        seg.cancel()
+    pump(lambda: h.done and seg._run_button.enabled, 300)
+    pump(lambda: False, 1.0)
+    viewer.close()
+    return res
+
+
+def level0_shape_of(image: Any) -> tuple[int, int]:
+    from napari_histo.plugin._result_layers import level0_shape
+
+    return level0_shape(image)
+
+
+def _stall_row(name: str, s: dict[str, float]) -> str:
+    return (f"{name:<34} p50 {s['p50']:7.1f} ms  p99 {s['p99']:7.1f} ms  "
+            f"max {s['max']:8.1f} ms  (n={s['n']})")
+
+
+def main_real_slide(args: argparse.Namespace) -> int:
+    out = args.out or Path(tempfile.mkdtemp(prefix="bench_gui_slide_"))
+    out.mkdir(parents=True, exist_ok=True)
+    os.environ.setdefault("NAPARI_HISTO_HOME", str(out / "home"))
+    slide = _tiles_slide(args.slide, out) if args.slide.startswith("generated:") \
+        else Path(args.slide)
+    res = bench_real_slide(slide, Path(args.model), args.seconds, out)
+    print(f"\nmachine: {os.cpu_count()} CPU cores, load average {os.getloadavg()[0]:.1f}")
+    print(f"slide {res['slide']} {res['shape'][1]} x {res['shape'][0]} px; whole-slide "
+          f"prediction from the Segment widget while panning/zooming ({res['moves']} moves)")
+    print("event-loop stalls (10 ms heartbeat lateness); targets p99 <= 50 ms, max <= 100 ms")
+    print(_stall_row("pan/zoom only (floor)", res["floor"]))
+    print(_stall_row("pan/zoom while predicting", res["during"]))
+    ft, dn = res["first_tile_s"], res["done_s"]
+    print(f"first visible tile: {'n/a' if ft is None else f'{ft:.2f} s'} after the click; "
+          f"completion: {'not reached' if dn is None else f'{dn:.1f} s'} "
+          f"[{res['tiles_done']}/{res['tiles_total']} tiles]")
+    print("worst stalls (ms @ s after click): " + ", ".join(
+        f"{ms:.0f} @ {at:.1f}" for ms, at in res["worst"]))
+    print("widget marks (s after click): " + ", ".join(
+        f"{k} {v:.1f}" for k, v in res["marks"].items()))
+    print(f"stall p50: {res['during']['p50']:.0f} ms")
+    print(f"stall p99: {res['during']['p99']:.0f} ms")
+    print(f"max stall: {res['during']['max']:.0f} ms")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--size", type=int, default=16384, help="large slide side (px)")
     p.add_argument("--seconds", type=float, default=20.0, help="seconds per latency phase")
     p.add_argument("--out", type=Path, default=None)
+    p.add_argument("--slide", default=None,
+                   help="real-slide case: a slide file, or generated:SIDE (tissue tiles)")
+    p.add_argument("--model", default=None, help="segmentation checkpoint for --slide")
     args = p.parse_args(argv)
+    if args.slide:
+        if not args.model:
+            p.error("--slide needs --model CKPT")
+        if args.seconds == 20.0:
+            args.seconds = 240.0
+        return main_real_slide(args)
     out = args.out or Path(tempfile.mkdtemp(prefix="bench_gui_"))
     out.mkdir(parents=True, exist_ok=True)
     os.environ.setdefault("NAPARI_HISTO_HOME", str(out / "home"))

@@ -45,7 +45,10 @@ RESULT_KEY = "napari_histo_result"
 NAME_MAX = 30
 #: px; dock widgets stay at most this wide so the canvas keeps most of the window
 DOCK_MAX_WIDTH = 460
-CONTOUR_MAX_PX = 1536 * 1536
+#: labels layers up to this many pixels show outlines (``contour``); napari recomputes the
+#: outline (two grey morphology passes) over the whole array on the GUI thread at every
+#: refresh, so larger, live (still filling) and multiscale layers stay filled (issue 11)
+CONTOUR_MAX_PX = 1024 * 1024
 # Predicted foreground in bright green so it reads against the red ground truth.
 PRED_COLORS: dict[int | None, tuple[float, float, float, float]] = {
     None: (1.0, 0.85, 0.0, 1.0),
@@ -279,8 +282,19 @@ class PredictionLayers:
             self.redraw()
 
     def redraw(self) -> None:
-        """Ask napari to re-slice both layers (after in-place changes)."""
+        """Ask napari to re-slice both layers (after in-place changes).
+
+        The thumbnails are left alone: they cost a pass over the whole array each, and the
+        run's final redraw (:meth:`finish_live`) updates them once.
+        """
+        self.heatmap.refresh(thumbnail=False)
+        self.labels.refresh(thumbnail=False)
+
+    def finish_live(self) -> None:
+        """A live layer pair is complete: thumbnails once, outlines if the map is small."""
         self.heatmap.refresh()
+        if self.cells is None and outline_ok(self.labels.data):  # patch cells keep contour 1
+            self.labels.contour = 2  # recomputes and redraws
         self.labels.refresh()
 
     def refresh(self, box: Sequence[int] | None = None) -> None:
@@ -328,6 +342,7 @@ def add_prediction_layers(
     metadata: dict[str, Any] | None = None,
     opacity: float = 0.5,
     owner: str = "segment",
+    live: bool = False,
 ) -> PredictionLayers:
     """Add a heatmap Image and a Labels layer for ``probability`` over ``image_layer``.
 
@@ -344,6 +359,9 @@ def add_prediction_layers(
     owner
         The widget making them: its earlier unedited, unrenamed layers for the same source
         are removed first (:func:`drop_previous_results`).
+    live
+        The map is still being filled tile by tile (redrawn many times): no outlines, whose
+        cost napari pays over the whole array at every redraw (:data:`CONTOUR_MAX_PX`).
     """
     from napari.layers import Image, Labels
 
@@ -407,9 +425,9 @@ def add_prediction_layers(
     )
     if cells is not None:
         labels.contour = 1  # thin outlines round groups of cells, the tissue stays visible
-    elif not multiscale and int(np.prod(np.shape(prob)[-2:])) <= CONTOUR_MAX_PX:
+    elif not live and outline_ok(labels_data):
         # outlines read best over tissue; napari recomputes them on every redraw, so large
-        # (overview / streamed) maps stay filled
+        # (overview / streamed / still filling) maps stay filled
         labels.contour = 2
     tag_result(heat, owner, subject, "heatmap")
     tag_result(labels, owner, subject, "labels")
@@ -439,6 +457,13 @@ def cell_grid(image_layer: Any, cells_shape: Sequence[int], downsample: Sequence
     rows = int(np.round((h0 - float(offset_px[0])) / float(downsample[0]) * up))
     cols = int(np.round((w0 - float(offset_px[1])) / float(downsample[1]) * up))
     return CellGrid(up, (max(0, min(ch * up, rows)), max(0, min(cw * up, cols))))
+
+
+def outline_ok(labels_data: Any) -> bool:
+    """True when napari may draw ``labels_data`` as outlines: one small in-memory array."""
+    if isinstance(labels_data, (list, tuple)):
+        return False
+    return int(np.prod(np.shape(labels_data)[-2:])) <= CONTOUR_MAX_PX
 
 
 def level0_shape(image_layer: Any) -> tuple[int, int]:

@@ -59,7 +59,12 @@ __all__ = [
 ]
 
 TARGETS = ("current view", "shapes region", "whole slide")
+#: s; at most one redraw of the live layers per REDRAW_S (more when a redraw is slow: see
+#: REDRAW_SHARE), and at most one progress/status text update per PROGRESS_S
 REDRAW_S = 0.25
+#: a redraw may take at most this share of the GUI thread's time while tiles stream in
+REDRAW_SHARE = 0.15
+PROGRESS_S = 0.1
 _RECENT_FILE = "recent_checkpoints.json"
 _MAX_RECENT = 8
 
@@ -148,9 +153,18 @@ class SegmentWidget(DockWidget):
         from qtpy.QtCore import QTimer
 
         self._last_redraw = 0.0
+        self._redraw_interval = REDRAW_S
         self._redraw_timer = QTimer()
         self._redraw_timer.setSingleShot(True)
         self._redraw_timer.timeout.connect(self._redraw_now)
+        # progress text: the latest (done, total), shown at most every PROGRESS_S
+        self._last_progress = 0.0
+        self._pending_progress: tuple[int, int] | None = None
+        self._progress_timer = QTimer()
+        self._progress_timer.setSingleShot(True)
+        self._progress_timer.timeout.connect(self._progress_now)
+        #: how many times the progress bar/status text was updated during the last run
+        self.progress_updates = 0
         self._pending_layers: dict[str, Any] = {}
         self._run_button.changed.connect(self._on_run)
         self._cancel_button.changed.connect(self.cancel)
@@ -306,6 +320,10 @@ class SegmentWidget(DockWidget):
         self._live_geometry = None
         self._live_factor = 1
         self._last_redraw = 0.0
+        self._redraw_interval = REDRAW_S
+        self._last_progress = 0.0
+        self._pending_progress = None
+        self.progress_updates = 0
         self._pending_layers = {"image_layer": image_layer, "placement": placement, "req": req}
         self.timings = {"start": time.perf_counter()}
         self._run_button.enabled = False
@@ -372,26 +390,55 @@ class SegmentWidget(DockWidget):
         else:
             return
         if total:
-            self._show_progress(done, total)
-            self._status_label.value = f"{done}/{total} tiles"
+            self._request_progress(int(done), int(total))
+
+    def _request_progress(self, done: int, total: int) -> None:
+        """Show ``done/total`` now if the last update is old enough, else coalesce it.
+
+        A whole slide yields hundreds of tile events a second; each progress bar or label
+        change costs the GUI thread a repaint, so only the latest value is shown, at most
+        once per ``PROGRESS_S`` (and the last one always, see :meth:`_progress_now`).
+        """
+        self._pending_progress = (done, total)
+        now = time.perf_counter()
+        if now - self._last_progress >= PROGRESS_S or done >= total:
+            self._progress_timer.stop()
+            self._progress_now()
+        elif not self._progress_timer.isActive():
+            self._progress_timer.start(int(1000 * (PROGRESS_S - (now - self._last_progress))) + 1)
+
+    def _progress_now(self) -> None:
+        if self._pending_progress is None:
+            return
+        done, total = self._pending_progress
+        self._pending_progress = None
+        self._last_progress = time.perf_counter()
+        self.progress_updates += 1
+        self._show_progress(done, total)
+        self._status_label.value = f"{done}/{total} tiles"
 
     def _request_redraw(self) -> None:
         """Redraw now if the last redraw is old enough, else once the interval has passed.
 
-        Every redraw re-uploads the layers' textures; coalescing tiles to at most one redraw
-        per ``REDRAW_S`` keeps the event loop free while a whole slide streams in.
+        Every redraw re-slices the layers and re-uploads their textures (work proportional
+        to the live buffer, not the slide: at most ``LIVE_MAX_SIDE`` px a side); coalescing
+        tiles to at most one redraw per interval keeps the event loop free while a whole
+        slide streams in. The interval grows when a redraw is slow (``REDRAW_SHARE``).
         """
         now = time.perf_counter()
-        if now - self._last_redraw >= REDRAW_S:
+        interval = self._redraw_interval
+        if now - self._last_redraw >= interval:
             self._redraw_now()
         elif not self._redraw_timer.isActive():
-            self._redraw_timer.start(int(1000 * (REDRAW_S - (now - self._last_redraw))) + 1)
+            self._redraw_timer.start(int(1000 * (interval - (now - self._last_redraw))) + 1)
 
     def _redraw_now(self) -> None:
         if self._live is None:
             return
+        t0 = time.perf_counter()
         self._live.redraw()
         self._last_redraw = time.perf_counter()
+        self._redraw_interval = max(REDRAW_S, (self._last_redraw - t0) / REDRAW_SHARE)
         self.timings.setdefault("first_tile", self._last_redraw)
 
     def _make_live_layers(self, ev: StoreReady) -> None:
@@ -416,7 +463,8 @@ class SegmentWidget(DockWidget):
             owner=self.result_owner,
             metadata={"source": req.source, "checkpoint": req.checkpoint, "store": ev.path,
                       "live": True, "region": list(self._pending_layers["placement"]["region"]),
-                      "downsample_px": list(ev.downsample), "origin_px": list(ev.origin_px)})
+                      "downsample_px": list(ev.downsample), "origin_px": list(ev.origin_px)},
+            live=True)
         self.result = self._live
 
     def _on_returned(self, out: SegmentOutcome) -> None:
@@ -434,13 +482,16 @@ class SegmentWidget(DockWidget):
 
             show_warning(f"{meta['failed_tiles']} slide tile(s) could not be decoded; their "
                          "area of the prediction is unreliable (layer metadata: failed_boxes)")
+        self._progress_timer.stop()
+        self._progress_now()
         if self._live is not None:
             self._redraw_timer.stop()
-            self._redraw_now()
         if self._live is not None and self._live_factor == 1:
             # every tile is already on screen at full resolution
             for layer in (self._live.heatmap, self._live.labels):
                 layer.metadata["napari_histo"].update(meta, live=False)
+            self._live.finish_live()
+            self.timings.setdefault("first_tile", time.perf_counter())
             self.result = self._live
             return
         if self._live is not None:  # replace the overview by the full pyramid
@@ -452,6 +503,7 @@ class SegmentWidget(DockWidget):
             opacity=float(self._opacity_slider.value), class_names=out.class_names,
             metadata=meta, owner=self.result_owner)
         self._live = self.result
+        self.timings.setdefault("first_tile", time.perf_counter())
 
     def _drop_live_layers(self) -> None:
         """Remove this run's live layers (ours, never the user's) from the viewer."""
@@ -463,6 +515,11 @@ class SegmentWidget(DockWidget):
 
     def _on_finished(self) -> None:
         """Buttons back; the base then sets the end state (done / cancelled / failed)."""
+        if self._redraw_timer.isActive():  # cancelled or failed: show the tiles that landed
+            self._redraw_timer.stop()
+            self._redraw_now()
+        self._progress_timer.stop()
+        self._pending_progress = None
         self._run_button.enabled = True
         self._cancel_button.enabled = False
         t = self.timings

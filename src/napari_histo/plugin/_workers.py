@@ -236,14 +236,26 @@ def _make_pbar(desc: str) -> Any:
     return progress(total=0, desc=desc)
 
 
+#: s; napari's progress bar is updated at most this often (the last value always shows)
+PBAR_MIN_INTERVAL_S = 0.1
+
+
 def _update_pbar(pbar: Any, event: Event) -> None:
+    """Show ``event`` on the napari progress bar.
+
+    napari's Qt progress bar runs ``QApplication.processEvents()`` on every value and
+    description change, which re-enters the event loop (timers, redraws, further worker
+    events) from inside this call; so the description is only set when it changes and
+    :func:`start_task` calls this at most every ``PBAR_MIN_INTERVAL_S``, never re-entrantly.
+    """
     if pbar is None or not isinstance(event, Progress):
         return
     total = max(int(event.total), 0)
     if pbar.total != total:
         pbar.total = total
     pbar.n = min(int(event.done), total) if total else int(event.done)
-    if event.desc:
+    if event.desc and event.desc != getattr(pbar, "_napari_histo_desc", None):
+        pbar._napari_histo_desc = event.desc
         pbar.set_description(event.desc)
     pbar.refresh()
 
@@ -298,13 +310,26 @@ def start_task(
     _ACTIVE.add(handle)
     pbar = _make_pbar(desc) if progress_bar else None
     handle._pbar = pbar
+    # progress bar throttle: time of the last update, and whether one is running (re-entry)
+    pbar_state: dict[str, Any] = {"last": 0.0, "busy": False}
 
     def _event(ev: Event) -> None:
         if handle.detached or handle.ended:
             return
-        _update_pbar(pbar, ev)
-        if on_event is not None:
+        if on_event is not None:  # first: the widget sees events in order even if re-entered
             on_event(ev)
+        if pbar is None or not isinstance(ev, Progress) or pbar_state["busy"]:
+            return
+        now = time.monotonic()
+        last_one = bool(ev.total) and ev.done >= ev.total
+        if now - pbar_state["last"] < PBAR_MIN_INTERVAL_S and not last_one:
+            return
+        pbar_state["last"] = now
+        pbar_state["busy"] = True
+        try:
+            _update_pbar(pbar, ev)
+        finally:
+            pbar_state["busy"] = False
 
     def _returned(value: Any) -> None:
         if handle.ended:
