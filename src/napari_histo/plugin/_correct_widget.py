@@ -262,14 +262,15 @@ class CorrectWidget(DockWidget):
         except (HistoError, ValueError) as err:
             self._show_error(err)
             return None
-        from napari_histo.engine.training import train
+        from napari_histo.engine.run_card import train_with_card
 
         preload_torch_training()
         self.curves.clear()
         self._finetune_button.enabled = False
         self._stop_button.enabled = True
         self._status_label.value = f"fine-tuning on {len(arrays)} patches around your edits..."
-        return self._run_task(train, cfg, arrays=arrays, on_event=self._on_event,
+        # writes RUN/run_card.yaml + RUN/data (the corrections' samples), then fine-tunes
+        return self._run_task(train_with_card, cfg, arrays=arrays, on_event=self._on_event,
                               on_returned=self._on_returned, on_finished=self._on_finished,
                               desc="fine-tune")
 

@@ -275,6 +275,7 @@ class SegmentWidget(DockWidget):
         self._run_task(segment_job, req, on_event=self._on_event,
                        on_returned=self._on_returned, on_finished=self._on_finished,
                        desc=f"segment {image_layer.name}")
+        _write_card(req)
         self._lay_out_early(req)
 
     def _lay_out_early(self, req: SegmentRequest) -> None:
@@ -449,3 +450,15 @@ class SegmentWidget(DockWidget):
     def _on_recent(self, value: str | None) -> None:
         if value:
             self._ckpt_edit.value = Path(value)
+
+
+def _write_card(req: SegmentRequest) -> None:
+    """``NAME.run_card.yaml`` beside the prediction: its config and ``napari-histo predict``."""
+    from napari_histo.engine.run_card import write_segment_card
+
+    try:
+        write_segment_card(req)
+    except OSError as err:  # a card that cannot be written never stops the prediction
+        from napari.utils.notifications import show_warning
+
+        show_warning(f"could not write the run card: {err}")
