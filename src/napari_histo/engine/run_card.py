@@ -129,7 +129,8 @@ def write_train_card(cfg: Any, arrays: Sequence[Any] | None = None, *, origin: s
 
     run = Path(cfg.out_dir).resolve()
     run.mkdir(parents=True, exist_ok=True)
-    data = list(cfg.data)
+    # absolute paths: the card's command works from any folder
+    data = [str(Path(d).resolve()) if Path(d).exists() else d for d in cfg.data]
     saved: dict[str, Any] | None = None
     if arrays:
         folder = run / DATA_DIR
