@@ -31,7 +31,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--headless", action="store_true",
                    help="no window: predict the sample slide and print Dice vs its mask")
     p.add_argument("--out", type=Path, default=None,
-                   help="folder for the demo's files (default: ~/.cache/napari-histo/demo)")
+                   help="folder for the demo's prediction (default: ~/.cache/napari-histo/demo); "
+                        "the sample slide and the model are shared with the GUI demo")
     p.add_argument("--epochs", type=int, default=6,
                    help="epochs when the demo model must be trained (default 6)")
     p.add_argument("--device", default="cpu", help="auto, cpu or cuda (default cpu)")
@@ -93,23 +94,19 @@ class _Bars:
 def headless(*, out: Path | None = None, epochs: int = 6, device: str = "cpu") -> int:
     """Sample slide -> demo model -> whole-slide prediction -> Dice vs the sample mask."""
     from napari_histo.core.progress import run_task
-    from napari_histo.engine.demo import ensure_demo_model
+    from napari_histo.engine.demo import ensure_demo_model, sample_slide_path
     from napari_histo.engine.evaluation import evaluate_prediction
     from napari_histo.engine.inference import InferenceConfig, predict_slide
-    from napari_histo.io.synthetic import write_synthetic_slide
 
     folder = Path(out) if out is not None else _home() / "demo"
     folder.mkdir(parents=True, exist_ok=True)
-    slide = folder / "synthetic_he.tif"
-    mask = folder / "synthetic_he_mask.tif"
-    if not (slide.is_file() and mask.is_file()):
-        print(f"writing the synthetic sample slide to {slide}")
-        write_synthetic_slide(slide, shape=(4096, 6144), levels=4, mpp=0.5, compression="jpeg",
-                              seed=0, with_mask=True, mask_downsample=4)
+    # the same sample slide and demo model as the GUI demo (core.settings): whichever demo
+    # runs first writes/trains them, the other reuses them
+    slide = sample_slide_path()
+    mask = slide.with_name(f"{slide.stem}_mask.tif")
     bars = _Bars()
     try:
-        ckpt = run_task(ensure_demo_model(slide, mask, folder / "model", epochs=epochs,
-                                          device=device), bars)
+        ckpt = run_task(ensure_demo_model(slide, mask, None, epochs=epochs, device=device), bars)
         pred = folder / "synthetic_he-prediction.ome.zarr"
         cfg = InferenceConfig(device=device, overwrite=True, tissue_only=True)
         result = run_task(predict_slide(slide, ckpt, cfg, out_path=pred), bars)

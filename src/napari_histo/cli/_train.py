@@ -1,7 +1,9 @@
 """``napari-histo train``: train a segmentation U-Net or a patch classifier from the terminal.
 
 Options map one to one onto :class:`napari_histo.engine.training.TrainConfig`; a YAML config
-(``--config``) gives defaults that command-line options override. Progress is a tqdm bar per
+(``--config``) gives defaults that command-line options override; it may be the
+``run_card.yaml`` a GUI run wrote (its ``config``, with the layers' pixels saved in
+``RUN/data``), so ``napari-histo train --config RUN/run_card.yaml --out NEW`` re-runs it. Progress is a tqdm bar per
 epoch plus one metrics line per epoch; the run folder holds checkpoints, metrics and plots.
 """
 
@@ -47,7 +49,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     """Add the ``train`` subcommand."""
     p = sub.add_parser("train", help="train a U-Net (segment) or patch classifier (classify)",
                        description=__doc__)
-    p.add_argument("--config", help="YAML file of TrainConfig options (CLI options override)")
+    p.add_argument("--config", help="YAML file of TrainConfig options, or a GUI run's "
+                                   "run_card.yaml (CLI options override)")
     p.add_argument("--task", choices=TASKS)
     p.add_argument("--data", action="append", help="data folder/CSV/PCam h5 (repeatable)")
     p.add_argument("--out", help="run folder for checkpoints, metrics and plots")

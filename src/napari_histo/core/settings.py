@@ -44,6 +44,7 @@ __all__ = [
     "TILE_CACHE_ENV",
     "cache_dir",
     "decode_threads",
+    "demo_model_dir",
     "home_dir",
     "pixel_sizes_file",
     "predictions_dir",
@@ -102,6 +103,12 @@ def user_subdir(name: str, *, create: bool = False) -> Path:
 def runs_dir(*, create: bool = False) -> Path:
     """Where the widgets put training and fine-tuning runs: ``home_dir() / "runs"``."""
     return user_subdir("runs", create=create)
+
+
+def demo_model_dir(*, create: bool = False) -> Path:
+    """The one demo model folder, shared by the GUI demo and ``napari-histo demo --headless``
+    (whichever runs first trains the model, the other reuses it): ``home_dir() / "demo-model"``."""
+    return user_subdir("demo-model", create=create)
 
 
 def predictions_dir(*, create: bool = False) -> Path:

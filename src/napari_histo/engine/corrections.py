@@ -391,16 +391,25 @@ def finetune_job(
     reference_name: str,
     valid: npt.NDArray[np.bool_] | None = None,
     threshold: float = 0.5,
+    card_origin: str | None = None,
 ) -> Generator[Any, None, FinetuneOutcome]:
     """Fine-tune (``train(cfg, arrays=arrays)``) and score the window before/during/after.
 
     ``image`` is the window (RGB, working resolution), ``before`` the labels the model gave
     it, ``reference`` what they are scored against (``reference_name`` says which).
     Training's events pass through; each ``EpochEnd`` with a checkpoint gets the window's
-    ``val_dice``/``val_iou`` under that epoch's weights added to its metrics.
+    ``val_dice``/``val_iou`` under that epoch's weights added to its metrics. With
+    ``card_origin`` a run card (config, saved samples, the CLI command) is written first, so
+    the fine-tuning can be replayed headless.
     """
     from napari_histo.core.progress import EpochEnd, Message
     from napari_histo.engine.training import train
+
+    if card_origin is not None:
+        from napari_histo.engine.run_card import write_train_card
+
+        card = write_train_card(cfg, arrays, origin=card_origin)
+        yield Message(f"run card: {card}")
 
     b = window_scores(before, reference, valid)
     yield Message(f"before fine-tuning: Dice {b['dice']:.3f}, IoU {b['iou']:.3f} "

@@ -18,11 +18,54 @@ import numpy as np
 
 from napari_histo.core.progress import Message, Task
 
-__all__ = ["DEMO_MPP", "DEMO_MODEL_NAME", "demo_training_arrays", "ensure_demo_model"]
+__all__ = ["DEMO_MODEL_NAME", "DEMO_MPP", "SAMPLE_NAME", "SAMPLE_SHAPE", "demo_model_path",
+           "demo_training_arrays", "ensure_demo_model", "sample_slide_path"]
 
 DEMO_MPP = 2.0
 #: Bump when the recipe changes so an old cached model is not reused.
 DEMO_MODEL_NAME = "demo-unet-tiny-v1.pt"
+
+#: Bump when the generator's output changes so old caches are not reused.
+SAMPLE_VERSION = 1
+SAMPLE_NAME = "synthetic_he"
+SAMPLE_SHAPE = (4096, 6144)
+SAMPLE_MPP = 0.5
+SAMPLE_LEVELS = 4
+MASK_DOWNSAMPLE = 4
+
+
+def sample_slide_path(*, shape: tuple[int, int] = SAMPLE_SHAPE,
+                      folder: str | Path | None = None) -> Path:
+    """The synthetic sample slide (``<name>.tif`` + ``<name>_mask.tif``), written on first use
+    to ``folder`` (default ``core.settings.cache_dir() / sample-v<version>``).
+
+    One copy serves File > Open Sample, the GUI demo and ``napari-histo demo --headless``.
+    """
+    from napari_histo.core import settings
+    from napari_histo.io.synthetic import write_synthetic_slide
+
+    root = Path(folder) if folder is not None else settings.cache_dir() / f"sample-v{SAMPLE_VERSION}"
+    default = tuple(shape) == SAMPLE_SHAPE
+    stem = SAMPLE_NAME if default else f"{SAMPLE_NAME}_{shape[0]}x{shape[1]}"
+    slide = root / f"{stem}.tif"
+    mask = root / f"{stem}_mask.tif"
+    # The mask is written after the slide (both atomically), so it marks a complete sample.
+    if slide.is_file() and mask.is_file():
+        return slide
+    root.mkdir(parents=True, exist_ok=True)
+    write_synthetic_slide(slide, shape=(int(shape[0]), int(shape[1])), levels=SAMPLE_LEVELS,
+                          mpp=SAMPLE_MPP, compression="jpeg", seed=0, with_mask=True,
+                          mask_downsample=MASK_DOWNSAMPLE)
+    return slide
+
+
+def demo_model_path(cache_dir: str | Path | None = None) -> Path:
+    """The demo checkpoint: ``cache_dir`` (default ``core.settings.demo_model_dir()``, shared by
+    the GUI and the headless demo) / :data:`DEMO_MODEL_NAME`; it may not exist yet."""
+    from napari_histo.core import settings
+
+    folder = Path(cache_dir) if cache_dir is not None else settings.demo_model_dir()
+    return folder / DEMO_MODEL_NAME
 
 
 def demo_training_arrays(slide_path: str | Path, mask_path: str | Path, *,
@@ -59,19 +102,20 @@ def demo_training_arrays(slide_path: str | Path, mask_path: str | Path, *,
     return out, base * ds
 
 
-def ensure_demo_model(slide_path: str | Path, mask_path: str | Path, cache_dir: str | Path,
-                      *, epochs: int = 6, steps_per_epoch: int = 24, device: str = "cpu",
+def ensure_demo_model(slide_path: str | Path, mask_path: str | Path,
+                      cache_dir: str | Path | None = None, *, epochs: int = 6, steps_per_epoch: int = 24, device: str = "cpu",
                       ) -> Task[Path]:
     """Return the cached demo checkpoint, training it first when there is none.
 
-    Yields the training's Progress/EpochEnd events; the checkpoint is copied into
+    ``cache_dir`` defaults to the folder the GUI and the headless demo share
+    (:func:`demo_model_path`). Yields the training's Progress/EpochEnd events; the checkpoint is copied into
     ``cache_dir`` atomically only once training finished, so an interrupted run never leaves
     a half-trained model behind as "the" demo model.
     """
     from napari_histo.engine.training import TrainConfig, train
 
-    cache = Path(cache_dir)
-    target = cache / DEMO_MODEL_NAME
+    target = demo_model_path(cache_dir)
+    cache = target.parent
     if target.is_file():
         yield Message(f"using the cached demo model {target}")
         return target

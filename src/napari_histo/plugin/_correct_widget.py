@@ -332,8 +332,10 @@ class CorrectWidget(DockWidget):
         self._scores_label.value = (f"Dice before {b['dice']:.3f} (IoU {b['iou']:.3f}) "
                                     f"{self._scope}")
         self._status_label.value = f"fine-tuning on {len(arrays)} patches around your edits..."
+        # writes RUN/run_card.yaml + RUN/data (the corrections' samples), then fine-tunes
         return self._run_task(finetune_job, cfg, arrays, image, before, reference,
-                              reference_name=ref_name, valid=valid, on_event=self._on_event,
+                              reference_name=ref_name, valid=valid, card_origin="gui",
+                              on_event=self._on_event,
                               on_returned=self._on_returned, on_finished=self._on_finished,
                               desc="fine-tune")
 

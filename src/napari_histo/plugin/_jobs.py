@@ -17,7 +17,8 @@ import numpy as np
 
 from napari_histo.plugin import _result_layers as rl
 
-__all__ = ["layer_level0", "layer_pair_samples", "layer_placement", "rgb_crop"]
+__all__ = ["layer_level0", "layer_pair_samples", "layer_pair_source", "layer_placement",
+           "rgb_crop"]
 
 Box = tuple[int, int, int, int]
 
@@ -62,3 +63,17 @@ def layer_pair_samples(image_layer: Any, labels_layer: Any, *,
                           layer_level0(labels_layer), layer_placement(labels_layer), boxes,
                           name=image_layer.name, labels_name=labels_layer.name,
                           split_single=split_single)
+
+
+def layer_pair_source(image_layer: Any, labels_layer: Any,
+                      boxes: list[Box] | None = None) -> dict[str, Any]:
+    """Where the samples of :func:`layer_pair_samples` came from, for the run card: the two
+    layers' names, world placement (``scale``/``translate`` of y, x), the image's file (if any)
+    and the boxes (level-0 px of the image; None = the whole image)."""
+    def place(layer: Any) -> dict[str, Any]:
+        scale, translate = layer_placement(layer)
+        return {"name": str(layer.name), "scale": list(scale), "translate": list(translate)}
+
+    return {"image_layer": place(image_layer), "labels_layer": place(labels_layer),
+            "image_file": rl.image_layer_source(image_layer),
+            "boxes": None if not boxes else [[int(v) for v in b] for b in boxes]}

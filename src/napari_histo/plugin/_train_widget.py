@@ -36,7 +36,7 @@ from napari_histo.core.model_registry import TIMM_ENTRY, TIMM_PREFIX, default_mo
 from napari_histo.core.progress import EpochEnd, Message, Progress
 from napari_histo.engine.live import preview_job
 from napari_histo.plugin import _result_layers as rl
-from napari_histo.plugin._jobs import layer_pair_samples, rgb_crop
+from napari_histo.plugin._jobs import layer_pair_samples, layer_pair_source, rgb_crop
 from napari_histo.plugin._plots import CurvePlot
 from napari_histo.plugin._widget_base import DockWidget, add_tabified, raise_dock
 from napari_histo.plugin._workers import TaskHandle, preload_torch_training, start_task
@@ -142,6 +142,7 @@ class TrainWidget(DockWidget):
         self.last_checkpoint: str | None = None
         self._cfg: Any = None
         self._arrays: list[Any] | None = None
+        self._sources: list[dict[str, Any]] = []  # per array: its layers + placement (card)
         self._epoch_t0 = 0.0
         #: "fold 2/3 " while a cross-validation runs (prefixes the status line)
         self._fold_prefix = ""
@@ -229,6 +230,7 @@ class TrainWidget(DockWidget):
 
     def _to_arrays(self) -> list[Any]:
         arrays: list[Any] = []
+        self._sources = []
         for img, lab, shapes in self._layer_pairs():
             boxes = None
             if shapes is not None and len(shapes.data):
@@ -237,8 +239,10 @@ class TrainWidget(DockWidget):
             elif img.multiscale:
                 vb = rl.visible_box(self._viewer, img)
                 boxes = [vb] if vb is not None else None
+            n = len(arrays)
             arrays += layer_pair_samples(img, lab, boxes=boxes,
                                          split_single=float(self._val_spin.value) > 0)
+            self._sources[n:] = [layer_pair_source(img, lab, boxes)] * (len(arrays) - n)
             if self._preview_crop is None:
                 b = (boxes or [(0, 0, *rl.level0_shape(img))])[0]
                 self._preview_crop = (img, _center_crop(b, 256))
@@ -267,8 +271,7 @@ class TrainWidget(DockWidget):
         except (HistoError, ValueError) as err:
             self._show_error(err)
             return None
-        from napari_histo.engine.training import train
-        from napari_histo.engine.training.crossval import crossval
+        from napari_histo.engine.run_card import train_with_card
 
         preload_torch_training()
         self._cfg = cfg
@@ -279,7 +282,9 @@ class TrainWidget(DockWidget):
         self.warnings = []
         self._epoch_t0 = time.perf_counter()
         self._fold_prefix = ""
-        return self._run_task(crossval if cfg.folds else train, cfg, arrays=self._arrays or None,
+        # writes RUN/run_card.yaml + RUN/data (the layers' samples), then trains/cross-validates
+        return self._run_task(train_with_card, cfg, arrays=self._arrays or None,
+                              sources=self._sources or None,
                               on_event=self._on_event, on_returned=self._on_returned,
                               on_finished=self._on_finished, desc="train")
 

@@ -33,11 +33,11 @@ class DemoSession:
 def run_demo(viewer: Any, *, epochs: int = 6, steps_per_epoch: int = 24,
              model_dir: str | Path | None = None, segment: bool = True) -> DemoSession:
     """Populate ``viewer`` with the demo: sample slide + mask, widgets, model, segmentation."""
-    from napari_histo.engine.demo import DEMO_MODEL_NAME, ensure_demo_model
+    from napari_histo.engine.demo import demo_model_path, ensure_demo_model
     from napari_histo.plugin._correct_widget import CorrectWidget
     from napari_histo.plugin._evaluate_widget import EvaluateWidget
     from napari_histo.plugin._sample_data import sample_slide_path
-    from napari_histo.plugin._segment_widget import SegmentWidget, user_dir
+    from napari_histo.plugin._segment_widget import SegmentWidget
     from napari_histo.plugin._train_widget import TrainWidget
     from napari_histo.plugin._workers import preload_torch_training, start_task
 
@@ -83,8 +83,10 @@ def run_demo(viewer: Any, *, epochs: int = 6, steps_per_epoch: int = 24,
             train.curves.add_epoch(e.epoch, e.metrics)
             seg._status_label.value = f"training the demo model: epoch {e.epoch}/{epochs}"
 
-    folder = Path(model_dir) if model_dir is not None else user_dir() / "demo-model"
-    if not (folder / DEMO_MODEL_NAME).is_file():
+    # one demo model for the GUI and ``napari-histo demo --headless`` (core.settings)
+    target = demo_model_path(model_dir)
+    folder = target.parent
+    if not target.is_file():
         preload_torch_training()  # training imports must not happen first in the worker
     session.model_task = start_task(ensure_demo_model, slide, mask, folder, epochs=epochs,
                                     steps_per_epoch=steps_per_epoch, on_event=_progress,

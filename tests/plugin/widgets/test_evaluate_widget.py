@@ -34,7 +34,7 @@ def test_evaluate_heatmap_vs_truth(make_napari_viewer, qtbot, glas_pair, no_thre
     assert w.result["confusion"].sum() == truth.size
     assert "Dice" in w._metrics_label.value
     assert len(w.roc.ax.lines) >= 2
-    qtbot.waitUntil(lambda: h.done, timeout=5000)
+    qtbot.waitUntil(lambda: h.done and not w.running, timeout=5000)
 
     # the same truth at half resolution, placed over the same extent, gives nearly the same
     half = viewer.add_labels(truth[::2, ::2], name="truth half", scale=(2, 2),
@@ -45,7 +45,7 @@ def test_evaluate_heatmap_vs_truth(make_napari_viewer, qtbot, glas_pair, no_thre
     h = w.evaluate()
     qtbot.waitUntil(lambda: w.result is not None, timeout=30000)
     assert w.result["metrics"]["dice"] == pytest.approx(dice, abs=0.02)
-    qtbot.waitUntil(lambda: h.done, timeout=5000)
+    qtbot.waitUntil(lambda: h.done and not w.running, timeout=5000)
 
 
 def test_evaluate_export_json_and_csv(make_napari_viewer, qtbot, glas_pair, tmp_path,
@@ -68,7 +68,7 @@ def test_evaluate_export_json_and_csv(make_napari_viewer, qtbot, glas_pair, tmp_
     w._truth_combo.value = gt
     h = w.evaluate()
     qtbot.waitUntil(lambda: w.result is not None, timeout=30000)
-    qtbot.waitUntil(lambda: h.done, timeout=5000)
+    qtbot.waitUntil(lambda: h.done and not w.running, timeout=5000)
     assert w._export_button.enabled
     # the widget says what was scored
     assert "scored: extent of 'pred heatmap'" in w._scope_label.value

@@ -318,7 +318,8 @@ class TrainConfig:
 
     @classmethod
     def from_yaml(cls, source: str | Path) -> TrainConfig:
-        """Read a YAML file (or YAML text)."""
+        """Read a YAML file (or YAML text): a TrainConfig mapping or a run card (its
+        ``config``, see :mod:`napari_histo.engine.run_card`)."""
         import yaml
 
         is_path = isinstance(source, Path) or ("\n" not in str(source) and len(str(source)) < 1024
@@ -330,4 +331,8 @@ class TrainConfig:
             raise ConfigError(f"invalid YAML training config: {err}") from err
         if not isinstance(d, dict):
             raise ConfigError("a training config YAML must be a mapping of option: value")
+        if d.get("kind") == "napari-histo train run card":  # a GUI run's card: its config
+            d = d.get("config")
+            if not isinstance(d, dict):
+                raise ConfigError("the run card has no config mapping")
         return cls.from_dict(d)

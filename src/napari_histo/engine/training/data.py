@@ -27,6 +27,7 @@ from napari_histo.engine.datasets import (
     load_pairs,
     split_by_group,
 )
+from napari_histo.engine.datasets.array_folder import is_array_folder, load_array_samples
 from napari_histo.engine.training.config import TrainConfig
 
 
@@ -77,6 +78,9 @@ def segmentation_samples(cfg: TrainConfig, arrays: list[ArraySample] | None = No
         p = Path(src)
         if p.is_dir() and not any(p.iterdir()):
             raise DataError(f"data folder {p} is empty")
+        if is_array_folder(p):  # samples saved by a GUI run's card (exact, in order)
+            samples += [a.rescaled(cfg.scale) for a in load_array_samples(p)]
+            continue
         slides, unlabelled = _slide_sources((src,))
         if slides:
             samples += _slide_region_samples(cfg, slides, mpp)
