@@ -13,6 +13,7 @@ pytestmark = pytest.mark.gui
 def test_open_sample_through_napari(
     make_napari_viewer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    from napari_histo.engine import demo as sample  # the recipe's constants live here
     from napari_histo.plugin import _sample_data
 
     monkeypatch.setenv(_sample_data.CACHE_ENV, str(tmp_path / "cache"))
@@ -21,13 +22,13 @@ def test_open_sample_through_napari(
     names = [layer.name for layer in layers]
     assert names == ["synthetic_he", "synthetic_he ground truth"]
     image, labels = layers
-    assert image.multiscale and image.rgb and len(image.data) == _sample_data.SAMPLE_LEVELS
+    assert image.multiscale and image.rgb and len(image.data) == sample.SAMPLE_LEVELS
     assert tuple(image.data[0].shape[:2]) == _sample_data.SAMPLE_SHAPE
-    np.testing.assert_allclose(image.scale, (_sample_data.SAMPLE_MPP,) * 2)
+    np.testing.assert_allclose(image.scale, (sample.SAMPLE_MPP,) * 2)
     assert image.metadata["napari_histo"]["sample"] is True
     # the mask is stored at 1/4 resolution and stretched over the slide
     np.testing.assert_allclose(
-        labels.scale, (_sample_data.SAMPLE_MPP * _sample_data.MASK_DOWNSAMPLE,) * 2
+        labels.scale, (sample.SAMPLE_MPP * sample.MASK_DOWNSAMPLE,) * 2
     )
     small = np.asarray(labels.data[-1] if labels.multiscale else labels.data)
     assert set(np.unique(small)) == {0, 1}
