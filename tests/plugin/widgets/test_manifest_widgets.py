@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 WIDGETS = ["Segment", "Patch heatmap", "Train", "Correct and fine-tune", "Evaluate",
-           "Stain normalization", "Pixel size"]
+           "Stain normalization", "Pixel size", "Past predictions"]
 
 
 @pytest.mark.parametrize("name", WIDGETS)

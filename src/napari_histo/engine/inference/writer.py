@@ -60,7 +60,7 @@ from napari_histo.io.ome_zarr import (
 from napari_histo.io.prediction_status import done_dir
 
 __all__ = ["MemorySink", "StoreLock", "ZarrSink", "build_pyramid", "check_resume",
-           "discard_store", "encode", "is_complete", "lock_path", "open_prediction",
+           "discard_store", "encode", "is_complete", "is_our_store", "lock_path", "open_prediction",
            "prepare_output", "read_meta"]
 
 META = "napari_histo"
@@ -341,6 +341,17 @@ def _remove_done_dir(path: Path) -> None:
         shutil.rmtree(d)
 
 
+def is_our_store(path: str | Path) -> bool:
+    """Whether ``path`` is a real folder (not a link) holding a napari-histo prediction store.
+
+    The one test before napari-histo deletes anything (``--overwrite``, the Past predictions
+    list): a foreign folder, a file or a symbolic link is never ours.
+    """
+    path = Path(path)
+    return (not path.is_symlink() and path.is_dir() and read_meta(path) is not None
+            and (path / "0").is_dir())
+
+
 def _remove_ours(path: Path) -> None:
     """Delete a prediction store napari-histo wrote, refusing anything else (one line)."""
     if path.is_symlink():
@@ -349,7 +360,7 @@ def _remove_ours(path: Path) -> None:
         raise OutputExistsError(
             f"output {path} is a file, not a napari-histo prediction store; --overwrite only "
             "replaces stores napari-histo wrote: remove it yourself or choose another --out")
-    if read_meta(path) is None or not (path / "0").is_dir():
+    if not is_our_store(path):
         raise OutputExistsError(
             f"output {path} exists and is not a napari-histo prediction store; --overwrite "
             "only replaces stores napari-histo wrote: remove it yourself or choose another --out")
