@@ -36,6 +36,29 @@ def cmu_svs(shared_data: Path) -> Path:
     return shared_data / "wsi" / "CMU-1-Small-Region.svs"
 
 
+@pytest.fixture
+def svs_segment(make_napari_viewer, cmu_svs: Path, tiny_checkpoint: Path):
+    """A factory: a viewer on the CMU SVS with a docked Segment widget holding the tiny
+    checkpoint, zoomed on a ``view`` um window round (700, 550) (no zoom when None)."""
+
+    def make(view: float | None = 200.0, checkpoint: Path | None = None):
+        from napari_histo.plugin._result_layers import camera_of
+        from napari_histo.plugin._segment_widget import SegmentWidget
+
+        viewer = make_napari_viewer()
+        image = viewer.open(str(cmu_svs), plugin="napari-histo")[0]
+        seg = SegmentWidget(viewer)
+        viewer.window.add_dock_widget(seg)
+        seg._image_combo.value = image
+        seg.set_checkpoint(checkpoint or tiny_checkpoint)
+        if view is not None:
+            camera_of(viewer).center = (700.0, 550.0)
+            camera_of(viewer).zoom = max(viewer.canvas.size) / view
+        return viewer, image, seg
+
+    return make
+
+
 @pytest.fixture(scope="session")
 def tiny_checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A ``unet-tiny`` segmentation checkpoint (random weights; fast on CPU)."""

@@ -9,20 +9,10 @@ import numpy as np
 import pytest
 
 from napari_histo.plugin._correct_widget import CorrectWidget
-from napari_histo.plugin._result_layers import camera_of
-from napari_histo.plugin._segment_widget import SegmentWidget
 
 
-def test_paint_autosave_and_finetune(make_napari_viewer, qtbot, cmu_svs, tiny_checkpoint,
-                                     no_threads_left):
-    viewer = make_napari_viewer()
-    image = viewer.open(str(cmu_svs), plugin="napari-histo")[0]
-    seg = SegmentWidget(viewer)
-    viewer.window.add_dock_widget(seg)
-    seg._image_combo.value = image
-    seg.set_checkpoint(tiny_checkpoint)
-    camera_of(viewer).center = (700.0, 550.0)
-    camera_of(viewer).zoom = max(viewer.canvas.size) / 200.0
+def test_paint_autosave_and_finetune(svs_segment, qtbot, tiny_checkpoint, no_threads_left):
+    viewer, image, seg = svs_segment()
     h = seg.run("current view")
     qtbot.waitUntil(lambda: h.done and seg._run_button.enabled, timeout=60000)
     pred = seg.result.labels
@@ -105,16 +95,9 @@ def _check_curves_and_scores(w, seen, reference):
     assert f"against the {reference}" in text and "um/px" in text
 
 
-def test_finetune_scored_against_ground_truth(make_napari_viewer, qtbot, cmu_svs,
-                                              tiny_checkpoint, no_threads_left):
-    viewer = make_napari_viewer()
-    image = viewer.open(str(cmu_svs), plugin="napari-histo")[0]
-    seg = SegmentWidget(viewer)
-    viewer.window.add_dock_widget(seg)
-    seg._image_combo.value = image
-    seg.set_checkpoint(tiny_checkpoint)
-    camera_of(viewer).center = (700.0, 550.0)
-    camera_of(viewer).zoom = max(viewer.canvas.size) / 200.0
+def test_finetune_scored_against_ground_truth(svs_segment, qtbot, tiny_checkpoint,
+                                              no_threads_left):
+    viewer, image, seg = svs_segment()
     h = seg.run("current view")
     qtbot.waitUntil(lambda: h.done and seg._run_button.enabled, timeout=60000)
     pred = seg.result.labels

@@ -11,8 +11,6 @@ import numpy as np
 import pytest
 
 from napari_histo.engine.run_card import CARD_NAME, read_card
-from napari_histo.plugin._result_layers import camera_of
-from napari_histo.plugin._segment_widget import SegmentWidget
 from napari_histo.plugin._train_widget import TrainWidget
 
 
@@ -65,18 +63,11 @@ def test_train_from_layers_reproduces_headless_from_its_card(
             assert b[key] == pytest.approx(a[key], rel=1e-4, abs=1e-5), key
 
 
-def test_segment_on_a_slide_writes_a_predict_card(make_napari_viewer, qtbot, cmu_svs,
-                                                  tiny_checkpoint, no_threads_left):
+def test_segment_on_a_slide_writes_a_predict_card(svs_segment, qtbot, cmu_svs, tiny_checkpoint,
+                                                  no_threads_left):
     from napari_histo.cli import build_parser
 
-    viewer = make_napari_viewer()
-    image = viewer.open(str(cmu_svs), plugin="napari-histo")[0]
-    seg = SegmentWidget(viewer)
-    viewer.window.add_dock_widget(seg)
-    seg._image_combo.value = image
-    seg.set_checkpoint(tiny_checkpoint)
-    camera_of(viewer).center = (700.0, 550.0)
-    camera_of(viewer).zoom = max(viewer.canvas.size) / 200.0
+    viewer, image, seg = svs_segment()
     h = seg.run("current view")
     qtbot.waitUntil(lambda: h.done and seg._run_button.enabled, timeout=60000)
     store = Path(seg.result.labels.metadata["napari_histo"]["store"])
