@@ -145,7 +145,9 @@ def bench_training(viewer: Any, seconds: float, out: Path) -> dict[str, float]:
     return stats
 
 
-def bench_predict(viewer: Any, slide: Path, ckpt: Path, seconds: float) -> dict[str, Any]:
+def open_with_segment(viewer: Any, slide: Path, ckpt: Path) -> tuple[Any, Any]:
+    """The slide alone in ``viewer`` (its mask and annotations removed), a docked Segment
+    widget holding ``ckpt``, and the whole slide in view."""
     from napari_histo.plugin._segment_widget import SegmentWidget
 
     image = viewer.open(str(slide), plugin="napari-histo")[0]
@@ -157,6 +159,11 @@ def bench_predict(viewer: Any, slide: Path, ckpt: Path, seconds: float) -> dict[
     seg._image_combo.value = image
     seg.set_checkpoint(ckpt)
     viewer.reset_view()
+    return image, seg
+
+
+def bench_predict(viewer: Any, slide: Path, ckpt: Path, seconds: float) -> dict[str, Any]:
+    image, seg = open_with_segment(viewer, slide, ckpt)
     res: dict[str, Any] = {}
     # latency while the whole slide streams into zarr
     probe = LatencyProbe()
@@ -303,20 +310,10 @@ def bench_real_slide(slide: Path, ckpt: Path, seconds: float, out: Path) -> dict
     """
     import napari
 
-    from napari_histo.plugin._segment_widget import SegmentWidget
-
     viewer = napari.Viewer(show=True)
     viewer.window._qt_window.resize(1500, 950)
-    image = viewer.open(str(slide), plugin="napari-histo")[0]
-    for lyr in list(viewer.layers):
-        if lyr is not image:
-            viewer.layers.remove(lyr)
-    seg = SegmentWidget(viewer)
-    viewer.window.add_dock_widget(seg, name="Segment")
-    seg._image_combo.value = image
-    seg.set_checkpoint(ckpt)
+    image, seg = open_with_segment(viewer, slide, ckpt)
     seg._device_combo.value = "cpu"
-    viewer.reset_view()
     pump(lambda: False, 2.0)
     res: dict[str, Any] = {"slide": slide.name, "shape": level0_shape_of(image)}
     probe = LatencyProbe()
