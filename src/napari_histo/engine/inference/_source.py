@@ -8,6 +8,7 @@ pyramid level nearest the working mpp and resamples only when it is off by > ``M
 from __future__ import annotations
 
 import math
+import warnings
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -116,6 +117,10 @@ def resolve_resolution(slide: SlideLike, *, mpp: float | None, level: int | None
         check_upsample(target, min(smpp), f"{name} ({source})")
     if smpp is None:
         if is_plain_image(slide):  # a PNG tile: assume it is at the working resolution
+            warnings.warn(
+                f"{name}: no pixel size in the file; assumed to be at the model's resolution "
+                f"({target:g} um/px) and read as is (pass --slide-mpp UM to resample)",
+                stacklevel=2)
             return Resolution(0, (1.0, 1.0), False, (float(target), float(target)))
         raise ConfigError(
             f"{slide.name} has no microns-per-pixel in its metadata, so the model's "
