@@ -34,7 +34,7 @@ from magicgui.widgets import (
 from napari_histo.core.progress import EpochEnd, Message, Progress
 from napari_histo.plugin import _result_layers as rl
 from napari_histo.plugin._plots import CurvePlot
-from napari_histo.plugin._widget_base import DockWidget
+from napari_histo.plugin._widget_base import DockWidget, StatusLine
 from napari_histo.plugin._workers import TaskHandle, preload_torch_training
 
 if TYPE_CHECKING:
@@ -115,7 +115,7 @@ class CorrectWidget(DockWidget):
         self._finetune_button = PushButton(text="Fine-tune on my corrections")
         self._stop_button = PushButton(text="Stop", enabled=False)
         self._progress_bar = ProgressBar(label="progress", min=0, max=1, value=0)
-        self._status_label = Label(label="", value="")
+        self._status_label = StatusLine()
         self._scores_label = Label(label="", value="")
         self.curves = CurvePlot()
         self.extend([

@@ -24,7 +24,6 @@ from magicgui.widgets import (
     ComboBox,
     FileEdit,
     FloatSlider,
-    Label,
     ProgressBar,
     PushButton,
 )
@@ -43,7 +42,7 @@ from napari_histo.engine.live import (
 )
 from napari_histo.plugin import _result_layers as rl
 from napari_histo.plugin._jobs import rgb_crop
-from napari_histo.plugin._widget_base import DockWidget
+from napari_histo.plugin._widget_base import DockWidget, StatusLine
 from napari_histo.plugin._workers import TaskHandle
 
 if TYPE_CHECKING:
@@ -138,7 +137,7 @@ class SegmentWidget(DockWidget):
         self._run_button = PushButton(text="Segment")
         self._cancel_button = PushButton(text="Cancel", enabled=False)
         self._progress_bar = ProgressBar(label="progress", min=0, max=1, value=0)
-        self._status_label = Label(label="", value="")
+        self._status_label = StatusLine()
         self.extend([
             self._image_combo, self._ckpt_edit, self._recent_combo, self._target_combo,
             self._shapes_combo, self._device_combo, self._ngff_combo, self._threshold_slider,

@@ -14,11 +14,11 @@ import time
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
-from magicgui.widgets import ComboBox, Label, PushButton
+from magicgui.widgets import ComboBox, PushButton
 
 from napari_histo.plugin import _result_layers as rl
 from napari_histo.plugin._jobs import rgb_crop
-from napari_histo.plugin._widget_base import DockWidget
+from napari_histo.plugin._widget_base import DockWidget, StatusLine
 from napari_histo.plugin._workers import TaskHandle
 
 if TYPE_CHECKING:
@@ -72,7 +72,7 @@ class StainWidget(DockWidget):
                                       value="macenko")
         self._fit_button = PushButton(text="Fit and show normalised image")
         self._use_button = PushButton(text="Use for training", enabled=False)
-        self._status_label = Label(label="", value="")
+        self._status_label = StatusLine()
         self.extend([self._image_combo, self._ref_combo, self._shapes_combo, self._method_combo,
                      self._fit_button, self._use_button, self._status_label])
         self.params: dict[str, Any] | None = None

@@ -38,7 +38,7 @@ from napari_histo.engine.live import preview_job
 from napari_histo.plugin import _result_layers as rl
 from napari_histo.plugin._jobs import layer_pair_samples, layer_pair_source, rgb_crop
 from napari_histo.plugin._plots import CurvePlot
-from napari_histo.plugin._widget_base import DockWidget, add_tabified, raise_dock
+from napari_histo.plugin._widget_base import DockWidget, StatusLine, add_tabified, raise_dock
 from napari_histo.plugin._workers import TaskHandle, preload_torch_training, start_task
 
 if TYPE_CHECKING:
@@ -110,7 +110,7 @@ class TrainWidget(DockWidget):
         self._resume_button = PushButton(text="Resume", enabled=False)
         self._use_button = PushButton(text="Use this model", enabled=False)
         self._progress_bar = ProgressBar(label="progress", min=0, max=1, value=0)
-        self._status_label = Label(label="", value="")
+        self._status_label = StatusLine()
         self.curves = CurvePlot()
         # rarely changed options live in a collapsible section so the dock stays compact
         self._advanced_check = CheckBox(label="more options", value=False)

@@ -21,7 +21,12 @@ then calls :meth:`DockWidget._dock_ready`. It gets:
 * one end state per run (:meth:`_end_run`): the status line ends in "done..." (progress bar
   full), "cancelled after k/n <unit>" (the bar at what was really finished) or
   :data:`FAILED_STATUS`; events of a run that has ended, or of an older run, are dropped;
-* :func:`add_tabified` / :func:`raise_dock`: dock a widget as a tab of the right-hand docks.
+* :func:`add_tabified` / :func:`raise_dock`: dock a widget as a tab of the right-hand docks;
+  a widget opened from the Plugins menu (which napari stacks below the others) joins the
+  napari-histo docks already in its area as a tab too (:meth:`_join_tabs`), so the window
+  keeps fitting the screen;
+* tooltips with the full text where the widget shows a short one: each layer picker's items
+  and current choice (layer name and the file it came from), the status line.
 """
 
 from __future__ import annotations
@@ -29,7 +34,7 @@ from __future__ import annotations
 from collections.abc import Callable, Generator
 from typing import TYPE_CHECKING, Any
 
-from magicgui.widgets import Container
+from magicgui.widgets import Container, Label
 
 from napari_histo.core.progress import Event
 from napari_histo.plugin import _result_layers as rl
@@ -38,23 +43,68 @@ from napari_histo.plugin._workers import TaskHandle, start_task
 if TYPE_CHECKING:
     import napari
 
-__all__ = ["FAILED_STATUS", "DockWidget", "add_tabified", "raise_dock"]
+__all__ = ["FAILED_STATUS", "DockWidget", "StatusLine", "layer_description", "add_tabified", "raise_dock"]
 
 #: the status line of a task that failed (the notification says why)
 FAILED_STATUS = "failed (see notification)"
+
+#: Qt property that marks the native widget of a napari-histo dock (found by :meth:`_join_tabs`)
+DOCK_PROPERTY = "napari_histo_dock"
 
 #: napari-histo layer kinds a picker chooses only when nothing else fits
 _OWN_KINDS = ("prediction", "corrections", "stain")
 _UNSET = object()
 
 
-def raise_dock(widget: Any) -> None:
-    """Show ``widget``'s dock and bring its tab to the front."""
+class StatusLine(Label):
+    """A widget's status line; a long one is cut in the dock, so its tooltip holds all of it."""
+
+    def __init__(self) -> None:
+        super().__init__(label="", value="")
+
+    def set_value(self, value: Any) -> None:
+        super().set_value(value)
+        try:
+            self.native.setToolTip(str(value) if len(str(value)) > 40 else "")
+        except RuntimeError:  # deleted with its window
+            pass
+
+
+def layer_description(layer: Any) -> str:
+    """A layer's full name and the file it was read from (for tooltips)."""
+    path = getattr(getattr(layer, "source", None), "path", None)
+    meta = (getattr(layer, "metadata", None) or {}).get("napari_histo") or {}
+    path = path or meta.get("path") or meta.get("store") or meta.get("source")
+    return f"{layer.name}\n{path}" if path else str(layer.name)
+
+
+def _layer_tooltips(combo: Any) -> None:
+    """Full layer names and files as tooltips of a layer picker's items and current choice."""
+    from napari.layers import Layer
+    from qtpy.QtCore import Qt
+
+    native = combo.native
+    for i in range(native.count()):
+        value = native.itemData(i)
+        if isinstance(value, Layer):
+            native.setItemData(i, layer_description(value), Qt.ItemDataRole.ToolTipRole)
+    value = combo.value
+    native.setToolTip(layer_description(value) if isinstance(value, Layer) else "")
+
+
+def _dock_of(native: Any) -> Any:
+    """The QDockWidget holding ``native`` (None when it is not docked)."""
     from qtpy.QtWidgets import QDockWidget
 
-    node = getattr(widget, "native", widget)
+    node = native
     while node is not None and not isinstance(node, QDockWidget):
         node = node.parent()
+    return node
+
+
+def raise_dock(widget: Any) -> None:
+    """Show ``widget``'s dock and bring its tab to the front."""
+    node = _dock_of(getattr(widget, "native", widget))
     if node is not None:
         node.show()
         node.raise_()
@@ -99,7 +149,12 @@ class DockWidget(Container):
     def _dock_ready(self) -> None:
         """End of a subclass's ``__init__``: cap the width, keep the layer choices current."""
         self.native.setMaximumWidth(rl.DOCK_MAX_WIDTH)
+        self.native.setProperty(DOCK_PROPERTY, True)
+        from qtpy.QtCore import QTimer
+
         from napari_histo.plugin._units import install_units_guard
+
+        QTimer.singleShot(0, self._join_tabs)  # once napari has put the widget in its dock
 
         install_units_guard(self._viewer)  # drawn Shapes/Points in the slide's units
         for layer in self._viewer.layers:
@@ -109,6 +164,35 @@ class DockWidget(Container):
         for combo in self._combos():
             combo.changed.connect(lambda value, c=combo: self._on_pick(c, value))
         self._reset()
+
+    def _join_tabs(self) -> None:
+        """Tabify this widget's dock with the napari-histo docks already in its area.
+
+        napari stacks a widget opened from the Plugins menu below the docks already there,
+        which soon pushes the window past the screen. Docks the user moved elsewhere (another
+        area, floating) are left where they are.
+        """
+        from qtpy.QtWidgets import QDockWidget, QMainWindow, QWidget
+
+        try:
+            dock = _dock_of(self.native)
+            main = None if dock is None else dock.parent()
+            if dock is None or not isinstance(main, QMainWindow) or dock.isFloating():
+                return
+            if main.tabifiedDockWidgets(dock):
+                return  # already a tab (add_tabified)
+            area = main.dockWidgetArea(dock)
+            ours = [dw for dw in main.findChildren(QDockWidget)
+                    if dw is not dock and not dw.isFloating() and not dw.isHidden()
+                    and main.dockWidgetArea(dw) == area
+                    and any(w.property(DOCK_PROPERTY)
+                            for w in dw.findChildren(QWidget))]
+            if ours:
+                main.tabifyDockWidget(ours[-1], dock)
+                dock.show()
+                dock.raise_()
+        except RuntimeError:  # the widget or window went before the timer fired
+            pass
 
     # ---------------------------------------------------------------- layer choices
     def _note_added(self, layer: Any) -> None:
@@ -134,6 +218,10 @@ class DockWidget(Container):
         return out
 
     def _on_pick(self, combo: Any, value: Any) -> None:
+        try:
+            _layer_tooltips(combo)
+        except RuntimeError:  # deleted with its window
+            return
         if not self._auto_picking:  # the user's (or a caller's) choice: keep it
             self._explicit[id(combo)] = value
 
@@ -145,6 +233,7 @@ class DockWidget(Container):
             for combo in self._combos():
                 if not any(combo is m for m in manual):
                     self._pick(combo)
+                _layer_tooltips(combo)
         except RuntimeError:  # widget already deleted
             pass
         finally:
