@@ -383,7 +383,7 @@ class TrainWidget(DockWidget):
                 prob, name=rl.unique_name(self._viewer, rl.result_name(
                     rl.subject_of(img_layer), "preview")),
                 colormap=rl.heatmap_colormap(), contrast_limits=(0.0, 1.0), opacity=0.6,
-                scale=scale, translate=translate,
+                scale=scale, translate=translate, units=tuple(img_layer.units)[-2:],
                 metadata={"napari_histo": {"kind": "prediction", "role": "preview",
                                            "epoch": epoch, "where": where}})
             rl.tag_result(self.preview_layer, "train", None, "preview")

@@ -92,6 +92,20 @@ def _layer_tooltips(combo: Any) -> None:
     native.setToolTip(layer_description(value) if isinstance(value, Layer) else "")
 
 
+#: what napari appends to a plugin dock's title
+_PLUGIN_SUFFIX = " (napari-histo)"
+
+
+def _readable_tabs(main: Any) -> None:
+    """Dock tabs keep their whole title and scroll when they do not fit (Qt cuts them)."""
+    from qtpy.QtCore import Qt
+    from qtpy.QtWidgets import QTabBar
+
+    for bar in main.findChildren(QTabBar):
+        bar.setElideMode(Qt.TextElideMode.ElideNone)
+        bar.setUsesScrollButtons(True)
+
+
 def _dock_of(native: Any) -> Any:
     """The QDockWidget holding ``native`` (None when it is not docked)."""
     from qtpy.QtWidgets import QDockWidget
@@ -179,7 +193,11 @@ class DockWidget(Container):
             main = None if dock is None else dock.parent()
             if dock is None or not isinstance(main, QMainWindow) or dock.isFloating():
                 return
+            title = dock.windowTitle()
+            if title.endswith(_PLUGIN_SUFFIX):  # tabs say "Segment", the title bar says all
+                dock.setWindowTitle(title[: -len(_PLUGIN_SUFFIX)])
             if main.tabifiedDockWidgets(dock):
+                _readable_tabs(main)
                 return  # already a tab (add_tabified)
             area = main.dockWidgetArea(dock)
             ours = [dw for dw in main.findChildren(QDockWidget)
@@ -191,6 +209,7 @@ class DockWidget(Container):
                 main.tabifyDockWidget(ours[-1], dock)
                 dock.show()
                 dock.raise_()
+            _readable_tabs(main)
         except RuntimeError:  # the widget or window went before the timer fired
             pass
 

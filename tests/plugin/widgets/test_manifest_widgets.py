@@ -37,6 +37,9 @@ def test_widgets_from_the_plugins_menu_open_as_tabs(make_napari_viewer, qtbot):
     main = viewer.window._qt_window
     tabbed = set(main.tabifiedDockWidgets(docks[0]))
     assert docks[1] in tabbed and docks[2] in tabbed
+    # the tabs say "Segment", not "Segm..."; the dock's own title bar keeps the plugin name
+    assert [d.windowTitle() for d in docks] == ["Segment", "Train", "Evaluate"]
+    assert viewer.window._dock_widgets["Segment (napari-histo)"] is docks[0]
 
 
 def test_pickers_show_the_full_name_and_file_as_tooltip(make_napari_viewer, tmp_path):

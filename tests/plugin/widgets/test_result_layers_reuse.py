@@ -142,3 +142,24 @@ def test_training_preview_follows_its_image(make_napari_viewer, qtbot, tiny_chec
     (p3,) = preview(b, 3)  # another image: the old preview over "a" is gone
     assert p3 is not p1 and p1 not in viewer.layers
     assert np.allclose(p3.translate, (1000, 1000))
+
+
+def test_training_preview_is_in_the_slide_units(make_napari_viewer, qtbot, tiny_checkpoint,
+                                                no_threads_left):
+    """A preview over a slide in microns is in microns: napari keeps the scale bar."""
+    from napari_histo.plugin._train_widget import TrainWidget
+
+    viewer = make_napari_viewer()
+    rng = np.random.default_rng(0)
+    a = viewer.add_image(rng.integers(0, 255, (300, 300, 3), dtype=np.uint8), name="a", rgb=True,
+                         scale=(0.5, 0.5), units=("micrometer", "micrometer"))
+    w = TrainWidget(viewer)
+    viewer.window.add_dock_widget(w)
+    w._preview_check.value = True
+    w._preview_crop = (a, (64, 64, 192, 192))
+    w._start_preview(str(tiny_checkpoint), 1)
+    qtbot.waitUntil(lambda: w._preview_handle.done and w.preview_layer is not None, timeout=30000)
+    p = w.preview_layer
+    assert tuple(str(u) for u in p.units[-2:]) == ("micrometer", "micrometer")
+    assert np.allclose(p.translate[-2:], (32.0, 32.0)) and np.allclose(p.scale[-2:], (0.5, 0.5))
+    assert viewer.layers.extent.units is not None  # napari's own check: one unit for all
