@@ -204,4 +204,25 @@ def install_units_guard(viewer: Any) -> None:
     if known is not None and known() is viewer:
         return
     _VIEWERS[id(layers)] = weakref.ref(viewer)
-    layers.events.inserted.connect(_on_inserted, position="first")  # before the canvas draws
+    _connect_before_napari(layers.events.inserted, _on_inserted)
+
+
+def _connect_before_napari(emitter: Any, callback: Any) -> None:
+    """Connect ``callback`` ahead of napari's own callbacks.
+
+    napari keeps its core callbacks ahead of any plugin's (``position="first"`` only reaches
+    the first place after them), and one of them, adding the layer to the canvas, draws at
+    once: a Shapes layer the user adds in napari's default ``pixel`` units would show
+    "Inconsistent units across layers" before the guard could put it in microns. Moving the
+    callback to the front of the emitter's lists is the only way in; should napari's
+    internals change, the guard still runs, one draw late.
+    """
+    emitter.connect(callback, position="first")
+    try:
+        lists = (emitter._callbacks, emitter._callback_refs, emitter._callback_pass_event)
+        i = lists[0].index(callback)
+        if all(len(lst) == len(lists[0]) for lst in lists):
+            for lst in lists:
+                lst.insert(0, lst.pop(i))
+    except (AttributeError, ValueError):
+        pass

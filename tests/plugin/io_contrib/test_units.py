@@ -145,16 +145,14 @@ def test_drawn_shapes_take_the_slide_units(
     make_napari_viewer, shared_data: Path, _canvas_warnings: list[str]
 ) -> None:
     """A Shapes/Points layer made in pixels (nothing selected, or from the console) is put
-    in microns as it is inserted, so the scale bar stays. napari's own callbacks run before
-    any plugin's and draw once with the new layer as made: that one draw may show the
-    warning, never a later one."""
+    in microns as it is inserted, before napari's canvas draws it, so the scale bar stays
+    and napari never says "Inconsistent units"."""
     viewer = make_napari_viewer()
     viewer.open(shared_data / "wsi" / CMU, plugin=PLUGIN)
     viewer.layers.selection.clear()
     shapes = viewer.add_shapes(name="my region")  # napari's default: pixel units
     points = viewer.add_points(name="my points")
-    assert len(_canvas_warnings) <= 2  # the insertion draws, before any plugin callback
-    _canvas_warnings.clear()
+    assert _canvas_warnings == []
     _assert_one_unit(viewer, _canvas_warnings)
     assert tuple(shapes.scale) == (1.0, 1.0) and tuple(points.scale) == (1.0, 1.0)
     shapes.add_rectangles(np.array([[100.0, 100.0], [200.0, 300.0]]))  # drawn in um
