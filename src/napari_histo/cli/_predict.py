@@ -3,8 +3,9 @@
 Each input becomes ``OUT/<name>.ome.zarr`` (probabilities + label map + pyramid), or ``OUT``
 itself when it ends in ``.zarr`` and there is one input; ``--format`` adds pyramidal
 OME-TIFF, QuPath GeoJSON or PNG next to it. An existing output is never overwritten unless
-``--overwrite``; ``--resume`` finishes an interrupted run. ``--scheduler local:N|ADDRESS``
-spreads slides and tile blocks over a dask cluster.
+``--overwrite``; ``--resume`` finishes an interrupted run (a cohort: complete outputs are
+skipped, partial ones continued). ``--scheduler local[:N]|tcp://HOST:PORT`` spreads slides and
+tile blocks over a dask cluster; ``--gpus N|all`` puts one GPU under each local worker.
 """
 
 from __future__ import annotations
@@ -49,7 +50,16 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--region", help="y0,x0,y1,x1 in level-0 px (append 'um' for microns)")
     p.add_argument("--near", help="y,x level-0 px: predict blocks nearest to it first")
     p.add_argument("--readers", type=int, default=4, help="tile reader threads")
-    p.add_argument("--scheduler", help="dask scheduler address, or local:N worker processes")
+    p.add_argument("--scheduler", metavar="local[:N]|ADDRESS",
+                   help="spread slides over dask workers: local (one per GPU, or half the "
+                        "CPUs), local:N worker processes, or an existing cluster's scheduler "
+                        "(tcp://HOST:8786)")
+    p.add_argument("--gpus", metavar="N|all|none",
+                   help="local cluster: pin one worker per GPU (CUDA_VISIBLE_DEVICES; "
+                        "dask-cuda when installed); default all visible GPUs when --device is "
+                        "auto or cuda; implies --scheduler local")
+    p.add_argument("--scheduler-timeout", type=float, default=20.0, metavar="S",
+                   help="seconds to reach --scheduler ADDRESS and to see its first worker")
     p.add_argument("--amp", action="store_true", help="float16 autocast on CUDA")
     p.add_argument("--tta", action="store_true",
                    help="test-time augmentation: average over flips/rot90 (8x slower)")
@@ -190,6 +200,12 @@ def run(args: argparse.Namespace) -> int:
         tissue_only=not args.all_tiles, prob_dtype=args.prob_dtype, formats=formats,
         resume=args.resume, overwrite=args.overwrite, scheduler=args.scheduler,
         readers=args.readers, amp=args.amp, tta=args.tta, ngff_version=args.ngff)
+    gpus = getattr(args, "gpus", None)
+    if gpus is not None and not cfg.scheduler and gpus.strip().lower() not in ("none", "0"):
+        cfg = cfg.replace(scheduler="local")
+    timeout = float(getattr(args, "scheduler_timeout", 20.0))
+    if not math.isfinite(timeout) or timeout <= 0:
+        raise ConfigError(f"--scheduler-timeout must be > 0 seconds, got {timeout}")
     region, units = _region(args.region)
     near = _near(args.near)
     outs = _outputs(inputs, Path(args.out))
@@ -211,7 +227,8 @@ def run(args: argparse.Namespace) -> int:
 
         with LazyBar("predict", quiet, as_json, notes) as bar:
             results = run_task(predict_distributed(inputs, model, cfg, outs, region=region,
-                                                   region_units=units), render(bar))
+                                                   region_units=units, gpus=gpus,
+                                                   timeout=timeout), render(bar))
         failed = sum(r is None for r in results)
         if as_json:
             errors = [t for lv, t in notes if lv == "error"]

@@ -82,3 +82,20 @@ def avoid_triton_llvm_clash() -> None:
         return
     if llvm:
         sys.modules["triton"] = None  # type: ignore[assignment]
+
+
+def visible_gpu_ids() -> list[str]:
+    """``CUDA_VISIBLE_DEVICES`` values of this process's CUDA GPUs, one per GPU.
+
+    UUIDs (``GPU-...``) where torch reports them, so a worker pinned to one names the same
+    physical GPU whatever ``CUDA_VISIBLE_DEVICES`` this process was started with; plain
+    indices otherwise. Empty without CUDA.
+    """
+    if not torch.cuda.is_available():
+        return []
+    ids = []
+    for i in range(torch.cuda.device_count()):
+        uuid = str(getattr(torch.cuda.get_device_properties(i), "uuid", "") or "")
+        ids.append(uuid if uuid.startswith(("GPU-", "MIG-")) else (f"GPU-{uuid}" if uuid
+                                                                   else str(i)))
+    return ids
