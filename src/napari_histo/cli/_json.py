@@ -9,9 +9,12 @@ one line on stderr and, in JSON mode, an ``{"ok": false, "error": ...}`` object 
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import sys
+import warnings
+from collections.abc import Iterator
 from typing import Any
 
 
@@ -20,6 +23,29 @@ def json_help(what: str) -> str:
     return (f"print {what} as one JSON object on stdout (progress and messages go to "
             'stderr); on an error stdout gets {"ok": false, "error": MESSAGE, "exit_code": N} '
             "besides the one-line message on stderr")
+
+
+@contextlib.contextmanager
+def warnings_into(notes: list[tuple[str, str]]) -> Iterator[None]:
+    """Python warnings raised meanwhile also go into ``notes`` as ("warning", text).
+
+    They are still printed (one line on stderr); with ``--json`` they then appear in the
+    object's ``warnings`` list too, so a script sees every warning a person would.
+    """
+    from napari_histo.core.limits import one_line
+
+    saved = warnings.showwarning
+
+    def show(message: Any, category: type[Warning], filename: str, lineno: int,
+             file: Any = None, line: str | None = None) -> None:
+        notes.append(("warning", one_line(str(message))))
+        saved(message, category, filename, lineno, file, line)
+
+    warnings.showwarning = show
+    try:
+        yield
+    finally:
+        warnings.showwarning = saved
 
 
 def jsonable(value: Any) -> Any:

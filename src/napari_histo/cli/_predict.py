@@ -177,6 +177,14 @@ class LazyBar:
 
 def run(args: argparse.Namespace) -> int:
     """Predict every input; one readable line per failed slide, exit 2 if any failed."""
+    from napari_histo.cli._json import warnings_into
+
+    notes: list[tuple[str, str]] = []  # (level, text) of warning and error messages
+    with warnings_into(notes):
+        return _run(args, notes)
+
+
+def _run(args: argparse.Namespace, notes: list[tuple[str, str]]) -> int:
     from napari_histo.core.progress import Message, Progress, run_task
     from napari_histo.engine.inference import InferenceConfig, predict_slide
 
@@ -211,7 +219,6 @@ def run(args: argparse.Namespace) -> int:
     outs = _outputs(inputs, Path(args.out))
     quiet = args.quiet
     as_json = bool(getattr(args, "json", False))
-    notes: list[tuple[str, str]] = []  # (level, text) of warning and error messages
     t0 = time.perf_counter()
 
     def render(bar: LazyBar) -> Any:
