@@ -112,13 +112,28 @@ def process_group(ctx: DistContext, device: torch.device) -> Iterator[None]:
         raise DistributedError(f"rank {ctx.rank} could not join the other training "
                                f"processes: {_first_line(err)}") from None
     try:
-        yield
+        try:
+            yield
+        except RuntimeError as err:  # e.g. DDP's gradient all-reduce when a peer died
+            if not _is_comm_error(err):
+                raise
+            raise DistributedError(
+                f"rank {ctx.rank}: lost the other training processes (one stopped or was "
+                f"killed: {_first_line(err)}); resume from last.pt with --resume") from None
         # all ranks leave together: a rank tearing gloo down while a peer still talks to it
         # aborts that peer ("terminate called without an active exception")
         collective(ctx, "the end of training", torch.distributed.barrier)
     finally:
         with contextlib.suppress(Exception):
             torch.distributed.destroy_process_group()
+
+
+def _is_comm_error(err: BaseException) -> bool:
+    """True for a failed collective (gloo/NCCL transport, timeouts), not a bug in training."""
+    dist_error = getattr(torch.distributed, "DistError", ())
+    text = str(err).lower()
+    return isinstance(err, dist_error) or any(k in text for k in (
+        "gloo", "nccl", "connection closed", "connection reset", "broken pipe", "timed out"))
 
 
 def _first_line(err: BaseException) -> str:

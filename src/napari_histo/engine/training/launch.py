@@ -65,7 +65,7 @@ def launch(args: Sequence[str], nproc: int, *, resume_hint: str = "") -> int:
     procs: list[subprocess.Popen[bytes]] = []
     try:
         for r in range(nproc):
-            log = None if r == 0 else tempfile.TemporaryFile()
+            log: IO[bytes] | None = None if r == 0 else tempfile.TemporaryFile()
             logs.append(log)
             procs.append(subprocess.Popen(
                 cmd, env=settings.child_environment(rank_env(r, nproc, port)),
