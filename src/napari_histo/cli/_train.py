@@ -5,6 +5,10 @@ Options map one to one onto :class:`napari_histo.engine.training.TrainConfig`; a
 ``run_card.yaml`` a GUI run wrote (its ``config``, with the layers' pixels saved in
 ``RUN/data``), so ``napari-histo train --config RUN/run_card.yaml --out NEW`` re-runs it. Progress is a tqdm bar per
 epoch plus one metrics line per epoch; the run folder holds checkpoints, metrics and plots.
+
+``--nproc N`` trains data-parallel in N processes on this machine (one GPU each with CUDA,
+gloo on CPU; ``batch_size`` stays the global batch). On a cluster, start the same command
+under ``torchrun`` (it sets RANK/WORLD_SIZE/...), without ``--nproc``.
 """
 
 from __future__ import annotations
@@ -98,6 +102,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--threads", type=int, help="torch CPU threads (1 is fastest on a busy CPU)")
     p.add_argument("--no-augment", action="store_true")
     p.add_argument("--resume", action="store_true", help="continue the run in --out")
+    p.add_argument("--nproc", type=int, metavar="N",
+                   help="train data-parallel in N processes on this machine (one GPU each "
+                        "with CUDA; batch size stays the global batch); under torchrun leave "
+                        "it out")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                    help="any other TrainConfig field (YAML value)")
     p.add_argument("--quiet", action="store_true",
@@ -148,13 +156,65 @@ def build_config(args: argparse.Namespace) -> Any:
     return TrainConfig.from_dict(base)
 
 
+def _launch(args: argparse.Namespace, cfg: Any) -> int:
+    """``--nproc N``: start N ranks reading the resolved config; rank 0's exit code."""
+    import dataclasses
+    import os
+    import tempfile
+
+    from napari_histo.core.errors import ConfigError
+    from napari_histo.engine.devices import resolve_device
+    from napari_histo.engine.training import ddp
+    from napari_histo.engine.training.launch import launch, write_rank_config
+
+    n = int(args.nproc)
+    if ddp.from_env().active:
+        raise ConfigError("--nproc starts the processes itself: leave it out under torchrun")
+    if cfg.folds:
+        raise ConfigError("--folds runs one process per fold: leave out --nproc")
+    ddp.check_batch(ddp.DistContext(world_size=n), cfg.batch)
+    device = resolve_device(cfg.device)
+    if device.type == "cuda":
+        import torch
+
+        if torch.cuda.device_count() < n:
+            raise ConfigError(f"--nproc {n} needs {n} GPUs; {torch.cuda.device_count()} "
+                              "visible")
+    elif device.type != "cpu":
+        raise ConfigError(f"--nproc runs on CUDA GPUs or the CPU, not {device.type}")
+    elif not cfg.threads:  # share the cores: N processes x all cores would thrash
+        cfg = dataclasses.replace(cfg, threads=max(1, (os.cpu_count() or 1) // n))
+    flags = [f for f, on in (("--resume", args.resume), ("--json", args.json),
+                             ("--quiet", args.quiet)) if on]
+    hint = f"resume with: napari-histo train --resume --out {cfg.out_dir} --nproc {n}"
+    with tempfile.TemporaryDirectory(prefix="napari-histo-ranks-") as tmp:
+        path = write_rank_config(cfg, Path(tmp))
+        return launch(["train", "--config", str(path), *flags], n, resume_hint=hint)
+
+
 def run(args: argparse.Namespace) -> int:
     """Train and print one line per epoch and the final result."""
     from napari_histo.core.progress import EpochEnd, Message, Progress, run_task
-    from napari_histo.engine.training import train
+    from napari_histo.engine.training import ddp, train
+    from napari_histo.engine.training.launch import EXIT_PEER_LOST
     from napari_histo.engine.uncertainty import format_metric
 
     cfg = build_config(args)
+    if args.nproc is not None and args.nproc > 1:
+        return _launch(args, cfg)
+    dist = ddp.from_env()
+    if dist.active and cfg.folds:
+        from napari_histo.core.errors import ConfigError
+
+        raise ConfigError("--folds cannot run distributed: start it in one process")
+    if not dist.is_main:  # ranks > 0 are silent: rank 0 reports the run
+        try:
+            run_task(train(cfg, dist=dist), lambda ev: None)
+        except ddp.DistributedError:
+            if settings_launched():
+                return EXIT_PEER_LOST  # the launcher names the rank that failed
+            raise
+        return 0
     bar = None
     show = not args.quiet
     as_json = bool(getattr(args, "json", False))
@@ -198,9 +258,13 @@ def run(args: argparse.Namespace) -> int:
 
         task: Any = crossval(cfg)
     else:
-        task = train(cfg)
+        task = train(cfg, dist=dist)
     try:
         result = run_task(task, on_event)
+    except ddp.DistributedError:
+        if dist.active and settings_launched():
+            return EXIT_PEER_LOST  # the launcher names the rank that failed
+        raise
     finally:
         if bar is not None:
             bar.close()
@@ -271,3 +335,10 @@ def _crossval_json(cv: Any, task: str, warned: list[str], wall_s: float) -> dict
         "timings": {"total_s": round(wall_s, 3),
                     "train_s": [f.pop("train_s") for f in folds]},
     }
+
+
+def settings_launched() -> bool:
+    """True in a rank started by ``train --nproc`` (its launcher reports failures)."""
+    from napari_histo.core.settings import launcher_pid
+
+    return launcher_pid() is not None

@@ -26,6 +26,15 @@ Environment variables
 ``NAPARI_HISTO_NOTHREADS``
     ``1``/``true``/``yes`` run the widgets' background tasks synchronously in the caller,
     for debugging (:func:`threads_disabled`).
+``RANK``, ``WORLD_SIZE``, ``LOCAL_RANK``, ``MASTER_ADDR``, ``MASTER_PORT``
+    Set by ``torchrun`` (or ``napari-histo train --nproc N``) for each process of a
+    distributed training run (:func:`distributed_env`); unset in a one-process run.
+``NAPARI_HISTO_LAUNCHER_PID``
+    Set by ``train --nproc N`` in the processes it starts: they stop when that launcher is
+    gone (:func:`launcher_pid`).
+``NAPARI_HISTO_TEST_KILL_RANK``
+    ``RANK:STEP``: that rank of a distributed run exits abruptly at that optimiser step, to
+    test that the others fail cleanly and the run resumes (:func:`kill_rank_hook`).
 """
 
 from __future__ import annotations
@@ -43,7 +52,11 @@ __all__ = [
     "NOTHREADS_ENV",
     "TILE_CACHE_ENV",
     "cache_dir",
+    "child_environment",
     "decode_threads",
+    "distributed_env",
+    "kill_rank_hook",
+    "launcher_pid",
     "demo_model_dir",
     "home_dir",
     "pixel_sizes_file",
@@ -62,6 +75,9 @@ TILE_CACHE_ENV = "NAPARI_HISTO_TILE_CACHE_MB"
 DECODE_THREADS_ENV = "NAPARI_HISTO_DECODE_THREADS"
 NOTHREADS_ENV = "NAPARI_HISTO_NOTHREADS"
 XDG_CACHE_ENV = "XDG_CACHE_HOME"
+DIST_ENV = ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT")
+LAUNCHER_PID_ENV = "NAPARI_HISTO_LAUNCHER_PID"
+KILL_RANK_ENV = "NAPARI_HISTO_TEST_KILL_RANK"
 
 #: every environment variable the package reads -> one line of what it sets
 ENVIRONMENT: dict[str, str] = {
@@ -72,6 +88,10 @@ ENVIRONMENT: dict[str, str] = {
     TILE_CACHE_ENV: "decoded-tile LRU per slide in MB (default 64, 0 disables it)",
     DECODE_THREADS_ENV: "tile decode threads (default: number of CPUs)",
     NOTHREADS_ENV: "1: run widget tasks synchronously (debugging)",
+    **{name: "distributed training process (set by torchrun or train --nproc)"
+       for name in DIST_ENV},
+    LAUNCHER_PID_ENV: "the train --nproc launcher a training process stops without",
+    KILL_RANK_ENV: "RANK:STEP: that training rank exits abruptly (tests)",
 }
 
 #: default decoded-tile cache size in MB
@@ -202,3 +222,32 @@ def remember_pixel_size(path: str | Path, mpp: float | None) -> None:
         os.replace(tmp, target)
     except OSError:
         pass
+
+
+def distributed_env() -> dict[str, str]:
+    """The torch.distributed variables of this process (RANK, WORLD_SIZE, LOCAL_RANK,
+    MASTER_ADDR, MASTER_PORT) that are set; empty in a one-process run."""
+    return {k: v for k in DIST_ENV if (v := os.environ.get(k, "")) != ""}
+
+
+def launcher_pid() -> int | None:
+    """The ``train --nproc`` launcher this process belongs to (None when not launched so)."""
+    try:
+        return int(os.environ.get(LAUNCHER_PID_ENV, ""))
+    except ValueError:
+        return None
+
+
+def kill_rank_hook() -> tuple[int, int] | None:
+    """(rank, step) from ``NAPARI_HISTO_TEST_KILL_RANK=RANK:STEP`` (tests), else None."""
+    text = os.environ.get(KILL_RANK_ENV, "")
+    try:
+        rank, step = text.split(":")
+        return int(rank), int(step)
+    except ValueError:
+        return None
+
+
+def child_environment(extra: dict[str, str]) -> dict[str, str]:
+    """This process's environment plus ``extra``: what a child process is started with."""
+    return {**os.environ, **extra}

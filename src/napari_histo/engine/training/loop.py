@@ -39,9 +39,10 @@ from napari_histo.engine.models import (
     supports_pretrained,
     weights_info,
 )
-from napari_histo.engine.training import reports
+from napari_histo.engine.training import ddp, reports
 from napari_histo.engine.training.config import TrainConfig
 from napari_histo.engine.training.data import DataBundle, build_data
+from napari_histo.engine.training.ddp import DistContext
 from napari_histo.engine.training.losses import SegClsLoss
 from napari_histo.engine.training.pipeline import (
     BatchMaker,
@@ -170,7 +171,7 @@ def _init_weights(model: torch.nn.Module, ckpt: dict[str, Any], name: str) -> st
 
 
 def _build_network(cfg: TrainConfig, init: dict[str, Any] | None, n_cls: int, data: DataBundle,
-                   run_dir: Path) -> Any:
+                   run_dir: Path, write: bool = True) -> Any:
     """(spec to record, network, weights origin); sets the input normalisation they expect.
 
     The network starts from ``init`` (a checkpoint to fine-tune), from pretrained weights
@@ -226,8 +227,10 @@ def _build_network(cfg: TrainConfig, init: dict[str, Any] | None, n_cls: int, da
     if isinstance(mean, list) and isinstance(std, list) and len(mean) == len(std) == 3:
         data.preprocessing["mean"] = [float(v) for v in mean]
         data.preprocessing["std"] = [float(v) for v in std]
-    record.write_text(json.dumps({"origin": origin, "mean": data.preprocessing["mean"],
-                                  "std": data.preprocessing["std"]}, indent=1), encoding="utf-8")
+    if write:  # rank 0 of a distributed run
+        record.write_text(json.dumps({"origin": origin, "mean": data.preprocessing["mean"],
+                                      "std": data.preprocessing["std"]}, indent=1),
+                          encoding="utf-8")
     return spec, model, origin
 
 
@@ -263,8 +266,13 @@ def sweep_partial_checkpoints(run_dir: Path) -> None:
             leftover.unlink()
 
 
-def train(cfg: TrainConfig, *, arrays: list[ArraySample] | None = None) -> Task[TrainResult]:
+def train(cfg: TrainConfig, *, arrays: list[ArraySample] | None = None,
+          dist: DistContext | None = None) -> Task[TrainResult]:
     """Train a model as described by ``cfg``; yields progress events, returns a TrainResult.
+
+    ``dist`` (:func:`ddp.from_env` under torchrun or ``train --nproc``) makes this process
+    one rank of a distributed data-parallel run (see :mod:`.ddp`): every rank calls
+    ``train`` with the same config; rank 0 writes the run folder and reports.
 
     The steps: check the run folder (:func:`_check_output`), seed torch
     (:func:`_set_up_torch`), load the data (:func:`_load_data`), build the network,
@@ -281,17 +289,28 @@ def train(cfg: TrainConfig, *, arrays: list[ArraySample] | None = None) -> Task[
         The loss became NaN/inf.
     """
     run_dir = Path(cfg.out_dir)
-    _check_output(cfg, run_dir)
-    device = _set_up_torch(cfg)
-    yield Message(f"loading data on {device.type}")
+    ctx = dist or DistContext()
+    ddp.check_batch(ctx, cfg.batch)
+    _check_output(cfg, run_dir, sweep=ctx.is_main)
+    device = _set_up_torch(cfg, ctx)
+    with ddp.process_group(ctx, device):
+        return (yield from _train_run(cfg, arrays, ctx, device, run_dir))
+
+
+def _train_run(cfg: TrainConfig, arrays: list[ArraySample] | None, ctx: DistContext,
+               device: torch.device, run_dir: Path) -> Task[TrainResult]:
+    """The body of :func:`train` once the device (and process group) is set up."""
+    where = f"{device.type}, {ctx.world_size} processes" if ctx.active else device.type
+    yield Message(f"loading data on {where}")
     data, init = _load_data(cfg, arrays)
     run_dir.mkdir(parents=True, exist_ok=True)
-    cfg.to_yaml(run_dir / "config.yaml")
+    if ctx.is_main:
+        cfg.to_yaml(run_dir / "config.yaml")
     val_item_groups = _val_groups(data)
     warned = _validation_warnings(cfg, data, val_item_groups)
     for text in warned:
         yield Message(text, level="warning")
-    run = yield from _set_up(cfg, data, init, device, run_dir, val_item_groups)
+    run = yield from _set_up(cfg, data, init, device, run_dir, val_item_groups, ctx)
     if cfg.resume:
         _restore(run)
         yield Message(f"resuming {run_dir.name} at epoch {run.start_epoch}")
@@ -310,22 +329,28 @@ def train(cfg: TrainConfig, *, arrays: list[ArraySample] | None = None) -> Task[
         for epoch in (range(run.start_epoch, max_epochs + 1) if max_epochs
                       else itertools.count(run.start_epoch)):
             acc, out_of_time = yield from _train_epoch(run, epoch, total_steps, limit_s)
-            metrics, val_acc, first_prob, val_probs = yield from _validate_epoch(run, epoch, acc)
-            improved = _keep_checkpoints(run, epoch, metrics, monitor, val_acc)
-            _write_reports(run_dir, cfg, data, run.history, epoch, val_acc, improved, first_prob,
-                           val_probs, preview_idx)
-            yield EpochEnd(epoch, reports.flat_metrics(metrics),
-                           str(run.best_path if run.best_path.exists() else run.last_path))
-            reason = yield from _stop_reason(run, epoch, metrics, monitor, out_of_time, limit_s,
-                                             max_epochs)
+            reason = None
+            if ctx.is_main:  # validation, checkpoints, reports: rank 0 alone
+                metrics, val_acc, first_prob, val_probs = yield from _validate_epoch(
+                    run, epoch, acc)
+                improved = _keep_checkpoints(run, epoch, metrics, monitor, val_acc)
+                _write_reports(run_dir, cfg, data, run.history, epoch, val_acc, improved,
+                               first_prob, val_probs, preview_idx)
+                yield EpochEnd(epoch, reports.flat_metrics(metrics),
+                               str(run.best_path if run.best_path.exists() else run.last_path))
+                reason = yield from _stop_reason(run, epoch, metrics, monitor, out_of_time,
+                                                 limit_s, max_epochs)
+            if ctx.active:  # every rank follows rank 0's decision (and clock)
+                reason = _follow_main(run, epoch, reason)
             if reason is not None:
                 stopped = reason
                 break
         finished = True
     except (GeneratorExit, KeyboardInterrupt):
         # cancelled between batches: keep what was learnt, resumable from the last full epoch
-        run.save(run.last_path, run.history[-1] if run.history else {}, run.completed_epoch,
-                 resume_state=True)
+        if ctx.is_main:
+            run.save(run.last_path, run.history[-1] if run.history else {},
+                     run.completed_epoch, resume_state=True)
         raise
     finally:
         if run.prefetch is not None:
@@ -373,6 +398,10 @@ class _Run:
     val_seconds: float = 0.0
     completed_epoch: int = 0
     prefetch: Prefetcher | None = None
+    #: this process's rank in a distributed run (rank 0 of 1 otherwise)
+    dist: DistContext = field(default_factory=DistContext)
+    #: what the forward pass calls: DistributedDataParallel around ``model`` when distributed
+    net: torch.nn.Module | None = None
 
     @property
     def last_path(self) -> Path:
@@ -406,8 +435,9 @@ class _Run:
                                 "val_groups": data.val_groups})
 
 
-def _check_output(cfg: TrainConfig, run_dir: Path) -> None:
-    """The run folder can hold this run (new, or one to resume); leftovers swept."""
+def _check_output(cfg: TrainConfig, run_dir: Path, sweep: bool = True) -> None:
+    """The run folder can hold this run (new, or one to resume); leftovers swept (``sweep``:
+    by rank 0 alone in a distributed run)."""
     last_path = run_dir / "last.pt"
     prepare_run_dir(run_dir)
     if cfg.resume and not last_path.is_file():
@@ -415,12 +445,14 @@ def _check_output(cfg: TrainConfig, run_dir: Path) -> None:
     if not cfg.resume and last_path.exists():
         raise OutputExistsError(f"{run_dir} already holds a training run; use resume to continue "
                                 "it or choose another output folder")
-    sweep_partial_checkpoints(run_dir)
+    if sweep:
+        sweep_partial_checkpoints(run_dir)
 
 
-def _set_up_torch(cfg: TrainConfig) -> torch.device:
-    """The device, seeded RNGs and the thread count of this run."""
-    device = resolve_device(cfg.device)
+def _set_up_torch(cfg: TrainConfig, ctx: DistContext) -> torch.device:
+    """The device (cuda:LOCAL_RANK for a rank of a CUDA run), seeded RNGs and the thread
+    count of this run."""
+    device = ddp.rank_device(ctx, resolve_device(cfg.device))
     seed_everything(cfg.seed)
     if cfg.threads:
         # on a shared CPU, fewer intra-op threads avoid OpenMP spin-wait collapse
@@ -448,16 +480,19 @@ def _load_data(cfg: TrainConfig, arrays: list[ArraySample] | None,
 
 
 def _set_up(cfg: TrainConfig, data: DataBundle, init: dict[str, Any] | None,
-            device: torch.device, run_dir: Path, val_item_groups: list[str]) -> Task[_Run]:
+            device: torch.device, run_dir: Path, val_item_groups: list[str],
+            ctx: DistContext) -> Task[_Run]:
     """Network, weight EMA, optimiser, schedule, losses and batch makers of a run."""
     selection = resolve_selection(cfg)
     n_cls = data.num_classes
-    spec, model, weights_origin = yield from _build_network(cfg, init, n_cls, data, run_dir)
+    spec, model, weights_origin = yield from _build_network(cfg, init, n_cls, data, run_dir,
+                                                            write=ctx.is_main)
     cuda = device.type == "cuda"
     use_cl = cuda and cfg.channels_last
     model.to(device)
     if use_cl:
         model.to(memory_format=torch.channels_last)
+    model, net = ddp.wrap_model(model, ctx, device)
     amp_dtype: torch.dtype | None = None
     if cuda and cfg.amp:
         amp_dtype = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
@@ -484,7 +519,7 @@ def _set_up(cfg: TrainConfig, data: DataBundle, init: dict[str, Any] | None,
                 sched=sched, scaler=scaler, loss_fn=loss_fn, loss_cpu=loss_cpu, maker=maker,
                 val_maker=val_maker, amp_dtype=amp_dtype, use_cl=use_cl,
                 steps_per_epoch=steps_per_epoch, balance=balance, train_labels=train_labels,
-                selection=selection, val_item_groups=val_item_groups)
+                selection=selection, val_item_groups=val_item_groups, dist=ctx, net=net)
 
 
 def _restore(run: _Run) -> None:
@@ -540,11 +575,13 @@ def _train_epoch(run: _Run, epoch: int, total_steps: int | None, limit_s: float 
     rng = np.random.default_rng((cfg.seed, epoch))
     batches = epoch_indices(len(data.train), cfg.batch, rng, labels=run.train_labels,
                             balance=run.balance, steps=cfg.steps_per_epoch)
+    batches = [ddp.shard(b, run.dist) for b in batches]  # same list on every rank
     run.model.train()
     if cfg.freeze_norm:
         freeze_norm_statistics(run.model)
     acc = MetricAccumulator(data.num_classes)
-    epoch_batches = EpochBatches(batches, run.maker, cfg.seed, epoch)
+    epoch_batches = EpochBatches(batches, run.maker, cfg.seed, epoch,
+                                 stream=ddp.seed_offset(run.dist))
     if cfg.num_workers > 0:
         loader: Any = worker_loader(epoch_batches, cfg.num_workers)
     else:
@@ -554,7 +591,10 @@ def _train_epoch(run: _Run, epoch: int, total_steps: int | None, limit_s: float 
     for i, batch in enumerate(loader):
         logits, y, lv, n = _train_step(run, batch, epoch, i)
         run.step += 1
+        ddp.kill_hook(run.dist, run.step)
         elapsed = time.perf_counter() - run.t0
+        if limit_s:  # rank 0's clock: the same schedule and last step on every rank
+            elapsed = ddp.shared_clock(run.dist, elapsed)
         lr = run.sched.set_progress(run_progress(run.step, total_steps, elapsed, limit_s,
                                                  reserve_s=run.val_seconds + 5))
         if cfg.task == "classify":  # cheap for (N, C) logits: train ROC too
@@ -570,7 +610,7 @@ def _train_epoch(run: _Run, epoch: int, total_steps: int | None, limit_s: float 
         run.prefetch.close()
         run.prefetch = None
     del loader
-    return acc, out_of_time
+    return ddp.gather_accumulator(run.dist, acc), out_of_time
 
 
 def _train_step(run: _Run, batch: dict[str, Any], epoch: int, i: int,
@@ -587,7 +627,7 @@ def _train_step(run: _Run, batch: dict[str, Any], epoch: int, i: int,
     w = batch["w"].to(device, non_blocking=True) if "w" in batch else None
     with torch.autocast(device.type, dtype=run.amp_dtype or torch.float32,
                         enabled=run.amp_dtype is not None):
-        logits = run.model(x)
+        logits = (run.net or run.model)(x)
         loss = run.loss_fn(logits, y, w)
     lv = float(loss.detach())
     if not math.isfinite(lv):
@@ -689,9 +729,25 @@ def _stop_reason(run: _Run, epoch: int, metrics: dict[str, Any], monitor: str,
     return None
 
 
+def _follow_main(run: _Run, epoch: int, reason: str | None) -> str | None:
+    """Rank 0's epoch outcome on every rank: its metrics, stop reason and validation time
+    (ranks > 0 waited for them, so they stop together and keep the same schedule)."""
+    metrics = run.history[-1] if run.dist.is_main and run.history else None
+    metrics, reason, run.val_seconds = ddp.broadcast(
+        run.dist, (metrics, reason, run.val_seconds), "the end of the epoch")
+    if not run.dist.is_main:
+        run.history.append(dict(metrics or {}))
+        run.completed_epoch = epoch
+    return reason
+
+
 def _finish(run: _Run, stopped: str, warned: list[str], monitor: str) -> TrainResult:
-    """``best.pt`` exists (the last epoch's weights when none was scored), summary written."""
+    """``best.pt`` exists (the last epoch's weights when none was scored), summary written
+    (by rank 0 alone in a distributed run)."""
     data = run.data
+    if not run.dist.is_main:
+        return TrainResult(run.run_dir, run.best_path, run.last_path, run.history, stopped,
+                           warned, run.selection)
     if not run.best_path.exists():
         run.save(run.best_path, run.history[-1] if run.history else {}, run.completed_epoch,
                  resume_state=False)

@@ -97,16 +97,18 @@ def epoch_indices(n: int, batch_size: int, rng: np.random.Generator, *,
 class EpochBatches(torch.utils.data.Dataset):
     """One epoch's batches as a picklable dataset, for DataLoader worker processes.
 
-    Batch ``b`` is made with RNGs seeded by (seed, epoch, b), so workers give exactly what
-    the in-process prefetch thread would.
+    Batch ``b`` is made with RNGs seeded by (seed, epoch, b, *stream), so workers give
+    exactly what the in-process prefetch thread would; ``stream`` tells the ranks of a
+    distributed run apart (empty on rank 0).
     """
 
     def __init__(self, batches: Sequence[Sequence[int]], maker: BatchMaker, seed: int,
-                 epoch: int) -> None:
+                 epoch: int, stream: tuple[int, ...] = ()) -> None:
         self.batches = [list(b) for b in batches]
         self.maker = maker
         self.seed = seed
         self.epoch = epoch
+        self.stream = tuple(stream)
 
     def __len__(self) -> int:
         return len(self.batches)
@@ -114,9 +116,10 @@ class EpochBatches(torch.utils.data.Dataset):
     def __getitem__(self, b: int) -> Batch:
         import zlib
 
-        key = np.asarray((self.seed, self.epoch, b), dtype=np.int64).tobytes()
+        seq = (self.seed, self.epoch, b, *self.stream)
+        key = np.asarray(seq, dtype=np.int64).tobytes()
         g = torch.Generator().manual_seed(zlib.crc32(key))
-        return self.maker(self.batches[b], np.random.default_rng((self.seed, self.epoch, b)), g)
+        return self.maker(self.batches[b], np.random.default_rng(seq), g)
 
 
 def worker_loader(batches: EpochBatches, num_workers: int) -> torch.utils.data.DataLoader:
