@@ -34,7 +34,7 @@ from magicgui.widgets import (
 from napari_histo.core.progress import EpochEnd, Message, Progress
 from napari_histo.plugin import _result_layers as rl
 from napari_histo.plugin._plots import CurvePlot
-from napari_histo.plugin._widget_base import DockWidget, StatusLine
+from napari_histo.plugin._widget_base import DockWidget, StatusLine, raise_dock
 from napari_histo.plugin._workers import TaskHandle, preload_torch_training
 
 if TYPE_CHECKING:
@@ -406,6 +406,7 @@ class CorrectWidget(DockWidget):
         if self.session is not None and self.session.image_layer is not None:
             seg._image_combo.value = self.session.image_layer
         self.rerun_task = seg.run("current view")
+        raise_dock(self)  # the scores before/after stay in front; Segment re-runs behind
 
     def _on_finished(self) -> None:
         self._finetune_button.enabled = True
