@@ -29,4 +29,15 @@ def review_regions(prediction_path: str | Path, *, top: int | None = None, unit:
     Opens the store, ranks it (or reuses the stored ranking made with the same settings) and
     returns the ranking. Raises DataError / ConfigError (one line) on a bad store or option.
     """
-    raise NotImplementedError
+    from napari_histo.core.progress import run_task
+
+    store = ReviewStore.open(prediction_path)
+    regions = store.regions()
+    want = {"unit": unit, "size": store.size_px(size_um), "method": "entropy", "tta": bool(tta)}
+    have = store.settings
+    same = all(have.get(k) == v for k, v in want.items())
+    if tta and model is not None:
+        same = same and have.get("model") == str(model)
+    if not (regions and same):
+        regions = run_task(store.rank(unit=unit, size_um=size_um, model=model, tta=tta))
+    return regions[:top] if top is not None else regions

@@ -129,4 +129,165 @@ def score_regions(probabilities: Any, *, threshold: float = 0.5, unit: str = "ti
     :data:`DEFAULT_WEIGHTS`. Ties keep position order (row-major), so the order is
     deterministic.
     """
-    raise NotImplementedError
+    from napari_histo.core.errors import ConfigError
+
+    if unit not in ("tile", "component"):
+        raise ConfigError(f"unit must be 'tile' or 'component', got {unit!r}")
+    if method not in ("entropy", "margin"):
+        raise ConfigError(f"method must be 'entropy' or 'margin', got {method!r}")
+    size = int(size)
+    if size < 2:
+        raise ConfigError(f"region size must be at least 2 store pixels, got {size}")
+    w = {**DEFAULT_WEIGHTS, **(weights or {})}
+    place = placement or Placement()
+    if unit == "tile":
+        stats = _tile_stats(probabilities, threshold, size, tissue, uncertainty, method,
+                            min_tissue)
+    else:
+        stats = _component_stats(probabilities, threshold, size, tissue, uncertainty, method,
+                                 band)
+    scored = []
+    for st in stats:
+        y0, x0, y1, x1 = st["box"]
+        side = max(y1 - y0, x1 - x0)
+        bdens = min(1.0, st["boundary"] / (2.0 * side))
+        score = w["uncertainty"] * st["u"] * st["frac"] + w["boundary"] * bdens
+        scored.append((score, st))
+    scored.sort(key=lambda t: (-t[0], t[1]["box"][0], t[1]["box"][1]))
+    if top is not None:
+        scored = scored[:max(0, int(top))]
+    return [Region(id=st["id"], rank=i + 1, score=float(score), uncertainty=float(st["u"]),
+                   mean_prob=float(st["p"]), area_px=int(st["area"]),
+                   boundary_px=int(st["boundary"]), bbox_store=st["box"],
+                   bbox_px=place.to_px(st["box"]), bbox_um=place.to_um(st["box"]), kind=unit)
+            for i, (score, st) in enumerate(scored)]
+
+
+def _hw(probabilities: Any) -> tuple[int, int]:
+    shape = tuple(int(s) for s in probabilities.shape)
+    return (shape[-2], shape[-1])
+
+
+def _read(arr: Any, box: Box) -> np.ndarray:
+    y0, x0, y1, x1 = box
+    return np.asarray(arr[..., y0:y1, x0:x1])
+
+
+def block_maps(probabilities: Any, box: Box, threshold: float, tissue: Any, uncertainty: Any,
+               method: str) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """(uncertainty float32, positive prob float32, tissue bool, predicted labels) of a box."""
+    from napari_histo.engine.review.uncertainty import as_class_probs, entropy_map, margin_map
+
+    raw = _read(probabilities, box)
+    cp = as_class_probs(raw)
+    if uncertainty is not None:
+        u = _read(uncertainty, box)
+        u = u.astype(np.float32) / 255.0 if u.dtype == np.uint8 else u.astype(np.float32)
+    else:
+        u = entropy_map(raw) if method == "entropy" else margin_map(raw)
+    mass = cp.sum(axis=0)
+    if cp.shape[0] == 2:
+        pos = cp[1]
+        lab = (pos >= threshold).astype(np.uint8)
+        mass = cp[1] if raw.ndim == 2 else mass
+    else:
+        pos = 1.0 - cp[0]
+        lab = np.argmax(cp, axis=0).astype(np.uint8)
+    t = _read(tissue, box).astype(bool) if tissue is not None else mass > 0
+    return u, pos, t, lab
+
+
+def _edges(lab: np.ndarray) -> np.ndarray:
+    """Pixels whose right or lower neighbour has another label (the predicted boundary)."""
+    e = np.zeros(lab.shape, bool)
+    e[:, :-1] |= lab[:, :-1] != lab[:, 1:]
+    e[:-1, :] |= lab[:-1, :] != lab[1:, :]
+    return e
+
+
+def _tile_stats(probabilities: Any, threshold: float, size: int, tissue: Any,
+                uncertainty: Any, method: str, min_tissue: float) -> list[dict[str, Any]]:
+    """Per-tile sums, reading bands of tiles (about 2048 px tall) so memory stays flat."""
+    h, w = _hw(probabilities)
+    k = max(1, 2048 // size)
+    out: list[dict[str, Any]] = []
+    for by in range(0, h, size * k):
+        for bx in range(0, w, size * k):
+            box = (by, bx, min(h, by + size * k), min(w, bx + size * k))
+            u, pos, t, lab = block_maps(probabilities, box, threshold, tissue, uncertainty,
+                                        method)
+            e = _edges(lab) & t
+            for ty in range(0, box[2] - by, size):
+                for tx in range(0, box[3] - bx, size):
+                    sl = (slice(ty, ty + size), slice(tx, tx + size))
+                    tt = t[sl]
+                    n = int(tt.sum())
+                    frac = n / tt.size
+                    if n == 0 or frac < min_tissue:
+                        continue
+                    y0, x0 = by + ty, bx + tx
+                    out.append({"id": f"t-{y0 // size}-{x0 // size}",
+                                "box": (y0, x0, min(h, y0 + size), min(w, x0 + size)),
+                                "u": float(u[sl][tt].mean()), "p": float(pos[sl][tt].mean()),
+                                "area": n, "frac": frac, "boundary": int(e[sl].sum())})
+    out.sort(key=lambda d: (d["box"][0], d["box"][1]))
+    return out
+
+
+def _component_stats(probabilities: Any, threshold: float, size: int, tissue: Any,
+                     uncertainty: Any, method: str, band: float) -> list[dict[str, Any]]:
+    """Connected components of ``uncertainty >= band`` on a map at most ~2048 px a side
+    (block means of the full map, so a big store is never loaded whole); boxes scaled back."""
+    from scipy import ndimage
+
+    h, w = _hw(probabilities)
+    f = 1
+    while max(h, w) / f > 2048:
+        f *= 2
+    sh, sw = -(-h // f), -(-w // f)
+    us = np.zeros((sh, sw), np.float32)
+    ps = np.zeros((sh, sw), np.float32)
+    ts = np.zeros((sh, sw), np.float32)
+    es = np.zeros((sh, sw), np.float32)
+    step = max(f, (2048 // f) * f)
+    for by in range(0, h, step):
+        for bx in range(0, w, step):
+            box = (by, bx, min(h, by + step), min(w, bx + step))
+            u, pos, t, lab = block_maps(probabilities, box, threshold, tissue, uncertainty,
+                                        method)
+            e = (_edges(lab) & t).astype(np.float32)
+            tf = t.astype(np.float32)
+            oy, ox = by // f, bx // f
+            for dst, src in ((us, u * tf), (ps, pos * tf), (ts, tf), (es, e)):
+                s = _sum_pool(src, f)
+                dst[oy:oy + s.shape[0], ox:ox + s.shape[1]] = s
+    with np.errstate(invalid="ignore", divide="ignore"):
+        umean = np.where(ts > 0, us / np.maximum(ts, 1e-9), 0.0)
+    lab_c, n = ndimage.label(umean >= band)
+    out: list[dict[str, Any]] = []
+    for i, sl in enumerate(ndimage.find_objects(lab_c), start=1):
+        if sl is None:
+            continue
+        m = lab_c[sl] == i
+        area = float(ts[sl][m].sum())
+        if area <= 0:
+            continue
+        y0, x0 = sl[0].start * f, sl[1].start * f
+        y1, x1 = min(h, sl[0].stop * f), min(w, sl[1].stop * f)
+        out.append({"id": f"c-{y0}-{x0}", "box": (y0, x0, y1, x1),
+                    "u": float(us[sl][m].sum() / area), "p": float(ps[sl][m].sum() / area),
+                    "area": int(round(area)), "frac": min(1.0, area / float(size * size)),
+                    "boundary": int(round(float(es[sl][m].sum())))})
+    out.sort(key=lambda d: (d["box"][0], d["box"][1]))
+    return out
+
+
+def _sum_pool(a: np.ndarray, f: int) -> np.ndarray:
+    """Sums over f x f blocks (edges padded with zeros)."""
+    if f == 1:
+        return a.astype(np.float32)
+    h, w = a.shape
+    ph, pw = -(-h // f) * f, -(-w // f) * f
+    p = np.zeros((ph, pw), np.float32)
+    p[:h, :w] = a
+    return p.reshape(ph // f, f, pw // f, f).sum(axis=(1, 3))
