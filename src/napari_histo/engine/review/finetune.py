@@ -45,9 +45,14 @@ class ReviewFinetuneOutcome:
 
 def finetune_config(checkpoint: str | Path, out_dir: str | Path, *, epochs: int = 3,
                     steps_per_epoch: int = 10, lr: float = 1e-4, patch_size: int = 128,
-                    batch_size: int = 4, device: str = "cpu") -> Any:
-    """A fine-tuning TrainConfig for ``checkpoint`` (same settings as the Correct widget:
-    no validation split, frozen norm layers, augmentation on, the checkpoint's classes)."""
+                    batch_size: int = 4, device: str = "cpu", augment: bool = True,
+                    freeze_norm: bool = True) -> Any:
+    """A fine-tuning TrainConfig for ``checkpoint`` (defaults of the Correct widget: no
+    validation split, frozen norm layers, augmentation on, the checkpoint's classes).
+
+    A barely trained checkpoint learns faster with ``freeze_norm=False`` (its norm
+    statistics are not worth keeping) and, on a few regions, ``augment=False``.
+    """
     from napari_histo.engine.checkpoints import read_checkpoint
     from napari_histo.engine.training import TrainConfig
 
@@ -60,7 +65,8 @@ def finetune_config(checkpoint: str | Path, out_dir: str | Path, *, epochs: int 
         batch_size=batch_size, patch_size=patch_size, mpp=mpp, data_mpp=mpp, device=device,
         out_dir=str(out_dir), val_fraction=0.0, init_checkpoint=str(checkpoint),
         steps_per_epoch=steps_per_epoch, early_stopping_patience=None, class_names=names,
-        num_classes=len(names), augment=True, amp=False, preview=False, freeze_norm=True)
+        num_classes=len(names), augment=augment, amp=False, preview=False,
+        freeze_norm=freeze_norm)
 
 
 def _labels_of(probs: np.ndarray, threshold: float) -> np.ndarray:
