@@ -200,8 +200,8 @@ class ReviewStore:
         if tta:
             from napari_histo.engine.review.tta import tta_rerank
 
-            ranked, cost = yield from tta_rerank(self, ranked, model=model, top=tta_top,
-                                                 near=TTA_NEAR)
+            ranked, cost = yield from tta_rerank(self.meta, self.probabilities(), ranked,
+                                                 model=model, top=tta_top, near=TTA_NEAR)
             settings["tta_cost"] = cost
             settings["model"] = cost.get("checkpoint")
         settings["seconds"] = round(time.perf_counter() - t0, 3)
