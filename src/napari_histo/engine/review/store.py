@@ -193,8 +193,11 @@ class ReviewStore:
         unc = yield from self._write_uncertainty(method)
         yield Progress(0, 1, "ranking regions")
         threshold = float(self.meta.get("threshold", 0.5))
-        ranked = score_regions(self.probabilities(), threshold=threshold, unit=unit, size=size,
-                               uncertainty=unc, placement=self.placement)
+        if unit == "component":
+            ranked = self._components(threshold, size)
+        else:
+            ranked = score_regions(self.probabilities(), threshold=threshold, unit=unit,
+                                   size=size, uncertainty=unc, placement=self.placement)
         settings: dict[str, Any] = {"unit": unit, "size": size, "size_um": size_um,
                                     "method": method, "tta": bool(tta), "regions": len(ranked)}
         if tta:
@@ -209,6 +212,23 @@ class ReviewStore:
         self._store_ranking(ranked, settings)
         yield from self._report_kept(ranked)
         return ranked[:top] if top is not None else ranked
+
+    def _components(self, threshold: float, size: int) -> list[Region]:
+        """Components found on the coarsest pyramid level at most ~2048 px a side (the
+        stored uncertainty and probability pyramids: a whole-slide map never read at level
+        0 again), boxes, areas and boundaries scaled back to store level 0."""
+        from napari_histo.engine.review.regions import rescale_regions
+
+        unc = self.uncertainty_levels()
+        k = 0
+        while (k + 1 < len(unc) and str(k + 1) in self.group
+               and max(unc[k].shape[-2:]) > 2048):
+            k += 1
+        f = 2 ** k
+        regs = score_regions(self.group[str(k)], threshold=threshold, unit="component",
+                             size=max(2, size // f), uncertainty=unc[k])
+        h, w = (int(v) for v in self.probabilities().shape[-2:])
+        return rescale_regions(regs, f, (h, w), self.placement)
 
     def _store_ranking(self, ranked: list[Region], settings: dict[str, Any]) -> None:
         rg = self._review
