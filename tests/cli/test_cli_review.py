@@ -96,3 +96,28 @@ def test_bad_stores_are_one_line_exit_2(tmp_path: Path,
         assert len(err) == 1 and words in err[0]
         obj = json.loads(out.out)
         assert obj["ok"] is False and obj["exit_code"] == 2 and words in obj["error"]
+
+
+def test_predict_uncertainty_ranks_the_new_store(tmp_path: Path,
+                                                 capsys: pytest.CaptureFixture[str]) -> None:
+    import torch
+
+    from napari_histo.engine.checkpoints import default_preprocessing, save_checkpoint
+    from napari_histo.engine.models import build_model
+    from napari_histo.io.synthetic import write_synthetic_slide
+
+    torch.manual_seed(0)
+    spec = {"name": "unet-tiny", "in_channels": 3, "num_classes": 2}
+    ckpt = save_checkpoint(tmp_path / "seg.pt", build_model(spec), spec=spec, task="segment",
+                           class_names=["normal", "tumor"],
+                           preprocessing=default_preprocessing(mpp=1.0, patch_size=128))
+    slide, _ = write_synthetic_slide(tmp_path / "syn.tif", shape=(512, 768), tile=256,
+                                     levels=2, mpp=0.5, seed=3)
+    out = tmp_path / "pred.ome.zarr"
+    assert main(["predict", str(slide), "--model", str(ckpt), "--out", str(out), "--tile",
+                 "128", "--overlap", "32", "--uncertainty", "--quiet", "--json"]) == 0
+    review = json.loads(capsys.readouterr().out)["outputs"][0]["review"]
+    assert review["regions"] >= 1 and Path(review["uncertainty"]).is_dir()
+    assert main(["review", str(out), "--json"]) == 0  # the stored ranking is listed
+    rows = json.loads(capsys.readouterr().out)
+    assert len(rows) == review["regions"] and rows[0]["rank"] == 1
