@@ -39,6 +39,8 @@ def test_finetune_on_reviewed_raises_dice_and_refines_the_store(tiny_case: dict[
     assert sum(isinstance(e, EpochEnd) for e in events) == 4 and Path(out.checkpoint).is_file()
     assert out.samples == 8 and out.reference == "corrections"
     assert out.after["dice"] > out.before["dice"] + 0.1, (out.before, out.after)
+    lo, hi = out.after["dice_ci"]
+    assert lo <= out.after["dice"] <= hi and out.after["regions"] == 6
     # the three best unreviewed regions now hold the fine-tuned model's prediction
     assert out.repredicted == left
     (ref,) = store.refinements()
