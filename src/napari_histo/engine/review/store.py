@@ -1,15 +1,17 @@
 """A review session persisted inside a prediction's OME-Zarr store (group ``review``).
 
-Layout added to ``NAME.ome.zarr`` (nothing else in the store changes, so completeness,
-resume checks, ``info``, the napari reader and the Past predictions list see the same
-prediction)::
+Layout added to ``NAME.ome.zarr`` (the prediction's own arrays and metadata are left as
+they are, so completeness, resume checks, ``info``, the napari reader and the Past
+predictions list see the same prediction; only fine-tuning on reviewed regions rewrites the
+boxes it re-predicts, and records them under ``refined``)::
 
-    review/                 zarr group; its attributes are only ``{"napari_histo_review": 1}``
-      state.json            ranking, settings, marks, cursor, refinements (JSON, written to a
-                            temporary sibling then renamed: never half written)
+    review/                 zarr group; attribute ``napari_histo_review``: marks (status and
+                            box of each reviewed region), cursor, refinements
+      ranking/              zarr group; attribute ``napari_histo_review``: settings (unit,
+                            size, method, TTA cost, seconds) and the ranked regions
       uncertainty/0, 1, ... uint8 NGFF image pyramid (255 u), same placement as the prediction
-      corrections/0         uint8 labels at store level 0 (255 = not corrected), written
-                            region by region as the user corrects
+      corrections           uint8 array of class labels at store level 0 (255 = not
+                            corrected), written region by region as the user corrects
 
 A session survives closing napari: reopen the store and :attr:`ReviewStore.cursor`,
 :meth:`ReviewStore.status` and :meth:`ReviewStore.correction` give back where it stopped.
@@ -365,19 +367,19 @@ class ReviewStore:
 
     # ------------------------------------------------------------------ corrections
     def _corrections(self, create: bool) -> Any:
+        """The ``review/corrections`` array (created on the first correction)."""
         rg = self._review
         if "corrections" in rg:
-            return rg["corrections"]["0"]
+            return rg["corrections"]
         if not create:
             return None
         from napari_histo.io.ome_zarr import array_options
 
         labels = self.labels()
-        cg = rg.create_group("corrections")
-        zf = cg.metadata.zarr_format
         chunk = int(labels.chunks[-1])
-        return cg.create_array("0", shape=labels.shape, chunks=(chunk, chunk), dtype="uint8",
-                               fill_value=NOT_CORRECTED, **array_options(zf, 2))
+        return rg.create_array("corrections", shape=labels.shape, chunks=(chunk, chunk),
+                               dtype="uint8", fill_value=NOT_CORRECTED,
+                               **array_options(rg.metadata.zarr_format, 2))
 
     def save_correction(self, region_id: str, labels: np.ndarray) -> None:
         """Class labels over ``region.bbox_store`` -> ``review/corrections``; marks it
