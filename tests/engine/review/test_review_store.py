@@ -150,3 +150,18 @@ def test_components_of_a_tall_store_come_from_a_coarse_level(tmp_path: Path,
     assert 2996 <= y0 <= 3000 and 3200 <= y1 <= 3204 and 96 <= x0 <= 100 and 300 <= x1 <= 304
     assert r.id == f"c-{y0}-{x0}" and abs(r.area_px - 200 * 200) < 2000
     assert r.bbox_px == (100 + 2 * y0, 200 + 2 * x0, 100 + 2 * y1, 200 + 2 * x1)
+
+
+def test_a_cancelled_rank_leaves_the_finished_map_and_ranking(known_store: Path) -> None:
+    store = ReviewStore.open(known_store)
+    regs = run_task(store.rank())
+    gen = store.rank(method="margin")
+    next(gen)  # the first block of the new map is written ...
+    gen.close()  # ... then the user cancels
+    again = ReviewStore.open(known_store)
+    assert again.regions() == regs and again.settings["method"] == "entropy"
+    levels = again.uncertainty_levels()
+    assert int(levels[0][300, 300]) == 255 and len(levels) >= 2
+    run_task(again.rank(method="margin"))  # the leftover is cleared by the next rank
+    assert not (known_store / "review" / "uncertainty-partial").exists()
+    assert again.settings["method"] == "margin"

@@ -44,6 +44,8 @@ ATTR = "napari_histo_review"
 DEFAULT_SIZE = 256
 #: TTA only where the region's mean probability is within this of the threshold
 TTA_NEAR = 0.35
+#: the uncertainty map while it is being written (renamed to ``uncertainty`` when complete)
+PARTIAL = "uncertainty-partial"
 
 
 class ReviewStore:
@@ -261,9 +263,9 @@ class ReviewStore:
         h, w = (int(s) for s in probs.shape[-2:])
         chunk = int(probs.chunks[-1])
         rg = self._review
-        if "uncertainty" in rg:
-            del rg["uncertainty"]
-        ug = rg.create_group("uncertainty")
+        if PARTIAL in rg:  # left by a cancelled or crashed rank
+            del rg[PARTIAL]
+        ug = rg.create_group(PARTIAL)
         zf = ug.metadata.zarr_format
         version = "0.4" if zf == 2 else "0.5"
         lvl0 = ug.create_array("0", shape=(h, w), chunks=(chunk, chunk), dtype="uint8",
@@ -284,7 +286,18 @@ class ReviewStore:
                 lvl0[box[0]:box[2], box[1]:box[3]] = to_uint8(np.where(t, u, 0.0))
             yield Progress(i + 1, len(boxes), "uncertainty map")
         grow_pyramid(ug, "image")
-        return lvl0
+        # only a finished map takes the name a viewer opens (a directory rename: zarr lists
+        # a group's members from the folder, so nothing else refers to the old name)
+        final = self.uncertainty_path
+        partial = final.with_name(PARTIAL)
+        if "uncertainty" in rg:
+            del rg["uncertainty"]
+        try:
+            partial.rename(final)
+        except OSError as err:
+            raise DataError(f"cannot save the uncertainty map into {self.path}: "
+                            f"{err.strerror or err}") from None
+        return self._review["uncertainty"]["0"]
 
     def _placement_ngff(self) -> tuple[list[float], list[float], str | None]:
         """Level-0 scale, translation and unit of the probabilities (copied for the map)."""
