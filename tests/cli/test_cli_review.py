@@ -121,3 +121,9 @@ def test_predict_uncertainty_ranks_the_new_store(tmp_path: Path,
     assert main(["review", str(out), "--json"]) == 0  # the stored ranking is listed
     rows = json.loads(capsys.readouterr().out)
     assert len(rows) == review["regions"] and rows[0]["rank"] == 1
+    # TTA on one region (the store's own checkpoint), its cost printed
+    assert main(["review", str(out), "--tta", "--tta-top", "1", "--quiet"]) == 0
+    table = capsys.readouterr().out
+    assert "TTA: 1 regions re-predicted" in table
+    assert main(["review", str(out), "--tta", str(tmp_path / "gone.pt")]) == 2
+    assert "--tta CKPT" in capsys.readouterr().err

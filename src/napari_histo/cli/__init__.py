@@ -21,7 +21,8 @@ error": it is a bug to report (the hostile-input suite fails on it).
 
 With ``--json`` (info, train, evaluate, predict) stdout carries exactly one JSON object: the
 result, or on an error (exit 2 or 130) ``{"command", "ok": false, "exit_code", "error"}``
-next to the usual line on stderr.
+next to the usual line on stderr. ``review --json`` prints one JSON list (the ranked
+regions) instead, and the same error object on an error.
 """
 
 from __future__ import annotations
