@@ -1,4 +1,4 @@
-"""Headless command line: ``napari-histo info|train|evaluate|predict|demo``.
+"""Headless command line: ``napari-histo info|train|evaluate|predict|review|demo``.
 
 Each subcommand lives in its own module exposing ``register(subparsers)``; the module is
 imported only to build the parser, and heavy imports (torch, dask) happen inside the command
@@ -21,7 +21,8 @@ error": it is a bug to report (the hostile-input suite fails on it).
 
 With ``--json`` (info, train, evaluate, predict) stdout carries exactly one JSON object: the
 result, or on an error (exit 2 or 130) ``{"command", "ok": false, "exit_code", "error"}``
-next to the usual line on stderr.
+next to the usual line on stderr. ``review --json`` prints one JSON list (the ranked
+regions) instead, and the same error object on an error.
 """
 
 from __future__ import annotations
@@ -39,7 +40,7 @@ from typing import Any, NoReturn
 from napari_histo import __version__
 from napari_histo.core.errors import describe_failure, one_line
 
-SUBCOMMANDS = ("info", "train", "evaluate", "predict", "demo")
+SUBCOMMANDS = ("info", "train", "evaluate", "predict", "review", "demo")
 EXIT_ERROR = 2
 EXIT_INTERRUPTED = 130
 EXIT_BROKEN_PIPE = 141

@@ -85,16 +85,16 @@ def _order(plan: Plan, near: Sequence[float] | None,
 
 def predict_array(image: npt.NDArray[np.uint8], model: ModelInput, *, tile: int | None = None,
                   overlap: int | None = None, batch_size: int = 8, device: str = "auto",
-                  stride: int | None = None, context: int | None = None,
+                  stride: int | None = None, context: int | None = None, tta: bool = False,
                   ) -> Task[npt.NDArray[np.float32]]:
     """Class probabilities of an in-memory RGB image, float32 (C, H, W).
 
     Segmentation tiles are blended (one block covering the whole image); a patch classifier
     gives its (C, ceil(H/stride), ceil(W/stride)) heatmap. The image is assumed to be at the
-    model's resolution. Yields a Progress per batch.
+    model's resolution. Yields a Progress per batch. ``tta`` averages over flips/rot90.
     """
     loaded = as_loaded(model, device)
-    runner = Runner(loaded, batch_size)
+    runner = Runner(loaded, batch_size, tta=tta)
     src = ArraySource(image)
     cfg = InferenceConfig(tile=tile, overlap=overlap, batch_size=batch_size, stride=stride,
                           context=context, tissue_only=False)
