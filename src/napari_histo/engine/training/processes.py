@@ -192,7 +192,9 @@ def train_in_processes(cfg: Any, nproc: int, *, arrays: list[Any] | None = None,
     CancelledError when they were interrupted from outside.
     """
     from napari_histo.engine.run_card import write_train_card
+    from napari_histo.engine.training import ddp
 
+    ddp.check_batch(ddp.DistContext(world_size=int(nproc)), cfg.batch)  # before any file
     card = write_train_card(cfg, arrays, origin=origin, sources=sources)
     yield Message(f"run card: {card}")
     run_dir = Path(cfg.out_dir).resolve()
