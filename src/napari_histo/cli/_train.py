@@ -17,7 +17,7 @@ import argparse
 import sys
 import time
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 from napari_histo.cli._json import json_help, print_json
 from napari_histo.core.model_registry import TASKS, default_model, model_help, model_task
@@ -106,6 +106,10 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="train data-parallel in N processes on this machine (one GPU each "
                         "with CUDA; batch size stays the global batch); under torchrun leave "
                         "it out")
+    p.add_argument("--events", metavar="FILE",
+                   help="append one JSON line per progress event (progress, epoch_end with "
+                        "the metrics, message) to FILE, flushed as they happen, so another "
+                        "program can follow the run (rank 0 only)")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                    help="any other TrainConfig field (YAML value)")
     p.add_argument("--quiet", action="store_true",
@@ -186,6 +190,8 @@ def _launch(args: argparse.Namespace, cfg: Any) -> int:
         cfg = dataclasses.replace(cfg, threads=max(1, (os.cpu_count() or 1) // n))
     flags = [f for f, on in (("--resume", args.resume), ("--json", args.json),
                              ("--quiet", args.quiet)) if on]
+    if getattr(args, "events", None):  # rank 0 writes them (the other ranks are silent)
+        flags += ["--events", str(Path(args.events).resolve())]
     hint = f"resume with: napari-histo train --resume --out {cfg.out_dir} --nproc {n}"
     with tempfile.TemporaryDirectory(prefix="napari-histo-ranks-") as tmp:
         path = write_rank_config(cfg, Path(tmp))
@@ -223,9 +229,12 @@ def run(args: argparse.Namespace) -> int:
     say = show or not as_json
     warned: list[str] = []
     t0 = time.perf_counter()
+    events = _open_events(getattr(args, "events", None))
 
     def on_event(ev: Any) -> None:
         nonlocal bar
+        if events is not None:
+            _write_event(events, ev)
         if isinstance(ev, Progress) and show:
             if bar is None or bar.desc != ev.desc or ev.done == 1:
                 if bar is not None:
@@ -268,6 +277,8 @@ def run(args: argparse.Namespace) -> int:
     finally:
         if bar is not None:
             bar.close()
+        if events is not None:
+            events.close()
     if as_json:
         to_json = _crossval_json if cfg.folds else _train_json
         print_json(to_json(result, cfg.task, warned, time.perf_counter() - t0))
@@ -285,6 +296,22 @@ def run(args: argparse.Namespace) -> int:
         print(f"{len(result.warnings)} warning(s) about the validation set: see "
               f"{result.run_dir / 'summary.json'}")
     return 0
+
+
+def _open_events(path: str | None) -> IO[str] | None:
+    """``--events FILE`` opened for appending (never truncating what is there)."""
+    if not path:
+        return None
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    return open(path, "a", encoding="utf-8")  # noqa: SIM115 (closed at the end of run)
+
+
+def _write_event(stream: IO[str], event: Any) -> None:
+    """One JSON line per event, flushed so a follower sees it at once."""
+    from napari_histo.core.progress_stream import event_line
+
+    stream.write(event_line(event) + "\n")
+    stream.flush()
 
 
 def _run_json(result: Any) -> dict[str, Any]:

@@ -88,6 +88,11 @@ class TrainWidget(DockWidget):
         self._steps_spin = SpinBox(label="steps/epoch", min=0, max=100000, value=0)
         self._device_combo = ComboBox(label="device", choices=("auto", "cpu", "cuda"),
                                       value="auto")
+        self._procs_spin = SpinBox(
+            label="processes", min=1, max=64, value=1,
+            tooltip="1: train here. N >= 2: train data-parallel in N processes (one GPU each "
+                    "with CUDA, else CPU processes), started as 'napari-histo train --nproc N' "
+                    "and followed here; the batch size stays the global batch.")
         self._augment_check = CheckBox(label="augmentation", value=True)
         self._stain_combo = ComboBox(label="stain norm", choices=("none", "macenko", "reinhard"),
                                      value="none")
@@ -128,11 +133,14 @@ class TrainWidget(DockWidget):
         self.extend([
             self._image_combo, self._labels_combo, self._model_combo, self._timm_edit,
             self._epochs_spin,
-            self._batch_spin, self._device_combo, self._advanced_check, self._advanced,
+            self._batch_spin, self._device_combo, self._procs_spin, self._advanced_check,
+            self._advanced,
             self._buttons, self._use_button, self._progress_bar, self._status_label,
             self.curves.widget,
         ])
         self._pairs: list[tuple[Any, Any, Any]] = []
+        #: the launcher of the current multi-process run (None for an in-process run)
+        self.process: Any = None
         self._preview_handle: TaskHandle | None = None
         self._preview_crop: tuple[Any, tuple[int, int, int, int]] | None = None
         self.preview_layer: Any = None
@@ -268,6 +276,10 @@ class TrainWidget(DockWidget):
             if not cfg.data and not self._arrays:
                 raise ValueError("no training data: pick an image layer and its Labels layer, "
                                  "or a data folder")
+            nproc = int(self._procs_spin.value)
+            if nproc > 1 and cfg.folds:
+                raise ValueError("cross-validation runs in one process: set processes to 1 "
+                                 "or cross-validation folds to 0")
         except (HistoError, ValueError) as err:
             self._show_error(err)
             return None
@@ -282,6 +294,14 @@ class TrainWidget(DockWidget):
         self.warnings = []
         self._epoch_t0 = time.perf_counter()
         self._fold_prefix = ""
+        self.process = None
+        if nproc > 1:  # same card, then `napari-histo train --nproc N` followed here
+            from napari_histo.engine.training.processes import train_in_processes
+
+            return self._run_task(train_in_processes, cfg, nproc, arrays=self._arrays or None,
+                                  sources=self._sources or None, on_start=self._on_process,
+                                  on_event=self._on_event, on_returned=self._on_returned,
+                                  on_finished=self._on_finished, desc=f"train x{nproc}")
         # writes RUN/run_card.yaml + RUN/data (the layers' samples), then trains/cross-validates
         return self._run_task(train_with_card, cfg, arrays=self._arrays or None,
                               sources=self._sources or None,
@@ -341,6 +361,10 @@ class TrainWidget(DockWidget):
             if ev.level == "warning":
                 self.warnings.append(ev.text)
             self._status_label.value = ev.text
+
+    def _on_process(self, proc: Any) -> None:
+        """The launcher of a multi-process run started (worker thread: only store it)."""
+        self.process = proc
 
     def _on_returned(self, result: Any) -> None:
         self.result = result
