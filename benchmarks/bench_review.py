@@ -135,6 +135,10 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     ap.add_argument("--seeds", type=int, default=3)
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--k", type=int, default=None, help="regions corrected per round")
+    ap.add_argument("--ft-lr", type=float, default=None, help="fine-tune learning rate")
+    ap.add_argument("--ft-steps", type=int, default=None, help="fine-tune steps per epoch")
+    ap.add_argument("--ft-epochs", type=int, default=None, help="fine-tune epochs")
+    ap.add_argument("--batch", type=int, default=None, help="fine-tune batch size")
     ap.add_argument("--cases", default="glas,camelyon")
     ap.add_argument("--out", default=None, help="work folder (default: a temporary one)")
     ap.add_argument("--json", default=None, help="write runs and summary here")
@@ -142,12 +146,15 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     args = ap.parse_args(argv)
     budget = sim.Budget()
     if args.quick:
-        budget = sim.Budget(k=2, rounds=1, weak_steps=4, ft_epochs=1, ft_steps=2, batch=4)
+        budget = sim.Budget(k=2, rounds=1, weak_steps=4, ft_epochs=1, ft_steps=2, batch=4,
+                            weak_batch=4)
         args.seeds = min(args.seeds, 2)
     else:
         budget.rounds = args.rounds
-    if args.k is not None:
-        budget.k = args.k
+    for opt, attr in (("k", "k"), ("ft_lr", "ft_lr"), ("ft_steps", "ft_steps"),
+                      ("ft_epochs", "ft_epochs"), ("batch", "batch")):
+        if getattr(args, opt) is not None:
+            setattr(budget, attr, getattr(args, opt))
     import torch
 
     torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS", "2")))

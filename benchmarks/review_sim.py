@@ -53,10 +53,13 @@ class Budget:
     rounds: int = 3
     region: int = 64  #: region side, store px (model resolution)
     weak_steps: int = 30  #: training steps of the starting model
-    ft_epochs: int = 2
-    ft_steps: int = 8  #: steps per fine-tune epoch
-    ft_lr: float = 5e-4
-    batch: int = 8
+    weak_batch: int = 8
+    #: fine-tune budget: the review engine's defaults (``finetune_config``: 3 epochs x 10
+    #: steps, lr 1e-4, batch 4); run 1 of docs/benchmarks.md used 2 x 8, 5e-4, batch 8
+    ft_epochs: int = 3
+    ft_steps: int = 10  #: steps per fine-tune epoch
+    ft_lr: float = 1e-4
+    batch: int = 4
     patch: int = 64
     model: str = "unet-tiny"
 
@@ -206,7 +209,7 @@ def train_weak(case: Case, budget: Budget, out: Path) -> Path:
     from napari_histo.engine.training import TrainConfig, train
 
     cfg = TrainConfig(task="segment", model=budget.model, epochs=1,
-                      steps_per_epoch=budget.weak_steps, lr=2e-3, batch_size=budget.batch,
+                      steps_per_epoch=budget.weak_steps, lr=2e-3, batch_size=budget.weak_batch,
                       patch_size=max(budget.patch, 128), mpp=case.model_mpp,
                       data_mpp=case.slide_mpp, device="cpu", out_dir=str(out),
                       val_fraction=0.0, class_names=("background", "foreground"), num_classes=2,
