@@ -160,7 +160,7 @@ class ReviewWidget(DockWidget):
         ])
         from qtpy.QtCore import QTimer
 
-        self._thumb_timer = QTimer()
+        self._thumb_timer = QTimer(self.native)  # goes with the widget
         self._thumb_timer.setInterval(0)
         self._thumb_timer.timeout.connect(self._next_thumbnail)
         self._rank_button.changed.connect(lambda *_: self.rank())
@@ -455,7 +455,10 @@ class ReviewWidget(DockWidget):
             self._thumb_timer.stop()
             return
         row = self._thumb_queue.pop(0)
-        self.thumbnail(row)
+        try:
+            self.thumbnail(row)
+        except RuntimeError:  # the widget went with its window
+            self._thumb_queue.clear()
 
     def thumbnail(self, row: int) -> bool:
         """Draw the slide under ``row``'s region into the list; True if one was drawn."""
