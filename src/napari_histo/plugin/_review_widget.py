@@ -314,7 +314,7 @@ class ReviewWidget(DockWidget):
         ckpt = histo.get("checkpoint") or meta.get("checkpoint")
         if ckpt and Path(str(ckpt)).is_file():
             self._ckpt_edit.value = Path(str(ckpt))
-        regions = self.store.regions()
+        regions = self._shown(self.store.regions())
         self._set_regions(regions)
         if regions:
             self._show_uncertainty()
@@ -343,8 +343,15 @@ class ReviewWidget(DockWidget):
                               top=top, desc="rank regions", on_event=self._on_event,
                               on_returned=self._on_ranked, on_finished=self._on_finished)
 
-    def _on_ranked(self, regions: list[Region]) -> None:
-        self._set_regions(list(regions))
+    def _shown(self, regions: list[Region]) -> list[Region]:
+        """The regions the list shows: the best ``top`` (all when top is 0)."""
+        top = int(self._top_spin.value)
+        return list(regions[:top]) if top > 0 else list(regions)
+
+    def _on_ranked(self, returned: list[Region]) -> None:
+        # the store's whole ranking (its cursor indexes it), marks and all
+        regions = self._shown(self.store.regions() if self.store is not None else returned)
+        self._set_regions(regions)
         self._show_uncertainty()
         self._status_label.value = f"{len(regions)} regions ranked, best first"
         if regions and self.store is not None:
@@ -700,12 +707,10 @@ class ReviewWidget(DockWidget):
             if store_of(layer) is not None and self.store is not None \
                     and Path(str(store_of(layer))) == Path(self.store.path):
                 layer.refresh()
-        regions = list(outcome.regions) if outcome.regions else (
-            self.store.regions() if self.store is not None else [])
-        self._on_ranked(regions)
+        self._on_ranked(list(outcome.regions))  # re-ranked; the cursor is on the first left
         self._status_label.value = (f"fine-tuned: {Path(str(outcome.checkpoint)).name}; "
                                     f"{len(outcome.repredicted)} regions re-predicted, "
-                                    f"{len(regions)} re-ranked")
+                                    f"{len(outcome.regions)} left to review")
 
 
 def _score(scores: dict[str, float], key: str) -> str:
