@@ -66,8 +66,8 @@ def store_of(layer: Any) -> Path | None:
     """The prediction store a layer shows (Segment widget's or reader-opened), or None."""
     meta = getattr(layer, "metadata", None) or {}
     histo = meta.get("napari_histo") or {}
-    if not isinstance(histo, dict):
-        return None
+    if not isinstance(histo, dict) or histo.get("kind") in (UNCERTAINTY_KIND, EDIT_KIND):
+        return None  # the review's own layers point at the store but are not predictions
     if histo.get("store"):
         return Path(str(histo["store"]))
     if "prediction" in histo and meta.get("source"):

@@ -92,6 +92,9 @@ def test_rank_lists_best_first_and_keys_jump(make_napari_viewer, qtbot, known,
     unc = [lyr for lyr in viewer.layers
            if (lyr.metadata.get("napari_histo") or {}).get("kind") == "review_uncertainty"]
     assert len(unc) == 1
+    # ... which is not offered as a prediction to review: the heatmap stays picked
+    assert all(v is not unc[0] for _, v in w._prediction_choices())
+    assert w._pred_combo.value is not None and w._pred_combo.value.name.endswith("heatmap")
     # best first: the 50/50 tile, then the 0.3 one; the list shows them in that order
     assert len(w.regions) >= 2 and w.table.rowCount() == len(w.regions)
     scores = [r.score for r in w.regions]
