@@ -198,3 +198,34 @@ def test_docks_from_the_manifest(make_napari_viewer):
     dock, widget = viewer.window.add_plugin_dock_widget("napari-histo", "Review queue")
     assert isinstance(widget, ReviewWidget) and "Review queue" in dock.name
     assert widget.keys.active
+
+
+def test_finetune_on_reviewed(make_napari_viewer, qtbot, known, tiny_checkpoint,
+                              no_threads_left):
+    viewer = make_napari_viewer()
+    w = _ranked(viewer, qtbot, known["store"])
+    w.set_checkpoint(tiny_checkpoint)
+    w._epochs_spin.value = 1
+    w._steps_spin.value = 2
+    assert w.fine_tune() is None  # nothing reviewed yet: refused, nothing started
+    first, second = w.regions[0].id, w.regions[1].id
+    w.accept()
+    layer = w.edit()
+    layer.paint((32, 32), 0)
+    w.next()  # saves the correction
+    assert w.store.status(second) == "corrected"
+    ft = w.fine_tune()
+    assert ft is not None and not w._finetune_button.enabled and w._stop_button.enabled
+    qtbot.waitUntil(lambda: ft.done and w._finetune_button.enabled, timeout=120000)
+    assert ft.error is None, ft.error
+    out = w.outcome
+    assert out is not None and Path(out.checkpoint).is_file()
+    assert Path(str(w._ckpt_edit.value)) == Path(out.checkpoint)  # the next round continues
+    assert "Dice on 2 reviewed regions" in w._scores_label.value
+    assert w._status_label.value.startswith("done")
+    # re-ranked: the marks are kept, the camera is on the first region left to review
+    statuses = {r.id: w.row_status(i) for i, r in enumerate(w.regions)}
+    assert statuses.get(first, "accepted") == "accepted"
+    assert statuses.get(second, "corrected") == "corrected"
+    assert w.current is not None and w.store.status(w.current.id) is None
+    assert _center_in(viewer, w.region_world_box(w.current))
