@@ -1,4 +1,4 @@
-"""Headless command line: ``napari-histo info|train|evaluate|predict|demo``.
+"""Headless command line: ``napari-histo info|train|evaluate|predict|review|demo``.
 
 Each subcommand lives in its own module exposing ``register(subparsers)``; the module is
 imported only to build the parser, and heavy imports (torch, dask) happen inside the command
@@ -39,7 +39,7 @@ from typing import Any, NoReturn
 from napari_histo import __version__
 from napari_histo.core.errors import describe_failure, one_line
 
-SUBCOMMANDS = ("info", "train", "evaluate", "predict", "demo")
+SUBCOMMANDS = ("info", "train", "evaluate", "predict", "review", "demo")
 EXIT_ERROR = 2
 EXIT_INTERRUPTED = 130
 EXIT_BROKEN_PIPE = 141

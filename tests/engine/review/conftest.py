@@ -85,3 +85,9 @@ def tiny_case(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     run_task(predict_slide(slide, ckpt, cfg, out_path=store))
     return {"dir": d, "slide": Path(slide), "mask": Path(mask), "ckpt": Path(ckpt),
             "store": store}
+
+
+@pytest.fixture
+def known_store_writer() -> object:
+    """:func:`write_known_store` for tests that build stores of their own."""
+    return write_known_store

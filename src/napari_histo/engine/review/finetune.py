@@ -1,20 +1,32 @@
 """Fine-tune on reviewed regions, re-predict the unreviewed top regions, re-rank.
 
-Reuses the corrections fine-tune path (:func:`napari_histo.engine.corrections.finetune_job`,
-``train(cfg, arrays=...)``).
+The loop of the review queue: the user accepts or corrects the regions the model was least
+sure of; :func:`finetune_reviewed_job` trains the checkpoint on them (the existing
+``train(cfg, arrays=...)`` path of the Correct widget, :mod:`napari_histo.engine.corrections`),
+scores the reviewed regions before and after (Dice/IoU against the user's labels), writes
+the fine-tuned model's prediction of the best ``repredict_top`` regions not yet reviewed
+back into the store (probabilities, labels and their pyramids; the store records which
+checkpoint refined which boxes) and ranks what is left again.
 """
 
 from __future__ import annotations
 
+import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from napari_histo.core.progress import Task
+import numpy as np
+
+from napari_histo.core.errors import ConfigError
+from napari_histo.core.progress import Message, Progress, Task
 from napari_histo.engine.review.regions import Region
 from napari_histo.engine.review.store import ReviewStore
 
-__all__ = ["ReviewFinetuneOutcome", "finetune_reviewed_job"]
+__all__ = ["ReviewFinetuneOutcome", "finetune_config", "finetune_reviewed_job"]
+
+Box = tuple[int, int, int, int]
 
 
 @dataclass
@@ -23,17 +35,165 @@ class ReviewFinetuneOutcome:
 
     checkpoint: str  #: the fine-tuned checkpoint
     samples: int  #: reviewed regions trained on
-    before: dict[str, float]  #: Dice/IoU of the old labels on the reviewed regions
+    before: dict[str, float]  #: Dice/IoU of the stored labels on the reviewed regions
     after: dict[str, float]  #: same with the fine-tuned model
+    reference: str = "corrections"  #: what before/after were scored against
     repredicted: list[str] = field(default_factory=list)  #: ids re-predicted in the store
     regions: list[Region] = field(default_factory=list)  #: the new ranking of what is left
     train: Any = None  #: the engine's TrainResult
 
 
-def finetune_reviewed_job(store: ReviewStore, checkpoint: str | Path, cfg: Any, *,
-                          repredict_top: int = 16, image_reader: Any = None,
+def finetune_config(checkpoint: str | Path, out_dir: str | Path, *, epochs: int = 3,
+                    steps_per_epoch: int = 10, lr: float = 1e-4, patch_size: int = 128,
+                    batch_size: int = 4, device: str = "cpu") -> Any:
+    """A fine-tuning TrainConfig for ``checkpoint`` (same settings as the Correct widget:
+    no validation split, frozen norm layers, augmentation on, the checkpoint's classes)."""
+    from napari_histo.engine.checkpoints import read_checkpoint
+    from napari_histo.engine.training import TrainConfig
+
+    info = read_checkpoint(str(checkpoint))
+    pre = info.get("preprocessing") or {}
+    mpp = pre.get("mpp")
+    names = tuple(info.get("class_names") or ("background", "foreground"))
+    return TrainConfig(
+        task="segment", model=str(info["spec"]["name"]), epochs=epochs, lr=lr,
+        batch_size=batch_size, patch_size=patch_size, mpp=mpp, data_mpp=mpp, device=device,
+        out_dir=str(out_dir), val_fraction=0.0, init_checkpoint=str(checkpoint),
+        steps_per_epoch=steps_per_epoch, early_stopping_patience=None, class_names=names,
+        num_classes=len(names), augment=True, amp=False, preview=False, freeze_norm=True)
+
+
+def _labels_of(probs: np.ndarray, threshold: float) -> np.ndarray:
+    """(C, h, w) probabilities -> labels (threshold on the positive class, else argmax)."""
+    if probs.shape[0] == 2:
+        return (probs[1] >= threshold).astype(np.uint8)
+    return np.argmax(probs, axis=0).astype(np.uint8)
+
+
+def _scores(pairs: list[tuple[np.ndarray, np.ndarray]]) -> dict[str, float]:
+    """Pooled foreground Dice/IoU over (labels, reference) pairs (engine.metrics)."""
+    from napari_histo.engine.metrics import binary_scores
+
+    tp = fp = fn = tn = 0
+    for lab, ref in pairs:
+        a, b = lab > 0, ref > 0
+        tp += int(np.count_nonzero(a & b))
+        fp += int(np.count_nonzero(a & ~b))
+        fn += int(np.count_nonzero(~a & b))
+        tn += int(a.size) - int(np.count_nonzero(a | b))
+    sc = binary_scores(tp, fp, fn, tn)
+    return {"dice": float(sc["dice"]), "iou": float(sc["iou"]), "pixels": float(tp + fp + fn + tn)}
+
+
+def finetune_reviewed_job(store: ReviewStore, checkpoint: str | Path, cfg: Any = None, *,
+                          repredict_top: int = 16,
+                          image_reader: Callable[[Box], np.ndarray] | None = None,
                           ) -> Task[ReviewFinetuneOutcome]:
-    """Train ``checkpoint`` on the accepted/corrected regions (``cfg``: a TrainConfig whose
-    ``init_checkpoint``/``epochs`` the caller chose), re-predict the ``repredict_top`` best
-    not-yet-reviewed regions in place in the store, and re-rank what is left."""
-    raise NotImplementedError
+    """Train ``checkpoint`` on the accepted/corrected regions, re-predict the
+    ``repredict_top`` best regions not yet reviewed in place in the store, re-rank the rest.
+
+    ``cfg``: a TrainConfig (None: :func:`finetune_config` into a ``finetune-*`` folder next
+    to the store); its ``init_checkpoint`` is set to ``checkpoint`` when empty.
+    ``image_reader(bbox_store) -> RGB`` (None: the store's slide at its resolution).
+    Before/after Dice are pooled over the corrected regions against the corrections (over
+    all reviewed regions when none was corrected). Cancel by closing the generator.
+    """
+    from napari_histo.engine.checkpoints import load_checkpoint
+    from napari_histo.engine.review.slide_access import predict_box
+    from napari_histo.engine.training import train
+
+    if not Path(str(checkpoint)).is_file():
+        raise ConfigError(f"checkpoint not found: {checkpoint}")
+    if not isinstance(repredict_top, int) or repredict_top < 0:
+        raise ConfigError(f"repredict_top must be a whole number >= 0, got {repredict_top!r}")
+    own_reader = store.image_reader() if image_reader is None else None
+    read: Callable[[Box], np.ndarray] = image_reader or own_reader  # type: ignore[assignment]
+    try:
+        samples = store.reviewed_samples(read)
+        if not samples:
+            raise ConfigError("no accepted or corrected regions to fine-tune on; review some "
+                              "regions first")
+        if cfg is None:
+            cfg = finetune_config(checkpoint, store.path.parent /
+                                  time.strftime(f"finetune-{store.path.name}-%Y%m%d-%H%M%S"))
+        elif not getattr(cfg, "init_checkpoint", None):
+            cfg = cfg.replace(init_checkpoint=str(checkpoint))
+        thr = float(store.meta.get("threshold", 0.5))
+        corrected = store.reviewed(("corrected",))
+        scored = corrected or store.reviewed()
+        reference = "corrections" if corrected else "accepted predictions"
+        refs = {s.name: s.labels for s in samples}
+        old = store.labels()
+        before = _scores([(np.asarray(old[r.bbox_store[0]:r.bbox_store[2],
+                                          r.bbox_store[1]:r.bbox_store[3]]), refs[r.id])
+                          for r in scored if r.id in refs])
+        yield Message(f"before fine-tuning: Dice {before['dice']:.3f} on {len(scored)} "
+                      f"reviewed region(s), against the {reference}")
+        gen = train(cfg, arrays=samples)
+        try:
+            while True:
+                try:
+                    ev = next(gen)
+                except StopIteration as stop:
+                    result = stop.value
+                    break
+                yield ev
+        finally:
+            gen.close()
+        ckpt = str(result.best_checkpoint or result.last_checkpoint)
+        loaded = load_checkpoint(ckpt, device="cpu")
+        after_pairs = []
+        for i, r in enumerate(scored):
+            if r.id not in refs:
+                continue
+            p = predict_box(read, loaded, r.bbox_store)
+            after_pairs.append((_labels_of(p, thr), refs[r.id]))
+            yield Progress(i + 1, len(scored), "scoring reviewed regions")
+        after = _scores(after_pairs)
+        yield Message(f"after fine-tuning: Dice {after['dice']:.3f} (was {before['dice']:.3f})")
+        todo = store.remaining()[:repredict_top]
+        done = yield from _repredict(store, todo, loaded, read, thr, ckpt)
+        settings = store.settings
+        regions = yield from store.rank(unit=settings.get("unit", "tile"),
+                                        size_um=settings.get("size_um"),
+                                        method=settings.get("method", "entropy"))
+    finally:
+        if own_reader is not None:
+            own_reader.close()
+    return ReviewFinetuneOutcome(checkpoint=ckpt, samples=len(samples), before=before,
+                                 after=after, reference=reference, repredicted=done,
+                                 regions=[r for r in regions if store.status(r.id) is None],
+                                 train=result)
+
+
+def _repredict(store: ReviewStore, todo: list[Region], loaded: Any,
+               read: Callable[[Box], np.ndarray], threshold: float, ckpt: str) -> Task[list[str]]:
+    """Write the fine-tuned prediction of ``todo`` into the store (probabilities, labels, the
+    pyramid levels above them) and record the refinement; background the run skipped (stored
+    probability mass 0) stays background."""
+    from napari_histo.engine.inference.writer import put_block
+    from napari_histo.engine.review.slide_access import predict_box
+    from napari_histo.io.ome_zarr import open_ome_zarr
+
+    if not todo:
+        return []
+    probs_store = open_ome_zarr(store.path, mode="r+")
+    labels_store = open_ome_zarr(store.path / "labels" / "prediction", mode="r+")
+    prob_dtype = str(store.meta.get("prob_dtype") or "float16")
+    done: list[str] = []
+    for i, r in enumerate(todo):
+        y0, x0, y1, x1 = r.bbox_store
+        p = predict_box(read, loaded, r.bbox_store)
+        stored = np.asarray(probs_store.level0[..., y0:y1, x0:x1])
+        mass = stored > 0 if stored.ndim == 2 else stored.sum(axis=0) > 0
+        p = p * mass[None]
+        put_block(probs_store.level0, labels_store.level0, r.bbox_store, p, prob_dtype,
+                  threshold)
+        probs_store.build_pyramid(region=r.bbox_store, workers=1)
+        labels_store.build_pyramid(region=r.bbox_store, workers=1)
+        done.append(r.id)
+        yield Progress(i + 1, len(todo), "re-predicting unreviewed regions")
+    store.record_refinement(ckpt, todo)
+    return done
+
+

@@ -331,6 +331,18 @@ class ReviewStore:
                 out.append(Region.from_dict(m["region"]))
         return out
 
+    def record_refinement(self, checkpoint: str, regions: list[Region]) -> None:
+        """Note that ``checkpoint`` re-predicted these regions' boxes in the store."""
+        st = self._state()
+        st["refined"] = [*st["refined"], {"checkpoint": str(checkpoint), "time": time.time(),
+                                          "ids": [r.id for r in regions],
+                                          "boxes": [list(r.bbox_store) for r in regions]}]
+        self._save_state(st)
+
+    def refinements(self) -> list[dict[str, Any]]:
+        """Which checkpoint re-predicted which store boxes (fine-tune on reviewed), oldest first."""
+        return list(self._state()["refined"])
+
     # ------------------------------------------------------------------ corrections
     def _corrections(self, create: bool) -> Any:
         rg = self._review
@@ -407,7 +419,7 @@ class ReviewStore:
         return self.group["labels/prediction/0"]
 
     # ------------------------------------------------------------------ training samples
-    def image_reader(self) -> Callable[[Box], np.ndarray]:
+    def image_reader(self) -> Any:
         """``read(bbox_store) -> (h, w, 3) uint8``: the slide at the store's resolution."""
         from napari_histo.engine.review.slide_access import store_image_reader
 
