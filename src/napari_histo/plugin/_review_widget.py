@@ -648,24 +648,16 @@ class ReviewWidget(DockWidget):
         self._ckpt_edit.value = Path(path)
 
     def _to_config(self) -> Any:
+        """The engine's fine-tune settings (as the Correct widget's) with this widget's budget."""
         from napari_histo.core.settings import runs_dir
-        from napari_histo.engine.checkpoints import read_checkpoint
-        from napari_histo.engine.training import TrainConfig
+        from napari_histo.engine.review.finetune import finetune_config
 
         ckpt = self._ckpt_edit.value
         if not ckpt or not Path(str(ckpt)).is_file():
             raise ValueError("choose the model checkpoint to fine-tune (the one that predicted)")
-        info = read_checkpoint(str(ckpt))
-        mpp = (info.get("preprocessing") or {}).get("mpp")
-        names = tuple(info.get("class_names") or ("background", "foreground"))
         out = runs_dir() / time.strftime("review-finetune-%Y%m%d-%H%M%S")
-        return TrainConfig(
-            task="segment", model=str(info["spec"]["name"]), epochs=int(self._epochs_spin.value),
-            lr=5e-4, batch_size=4, patch_size=128, mpp=mpp, data_mpp=mpp, device="cpu",
-            out_dir=str(out), val_fraction=0.0, init_checkpoint=str(ckpt),
-            steps_per_epoch=int(self._steps_spin.value), early_stopping_patience=None,
-            class_names=names, num_classes=len(names), augment=True, amp=False, preview=False,
-            freeze_norm=True)
+        return finetune_config(str(ckpt), out, epochs=int(self._epochs_spin.value),
+                               steps_per_epoch=int(self._steps_spin.value))
 
     def fine_tune(self) -> TaskHandle | None:
         """Train on the accepted and corrected regions, re-predict and re-rank (a worker)."""

@@ -200,10 +200,26 @@ def test_docks_from_the_manifest(make_napari_viewer):
     assert widget.keys.active
 
 
-def test_finetune_on_reviewed(make_napari_viewer, qtbot, known, tiny_checkpoint,
+@pytest.fixture
+def predicted(tmp_path: Path, tiny_checkpoint: Path) -> Path:
+    """A real prediction store: the tiny U-Net run over a synthetic slide by predict_slide."""
+    from napari_histo.core.progress import run_task
+    from napari_histo.engine.inference import InferenceConfig, predict_slide
+    from napari_histo.io.synthetic import write_synthetic_slide
+
+    slide, _ = write_synthetic_slide(tmp_path / "syn.tif", shape=(512, 768), tile=256,
+                                     levels=2, mpp=0.5, seed=3)
+    store = tmp_path / "pred.ome.zarr"
+    cfg = InferenceConfig(tile=128, overlap=32, batch_size=4, readers=1, device="cpu")
+    run_task(predict_slide(slide, tiny_checkpoint, cfg, out_path=store))
+    return store
+
+
+def test_finetune_on_reviewed(make_napari_viewer, qtbot, predicted, tiny_checkpoint,
                               no_threads_left):
     viewer = make_napari_viewer()
-    w = _ranked(viewer, qtbot, known["store"])
+    w = _ranked(viewer, qtbot, predicted)
+    assert len(w.regions) >= 3
     w.set_checkpoint(tiny_checkpoint)
     w._epochs_spin.value = 1
     w._steps_spin.value = 2
@@ -211,7 +227,7 @@ def test_finetune_on_reviewed(make_napari_viewer, qtbot, known, tiny_checkpoint,
     first, second = w.regions[0].id, w.regions[1].id
     w.accept()
     layer = w.edit()
-    layer.paint((32, 32), 0)
+    layer.paint((32, 32), 1 - int(layer.data[32, 32]))  # the opposite of the prediction
     w.next()  # saves the correction
     assert w.store.status(second) == "corrected"
     ft = w.fine_tune()
