@@ -396,14 +396,17 @@ class ReviewWidget(DockWidget):
         if getattr(pred, "units", None) is not None:
             kwargs["units"] = tuple(pred.units)[-2:]
         subject = str(self.store.meta.get("slide_name") or Path(self.store.path).name)
+        active = self._viewer.layers.selection.active
         layer = self._viewer.add_image(
             data, multiscale=len(levels) > 1, name=rl.unique_name(
                 self._viewer, rl.result_name(subject, "uncertainty")),
             scale=tuple(pred.scale[-2:]), translate=tuple(pred.translate[-2:]),
-            colormap=uncertainty_colormap(), contrast_limits=(0.0, 255.0), opacity=0.6,
+            colormap=uncertainty_colormap(), contrast_limits=(0.0, 255.0), opacity=0.5,
             blending="translucent",
             metadata={"napari_histo": {"kind": UNCERTAINTY_KIND, "store": str(self.store.path)}},
             **kwargs)
+        if active is not None and active in self._viewer.layers:  # keys keep their target
+            self._viewer.layers.selection.active = active
         return layer
 
     # ---------------------------------------------------------------- the list

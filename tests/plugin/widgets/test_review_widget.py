@@ -245,3 +245,17 @@ def test_finetune_on_reviewed(make_napari_viewer, qtbot, predicted, tiny_checkpo
     assert statuses.get(second, "corrected") == "corrected"
     assert w.current is not None and w.store.status(w.current.id) is None
     assert _center_in(viewer, w.region_world_box(w.current))
+
+
+def test_stop_ranking_ends_cancelled(make_napari_viewer, qtbot, known, no_threads_left):
+    viewer = make_napari_viewer()
+    w = ReviewWidget(viewer)
+    viewer.window.add_dock_widget(w)
+    assert w.open_store(known["store"])
+    h = w.rank()
+    assert h is not None and w._stop_button.enabled and not w._rank_button.enabled
+    assert w.rank() is None  # one task at a time
+    w._stop_button.changed.emit(True)
+    qtbot.waitUntil(lambda: h.done and w._rank_button.enabled, timeout=30000)
+    assert h.cancelled and w._status_label.value.startswith("cancelled")
+    assert not w._stop_button.enabled and w._finetune_button.enabled
