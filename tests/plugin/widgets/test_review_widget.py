@@ -3,7 +3,7 @@
 The store holds known probabilities (one 50/50 tile, confident elsewhere) written by the
 engine's ZarrSink, placed off the slide's corner (origin 100, 200 px; 2 slide px per store
 px) so every coordinate conversion is exercised; its ``source`` is a real tiled TIFF slide.
-Keys are pressed through napari's own key dispatcher (active layer first, then the viewer).
+Keys are real Qt key clicks on the canvas, dispatched by napari (active layer, then viewer).
 """
 
 from __future__ import annotations
@@ -71,9 +71,16 @@ def _ranked(viewer, qtbot, store: Path) -> ReviewWidget:
 
 
 def _press(viewer, key: str) -> None:
-    handler = viewer.window._qt_viewer._key_map_handler
-    assert handler.press_key(key), key
-    handler.release_key(key)
+    """A real Qt key click on the canvas (``"n"``, ``"Shift-N"``), as a user would."""
+    from qtpy.QtCore import Qt
+    from qtpy.QtTest import QTest
+    from qtpy.QtWidgets import QApplication
+
+    shift = key.startswith("Shift-")
+    mods = Qt.KeyboardModifier.ShiftModifier if shift else Qt.KeyboardModifier.NoModifier
+    QTest.keyClick(viewer.window._qt_viewer.canvas.native,
+                   getattr(Qt.Key, f"Key_{key.split('-')[-1].upper()}"), mods)
+    QApplication.processEvents()
 
 
 def _center_in(viewer, box) -> bool:
