@@ -196,6 +196,9 @@ class ReviewWidget(DockWidget):
         header.setSectionResizeMode(QHeaderView.ResizeMode.ResizeToContents)
         header.setStretchLastSection(True)
         table.setMinimumHeight(220)
+        from qtpy.QtCore import Qt
+
+        table.setHorizontalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAlwaysOff)
         table.currentCellChanged.connect(self._on_row)
         table.verticalScrollBar().valueChanged.connect(lambda *_: self._queue_thumbnails())
         return table
