@@ -53,6 +53,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--amp", action="store_true", help="float16 autocast on CUDA")
     p.add_argument("--tta", action="store_true",
                    help="test-time augmentation: average over flips/rot90 (8x slower)")
+    p.add_argument("--uncertainty", action="store_true",
+                   help="also store an uncertainty map and the review ranking in each "
+                        "segmentation store (see napari-histo review)")
     mode = p.add_mutually_exclusive_group()
     mode.add_argument("--resume", action="store_true", help="finish an interrupted output")
     mode.add_argument("--overwrite", action="store_true", help="replace an existing output")
@@ -212,6 +215,10 @@ def run(args: argparse.Namespace) -> int:
         with LazyBar("predict", quiet, as_json, notes) as bar:
             results = run_task(predict_distributed(inputs, model, cfg, outs, region=region,
                                                    region_units=units), render(bar))
+            if args.uncertainty:
+                for r in results:
+                    if r is not None:
+                        _rank_store(r, bar)
         failed = sum(r is None for r in results)
         if as_json:
             errors = [t for lv, t in notes if lv == "error"]
@@ -233,10 +240,13 @@ def run(args: argparse.Namespace) -> int:
     for src, out in zip(inputs, outs, strict=False):
         try:
             with LazyBar(src.name, quiet, as_json, notes) as bar:
-                res = run_task(predict_slide(src, model, cfg, region=region, region_units=units,
-                                             order_near=near, out_path=out), render(bar))
+                res = run_task(predict_slide(src, model, cfg, region=region,
+                                             region_units=units, order_near=near,
+                                             out_path=out), render(bar))
+                review = _rank_store(res, bar) if args.uncertainty else None
             if as_json:
-                outputs.append(_output_json(src, res, formats))
+                outputs.append({**_output_json(src, res, formats),
+                                **({"review": review} if review is not None else {})})
             else:
                 print(f"{out}: {res.total_tiles} tiles, {res.skipped_tiles} background, "
                       f"{res.failed_tiles} unreadable")
@@ -249,6 +259,32 @@ def run(args: argparse.Namespace) -> int:
     if as_json:
         print_json(_predict_json(model, outputs, failures, notes, time.perf_counter() - t0))
     return 2 if failed else 0
+
+
+def _rank_store(res: Any, bar: LazyBar) -> dict[str, Any] | None:
+    """``--uncertainty``: the review ranking and uncertainty map of a finished segmentation
+    store (a warning, not an error, for a patch heatmap or an unfinished store)."""
+    from napari_histo.core.progress import Message, Progress, run_task
+    from napari_histo.engine.review import ReviewStore
+
+    if res.path is None or not res.complete or res.task != "segment":
+        bar.say(f"{res.path}: no review ranking (only finished segmentation stores are "
+                "ranked)", "warning")
+        return None
+    store = ReviewStore.open(res.path)
+
+    def on_event(ev: Any) -> None:
+        if isinstance(ev, Progress):
+            bar.show(ev.done, ev.total)
+        elif isinstance(ev, Message):
+            bar.say(ev.text, ev.level)
+
+    regions = run_task(store.rank(), on_event)
+    if not bar.as_json:
+        print(f"{res.path}: {len(regions)} regions ranked for review "
+              f"(napari-histo review {res.path} --top 10)")
+    return {"regions": len(regions), "uncertainty": str(store.uncertainty_path),
+            "seconds": store.settings.get("seconds")}
 
 
 def _output_json(src: Path, res: Any, formats: tuple[str, ...]) -> dict[str, Any]:

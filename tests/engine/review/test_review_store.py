@@ -136,3 +136,32 @@ def test_real_prediction_reread_lines_up_with_the_store(tiny_case: dict[str, Pat
     stored = np.asarray(store.probabilities()[y0:y1, x0:x1], np.float32)
     assert p.shape == (2, y1 - y0, x1 - x0)
     assert np.abs(p[1] - stored).mean() < 0.01
+
+
+def test_components_of_a_tall_store_come_from_a_coarse_level(tmp_path: Path,
+                                                              request: pytest.FixtureRequest
+                                                              ) -> None:
+    write = request.getfixturevalue("known_store_writer")
+    p = np.full((4608, 512), 0.02, np.float32)
+    p[3000:3200, 100:300] = 0.5
+    store = ReviewStore.open(write(tmp_path / "tall.ome.zarr", p, chunk=512))
+    (r,) = run_task(store.rank(unit="component"))
+    y0, x0, y1, x1 = r.bbox_store  # found on level 1 (2304 px tall), scaled back
+    assert 2996 <= y0 <= 3000 and 3200 <= y1 <= 3204 and 96 <= x0 <= 100 and 300 <= x1 <= 304
+    assert r.id == f"c-{y0}-{x0}" and abs(r.area_px - 200 * 200) < 2000
+    assert r.bbox_px == (100 + 2 * y0, 200 + 2 * x0, 100 + 2 * y1, 200 + 2 * x1)
+
+
+def test_a_cancelled_rank_leaves_the_finished_map_and_ranking(known_store: Path) -> None:
+    store = ReviewStore.open(known_store)
+    regs = run_task(store.rank())
+    gen = store.rank(method="margin")
+    next(gen)  # the first block of the new map is written ...
+    gen.close()  # ... then the user cancels
+    again = ReviewStore.open(known_store)
+    assert again.regions() == regs and again.settings["method"] == "entropy"
+    levels = again.uncertainty_levels()
+    assert int(levels[0][300, 300]) == 255 and len(levels) >= 2
+    run_task(again.rank(method="margin"))  # the leftover is cleared by the next rank
+    assert not (known_store / "review" / "uncertainty-partial").exists()
+    assert again.settings["method"] == "margin"

@@ -35,8 +35,10 @@ class ReviewFinetuneOutcome:
 
     checkpoint: str  #: the fine-tuned checkpoint
     samples: int  #: reviewed regions trained on
-    before: dict[str, float]  #: Dice/IoU of the stored labels on the reviewed regions
-    after: dict[str, float]  #: same with the fine-tuned model
+    #: Dice/IoU (+ ``dice_ci``/``iou_ci`` 95 % bootstrap over regions) of the stored labels
+    #: on the reviewed regions
+    before: dict[str, Any]
+    after: dict[str, Any]  #: same with the fine-tuned model
     reference: str = "corrections"  #: what before/after were scored against
     repredicted: list[str] = field(default_factory=list)  #: ids re-predicted in the store
     regions: list[Region] = field(default_factory=list)  #: the new ranking of what is left
@@ -45,9 +47,14 @@ class ReviewFinetuneOutcome:
 
 def finetune_config(checkpoint: str | Path, out_dir: str | Path, *, epochs: int = 3,
                     steps_per_epoch: int = 10, lr: float = 1e-4, patch_size: int = 128,
-                    batch_size: int = 4, device: str = "cpu") -> Any:
-    """A fine-tuning TrainConfig for ``checkpoint`` (same settings as the Correct widget:
-    no validation split, frozen norm layers, augmentation on, the checkpoint's classes)."""
+                    batch_size: int = 4, device: str = "cpu", augment: bool = True,
+                    freeze_norm: bool = True) -> Any:
+    """A fine-tuning TrainConfig for ``checkpoint`` (defaults of the Correct widget: no
+    validation split, frozen norm layers, augmentation on, the checkpoint's classes).
+
+    A barely trained checkpoint learns faster with ``freeze_norm=False`` (its norm
+    statistics are not worth keeping) and, on a few regions, ``augment=False``.
+    """
     from napari_histo.engine.checkpoints import read_checkpoint
     from napari_histo.engine.training import TrainConfig
 
@@ -60,7 +67,8 @@ def finetune_config(checkpoint: str | Path, out_dir: str | Path, *, epochs: int 
         batch_size=batch_size, patch_size=patch_size, mpp=mpp, data_mpp=mpp, device=device,
         out_dir=str(out_dir), val_fraction=0.0, init_checkpoint=str(checkpoint),
         steps_per_epoch=steps_per_epoch, early_stopping_patience=None, class_names=names,
-        num_classes=len(names), augment=True, amp=False, preview=False, freeze_norm=True)
+        num_classes=len(names), augment=augment, amp=False, preview=False,
+        freeze_norm=freeze_norm)
 
 
 def _labels_of(probs: np.ndarray, threshold: float) -> np.ndarray:
@@ -70,19 +78,29 @@ def _labels_of(probs: np.ndarray, threshold: float) -> np.ndarray:
     return np.argmax(probs, axis=0).astype(np.uint8)
 
 
-def _scores(pairs: list[tuple[np.ndarray, np.ndarray]]) -> dict[str, float]:
-    """Pooled foreground Dice/IoU over (labels, reference) pairs (engine.metrics)."""
-    from napari_histo.engine.metrics import binary_scores
+def _scores(pairs: list[tuple[np.ndarray, np.ndarray]]) -> dict[str, float | list[float]]:
+    """Pooled foreground Dice/IoU over (labels, reference) region pairs, with 95 % bootstrap
+    intervals over regions (``dice_ci``/``iou_ci``; engine.uncertainty)."""
+    from napari_histo.engine.uncertainty import item_cis, item_metrics
 
-    tp = fp = fn = tn = 0
-    for lab, ref in pairs:
-        a, b = lab > 0, ref > 0
-        tp += int(np.count_nonzero(a & b))
-        fp += int(np.count_nonzero(a & ~b))
-        fn += int(np.count_nonzero(~a & b))
-        tn += int(a.size) - int(np.count_nonzero(a | b))
-    sc = binary_scores(tp, fp, fn, tn)
-    return {"dice": float(sc["dice"]), "iou": float(sc["iou"]), "pixels": float(tp + fp + fn + tn)}
+    if not pairs:
+        return {"dice": float("nan"), "iou": float("nan"), "regions": 0.0}
+    cms = np.zeros((len(pairs), 2, 2), np.int64)
+    for i, (lab, ref) in enumerate(pairs):
+        a, b = np.asarray(lab).ravel() > 0, np.asarray(ref).ravel() > 0
+        cms[i] = [[np.count_nonzero(~b & ~a), np.count_nonzero(~b & a)],
+                  [np.count_nonzero(b & ~a), np.count_nonzero(b & a)]]
+    items = {"cm": cms}
+    point = item_metrics(items, "r")
+    cis = item_cis(items, None, "r", n=500)
+    return {"dice": float(point["r_dice"]), "iou": float(point["r_iou"]),
+            "dice_ci": cis["r_dice_ci"], "iou_ci": cis["r_iou_ci"],
+            "regions": float(len(pairs))}
+
+
+def _fmt(sc: dict[str, Any]) -> str:
+    lo, hi = sc.get("dice_ci") or (float("nan"), float("nan"))
+    return f"{sc['dice']:.3f} (95% CI {lo:.3f}-{hi:.3f})"
 
 
 def finetune_reviewed_job(store: ReviewStore, checkpoint: str | Path, cfg: Any = None, *,
@@ -127,7 +145,7 @@ def finetune_reviewed_job(store: ReviewStore, checkpoint: str | Path, cfg: Any =
         before = _scores([(np.asarray(old[r.bbox_store[0]:r.bbox_store[2],
                                           r.bbox_store[1]:r.bbox_store[3]]), refs[r.id])
                           for r in scored if r.id in refs])
-        yield Message(f"before fine-tuning: Dice {before['dice']:.3f} on {len(scored)} "
+        yield Message(f"before fine-tuning: Dice {_fmt(before)} on {len(scored)} "
                       f"reviewed region(s), against the {reference}")
         gen = train(cfg, arrays=samples)
         try:
@@ -150,7 +168,7 @@ def finetune_reviewed_job(store: ReviewStore, checkpoint: str | Path, cfg: Any =
             after_pairs.append((_labels_of(p, thr), refs[r.id]))
             yield Progress(i + 1, len(scored), "scoring reviewed regions")
         after = _scores(after_pairs)
-        yield Message(f"after fine-tuning: Dice {after['dice']:.3f} (was {before['dice']:.3f})")
+        yield Message(f"after fine-tuning: Dice {_fmt(after)} (was {_fmt(before)})")
         todo = store.remaining()[:repredict_top]
         done = yield from _repredict(store, todo, loaded, read, thr, ckpt)
         settings = store.settings

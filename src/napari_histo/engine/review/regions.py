@@ -13,7 +13,7 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["DEFAULT_WEIGHTS", "Placement", "Region", "score_regions"]
+__all__ = ["DEFAULT_WEIGHTS", "Placement", "Region", "rescale_regions", "score_regions"]
 
 Box = tuple[int, int, int, int]
 
@@ -291,3 +291,24 @@ def _sum_pool(a: np.ndarray, f: int) -> np.ndarray:
     p = np.zeros((ph, pw), np.float32)
     p[:h, :w] = a
     return p.reshape(ph // f, f, pw // f, f).sum(axis=(1, 3))
+
+
+def rescale_regions(regions: list[Region], factor: int, shape: tuple[int, int],
+                    placement: Placement) -> list[Region]:
+    """Regions scored on a pyramid level ``factor`` times smaller, back on level 0 (ids,
+    boxes, areas and boundaries scaled; boxes clipped to ``shape``; order and scores kept)."""
+    from dataclasses import replace
+
+    if factor == 1:
+        return [replace(r, bbox_px=placement.to_px(r.bbox_store),
+                        bbox_um=placement.to_um(r.bbox_store)) for r in regions]
+    h, w = shape
+    out = []
+    for r in regions:
+        y0, x0, y1, x1 = (v * factor for v in r.bbox_store)
+        box = (y0, x0, min(h, y1), min(w, x1))
+        rid = f"c-{y0}-{x0}" if r.kind == "component" else r.id
+        out.append(replace(r, id=rid, bbox_store=box, bbox_px=placement.to_px(box),
+                           bbox_um=placement.to_um(box), area_px=r.area_px * factor * factor,
+                           boundary_px=r.boundary_px * factor))
+    return out

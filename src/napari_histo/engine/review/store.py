@@ -1,15 +1,17 @@
 """A review session persisted inside a prediction's OME-Zarr store (group ``review``).
 
-Layout added to ``NAME.ome.zarr`` (nothing else in the store changes, so completeness,
-resume checks, ``info``, the napari reader and the Past predictions list see the same
-prediction)::
+Layout added to ``NAME.ome.zarr`` (the prediction's own arrays and metadata are left as
+they are, so completeness, resume checks, ``info``, the napari reader and the Past
+predictions list see the same prediction; only fine-tuning on reviewed regions rewrites the
+boxes it re-predicts, and records them under ``refined``)::
 
-    review/                 zarr group; its attributes are only ``{"napari_histo_review": 1}``
-      state.json            ranking, settings, marks, cursor, refinements (JSON, written to a
-                            temporary sibling then renamed: never half written)
+    review/                 zarr group; attribute ``napari_histo_review``: marks (status and
+                            box of each reviewed region), cursor, refinements
+      ranking/              zarr group; attribute ``napari_histo_review``: settings (unit,
+                            size, method, TTA cost, seconds) and the ranked regions
       uncertainty/0, 1, ... uint8 NGFF image pyramid (255 u), same placement as the prediction
-      corrections/0         uint8 labels at store level 0 (255 = not corrected), written
-                            region by region as the user corrects
+      corrections           uint8 array of class labels at store level 0 (255 = not
+                            corrected), written region by region as the user corrects
 
 A session survives closing napari: reopen the store and :attr:`ReviewStore.cursor`,
 :meth:`ReviewStore.status` and :meth:`ReviewStore.correction` give back where it stopped.
@@ -42,6 +44,8 @@ ATTR = "napari_histo_review"
 DEFAULT_SIZE = 256
 #: TTA only where the region's mean probability is within this of the threshold
 TTA_NEAR = 0.35
+#: the uncertainty map while it is being written (renamed to ``uncertainty`` when complete)
+PARTIAL = "uncertainty-partial"
 
 
 class ReviewStore:
@@ -193,15 +197,18 @@ class ReviewStore:
         unc = yield from self._write_uncertainty(method)
         yield Progress(0, 1, "ranking regions")
         threshold = float(self.meta.get("threshold", 0.5))
-        ranked = score_regions(self.probabilities(), threshold=threshold, unit=unit, size=size,
-                               uncertainty=unc, placement=self.placement)
+        if unit == "component":
+            ranked = self._components(threshold, size)
+        else:
+            ranked = score_regions(self.probabilities(), threshold=threshold, unit=unit,
+                                   size=size, uncertainty=unc, placement=self.placement)
         settings: dict[str, Any] = {"unit": unit, "size": size, "size_um": size_um,
                                     "method": method, "tta": bool(tta), "regions": len(ranked)}
         if tta:
             from napari_histo.engine.review.tta import tta_rerank
 
-            ranked, cost = yield from tta_rerank(self, ranked, model=model, top=tta_top,
-                                                 near=TTA_NEAR)
+            ranked, cost = yield from tta_rerank(self.meta, self.probabilities(), ranked,
+                                                 model=model, top=tta_top, near=TTA_NEAR)
             settings["tta_cost"] = cost
             settings["model"] = cost.get("checkpoint")
         settings["seconds"] = round(time.perf_counter() - t0, 3)
@@ -209,6 +216,23 @@ class ReviewStore:
         self._store_ranking(ranked, settings)
         yield from self._report_kept(ranked)
         return ranked[:top] if top is not None else ranked
+
+    def _components(self, threshold: float, size: int) -> list[Region]:
+        """Components found on the coarsest pyramid level at most ~2048 px a side (the
+        stored uncertainty and probability pyramids: a whole-slide map never read at level
+        0 again), boxes, areas and boundaries scaled back to store level 0."""
+        from napari_histo.engine.review.regions import rescale_regions
+
+        unc = self.uncertainty_levels()
+        k = 0
+        while (k + 1 < len(unc) and str(k + 1) in self.group
+               and max(unc[k].shape[-2:]) > 2048):
+            k += 1
+        f = 2 ** k
+        regs = score_regions(self.group[str(k)], threshold=threshold, unit="component",
+                             size=max(2, size // f), uncertainty=unc[k])
+        h, w = (int(v) for v in self.probabilities().shape[-2:])
+        return rescale_regions(regs, f, (h, w), self.placement)
 
     def _store_ranking(self, ranked: list[Region], settings: dict[str, Any]) -> None:
         rg = self._review
@@ -239,9 +263,9 @@ class ReviewStore:
         h, w = (int(s) for s in probs.shape[-2:])
         chunk = int(probs.chunks[-1])
         rg = self._review
-        if "uncertainty" in rg:
-            del rg["uncertainty"]
-        ug = rg.create_group("uncertainty")
+        if PARTIAL in rg:  # left by a cancelled or crashed rank
+            del rg[PARTIAL]
+        ug = rg.create_group(PARTIAL)
         zf = ug.metadata.zarr_format
         version = "0.4" if zf == 2 else "0.5"
         lvl0 = ug.create_array("0", shape=(h, w), chunks=(chunk, chunk), dtype="uint8",
@@ -262,7 +286,18 @@ class ReviewStore:
                 lvl0[box[0]:box[2], box[1]:box[3]] = to_uint8(np.where(t, u, 0.0))
             yield Progress(i + 1, len(boxes), "uncertainty map")
         grow_pyramid(ug, "image")
-        return lvl0
+        # only a finished map takes the name a viewer opens (a directory rename: zarr lists
+        # a group's members from the folder, so nothing else refers to the old name)
+        final = self.uncertainty_path
+        partial = final.with_name(PARTIAL)
+        if "uncertainty" in rg:
+            del rg["uncertainty"]
+        try:
+            partial.rename(final)
+        except OSError as err:
+            raise DataError(f"cannot save the uncertainty map into {self.path}: "
+                            f"{err.strerror or err}") from None
+        return self._review["uncertainty"]["0"]
 
     def _placement_ngff(self) -> tuple[list[float], list[float], str | None]:
         """Level-0 scale, translation and unit of the probabilities (copied for the map)."""
@@ -345,19 +380,19 @@ class ReviewStore:
 
     # ------------------------------------------------------------------ corrections
     def _corrections(self, create: bool) -> Any:
+        """The ``review/corrections`` array (created on the first correction)."""
         rg = self._review
         if "corrections" in rg:
-            return rg["corrections"]["0"]
+            return rg["corrections"]
         if not create:
             return None
         from napari_histo.io.ome_zarr import array_options
 
         labels = self.labels()
-        cg = rg.create_group("corrections")
-        zf = cg.metadata.zarr_format
         chunk = int(labels.chunks[-1])
-        return cg.create_array("0", shape=labels.shape, chunks=(chunk, chunk), dtype="uint8",
-                               fill_value=NOT_CORRECTED, **array_options(zf, 2))
+        return rg.create_array("corrections", shape=labels.shape, chunks=(chunk, chunk),
+                               dtype="uint8", fill_value=NOT_CORRECTED,
+                               **array_options(rg.metadata.zarr_format, 2))
 
     def save_correction(self, region_id: str, labels: np.ndarray) -> None:
         """Class labels over ``region.bbox_store`` -> ``review/corrections``; marks it

@@ -9,16 +9,13 @@ from __future__ import annotations
 
 import time
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 
 from napari_histo.core.errors import ConfigError
 from napari_histo.core.progress import Progress, Task
 from napari_histo.engine.review.regions import DEFAULT_WEIGHTS, Region
-
-if TYPE_CHECKING:
-    from napari_histo.engine.review.store import ReviewStore
 
 __all__ = ["TTA_WEIGHT", "tta_disagreement", "tta_rerank"]
 
@@ -37,27 +34,28 @@ def tta_disagreement(stored: np.ndarray, tta_probs: np.ndarray, tissue: np.ndarr
     return float(d[tissue].mean()) if tissue.any() else 0.0
 
 
-def tta_rerank(store: ReviewStore, ranked: list[Region], *, model: str | Path | None = None,
-               top: int = 8, near: float = 0.35) -> Task[tuple[list[Region], dict[str, Any]]]:
+def tta_rerank(meta: dict[str, Any], probs: Any, ranked: list[Region], *,
+               model: str | Path | None = None, top: int = 8, near: float = 0.35,
+               ) -> Task[tuple[list[Region], dict[str, Any]]]:
     """Add ``TTA_WEIGHT * disagreement`` to the score of the chosen regions and re-rank.
 
-    ``model``: a checkpoint (default: the one the store was predicted with).
+    ``meta``/``probs``: the store's metadata and level-0 probabilities; ``model``: a
+    checkpoint (default: the one the store was predicted with).
     """
     from napari_histo.engine.checkpoints import load_checkpoint
     from napari_histo.engine.review.slide_access import predict_box, store_image_reader
 
-    ckpt = model or store.meta.get("checkpoint")
+    ckpt = model or meta.get("checkpoint")
     if not ckpt or not Path(str(ckpt)).exists():
         raise ConfigError(f"TTA needs the checkpoint the prediction was made with "
                           f"({ckpt or 'not recorded'} is not there); pass one (--tta CKPT)")
     if not isinstance(top, int) or top < 0:
         raise ConfigError(f"tta_top must be a whole number >= 0, got {top!r}")
-    thr = float(store.meta.get("threshold", 0.5))
+    thr = float(meta.get("threshold", 0.5))
     chosen = [r for r in ranked if abs(r.mean_prob - thr) <= near][:top]
     t0 = time.perf_counter()
     loaded = load_checkpoint(str(ckpt), device="cpu")
-    read = store_image_reader(store.meta)
-    probs = store.probabilities()
+    read = store_image_reader(meta)
     found: dict[str, float] = {}
     px = 0
     try:
