@@ -697,9 +697,10 @@ class ReviewWidget(DockWidget):
     def _on_finetuned(self, outcome: Any) -> None:
         self.outcome = outcome
         b, a = outcome.before, outcome.after
+        against = getattr(outcome, "reference", "") or "reviewed labels"
         self._scores_label.value = (
-            f"Dice on {outcome.samples} reviewed regions: {_score(b, 'dice')} -> "
-            f"{_score(a, 'dice')}")
+            f"Dice on {outcome.samples} reviewed regions, against the {against}:\n"
+            f"{_score(b, 'dice')} -> {_score(a, 'dice')} (95 % CI over regions)")
         self.set_checkpoint(outcome.checkpoint)
         for layer in self._viewer.layers:  # the store's prediction changed on disk
             if store_of(layer) is not None and self.store is not None \
@@ -711,10 +712,12 @@ class ReviewWidget(DockWidget):
                                     f"{len(outcome.regions)} left to review")
 
 
-def _score(scores: dict[str, float], key: str) -> str:
-    """``0.812`` or, with a bootstrap interval in the dict, ``0.812 [0.75, 0.86]``."""
+def _score(scores: dict[str, Any], key: str) -> str:
+    """``0.812`` or, with its bootstrap interval (``<key>_ci``), ``0.812 [0.750, 0.860]``."""
     value = scores.get(key)
     if value is None:
         return "n/a"
-    lo, hi = scores.get(f"{key}_lo"), scores.get(f"{key}_hi")
-    return f"{value:.3f}" if lo is None or hi is None else f"{value:.3f} [{lo:.3f}, {hi:.3f}]"
+    ci = scores.get(f"{key}_ci")
+    if not ci or len(ci) != 2 or any(v is None or v != v for v in ci):
+        return f"{float(value):.3f}"
+    return f"{float(value):.3f} [{float(ci[0]):.3f}, {float(ci[1]):.3f}]"

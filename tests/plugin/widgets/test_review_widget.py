@@ -244,7 +244,7 @@ def test_finetune_on_reviewed(make_napari_viewer, qtbot, predicted, tiny_checkpo
     out = w.outcome
     assert out is not None and Path(out.checkpoint).is_file()
     assert Path(str(w._ckpt_edit.value)) == Path(out.checkpoint)  # the next round continues
-    assert "Dice on 2 reviewed regions" in w._scores_label.value
+    assert "Dice on 2 reviewed regions" in w._scores_label.value and "->" in w._scores_label.value
     assert w._status_label.value.startswith("done")
     # re-ranked: the marks are kept, the camera is on the first region left to review
     statuses = {r.id: w.row_status(i) for i, r in enumerate(w.regions)}
