@@ -25,6 +25,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 from magicgui.types import FileDialogMode
 from magicgui.widgets import (
+    CheckBox,
     ComboBox,
     Container,
     FileEdit,
@@ -132,6 +133,11 @@ class ReviewWidget(DockWidget):
                                        step=32.0, tooltip="region side; 0 = automatic")
         self._top_spin = SpinBox(label="top", min=0, max=100000, value=0,
                                  tooltip="keep the best K regions; 0 = all")
+        self._tta_check = CheckBox(
+            text="test-time augmentation", value=False,
+            tooltip="re-predict the best regions near the threshold with flips and rotations "
+                    "(the model below, else the one that predicted) and add their "
+                    "disagreement to the score")
         self._rank_button = PushButton(text="Rank")
         self._stop_button = PushButton(text="Stop", enabled=False)
         self._progress_bar = ProgressBar(label="progress", min=0, max=1, value=0)
@@ -153,7 +159,7 @@ class ReviewWidget(DockWidget):
         table_box.native.layout().addWidget(self.table)
         self.extend([
             self._pred_combo, self._store_edit, self._slide_combo, self._unit_combo,
-            self._size_spin, self._top_spin, self._rank_button, self._stop_button,
+            self._size_spin, self._top_spin, self._tta_check, self._rank_button, self._stop_button,
             self._progress_bar, self._status_label, table_box, self._region_label, nav_row,
             self._ckpt_edit, self._epochs_spin, self._steps_spin, self._finetune_button,
             self._scores_label,
@@ -342,8 +348,11 @@ class ReviewWidget(DockWidget):
         top = int(self._top_spin.value) or None
         self._set_buttons(running=True)
         self._status_label.value = "ranking regions by uncertainty..."
+        tta = bool(self._tta_check.value)
+        ckpt = self._ckpt_edit.value
+        model = str(ckpt) if tta and ckpt and Path(str(ckpt)).is_file() else None
         return self._run_task(self.store.rank, unit=str(self._unit_combo.value), size_um=size,
-                              top=top, desc="rank regions", on_event=self._on_event,
+                              top=top, tta=tta, model=model, desc="rank regions", on_event=self._on_event,
                               on_returned=self._on_ranked, on_finished=self._on_finished)
 
     def _shown(self, regions: list[Region]) -> list[Region]:
@@ -529,7 +538,9 @@ class ReviewWidget(DockWidget):
             self._table_updating = False
         self._region_label.value = (
             f"{index + 1}/{len(self.regions)}  {region.id}  score {region.score:.3f}  "
-            f"uncertainty {region.uncertainty:.3f}  {self._status_text(region.id)}")
+            f"uncertainty {region.uncertainty:.3f}"
+            + ("" if region.tta is None else f"  TTA {region.tta:.3f}")
+            + f"  {self._status_text(region.id)}")
         self.thumbnail(index)
         return region
 

@@ -266,3 +266,22 @@ def test_stop_ranking_ends_cancelled(make_napari_viewer, qtbot, known, no_thread
     qtbot.waitUntil(lambda: h.done and w._rank_button.enabled, timeout=30000)
     assert h.cancelled and w._status_label.value.startswith("cancelled")
     assert not w._stop_button.enabled and w._finetune_button.enabled
+
+
+def test_component_regions_with_tta(make_napari_viewer, qtbot, predicted, tiny_checkpoint,
+                                    no_threads_left):
+    """Connected uncertain areas instead of tiles, re-scored by test-time augmentation."""
+    viewer = make_napari_viewer()
+    w = ReviewWidget(viewer)
+    viewer.window.add_dock_widget(w)
+    assert w.open_store(predicted)
+    w.set_checkpoint(tiny_checkpoint)
+    w._unit_combo.value = "component"
+    w._tta_check.value = True
+    h = w.rank()
+    qtbot.waitUntil(lambda: h.done and w._rank_button.enabled, timeout=60000)
+    assert h.error is None, h.error
+    assert w.regions and all(r.kind == "component" for r in w.regions)
+    assert w.store is not None and w.store.settings.get("tta") is True
+    _press(viewer, "n")
+    assert _center_in(viewer, w.region_world_box(w.current))
