@@ -266,9 +266,10 @@ class ReviewWidget(DockWidget):
 
     def open_store(self, path: str | Path) -> bool:
         """Show a prediction store (and its slide when not open) and resume its review."""
-        path = Path(path)
+        path = Path(path).resolve()
         for _, layer in self._prediction_choices():
-            if store_of(layer) is not None and Path(str(store_of(layer))) == path:
+            shown = store_of(layer)
+            if shown is not None and shown.resolve() == path:
                 self._pred_combo.value = layer
                 return self.store is not None
         from napari_histo.engine.review import ReviewStore
@@ -299,7 +300,8 @@ class ReviewWidget(DockWidget):
         if layer is None or self.running:
             return
         path = store_of(layer)
-        if path is None or (self.store is not None and Path(self.store.path) == path):
+        if path is None or (self.store is not None
+                            and Path(self.store.path).resolve() == path.resolve()):
             return
         from napari_histo.engine.review import ReviewStore
 
@@ -714,8 +716,9 @@ class ReviewWidget(DockWidget):
             f"{_score(b, 'dice')} -> {_score(a, 'dice')} (95 % CI over regions)")
         self.set_checkpoint(outcome.checkpoint)
         for layer in self._viewer.layers:  # the store's prediction changed on disk
-            if store_of(layer) is not None and self.store is not None \
-                    and Path(str(store_of(layer))) == Path(self.store.path):
+            shown = store_of(layer)
+            if shown is not None and self.store is not None \
+                    and shown.resolve() == Path(self.store.path).resolve():
                 layer.refresh()
         self._on_ranked(list(outcome.regions))  # re-ranked; the cursor is on the first left
         self._status_label.value = (f"fine-tuned: {Path(str(outcome.checkpoint)).name}; "
