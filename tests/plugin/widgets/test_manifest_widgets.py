@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 WIDGETS = ["Segment", "Patch heatmap", "Train", "Correct and fine-tune", "Evaluate",
-           "Stain normalization", "Pixel size", "Past predictions"]
+           "Stain normalization", "Pixel size", "Past predictions", "Review queue"]
 
 
 @pytest.mark.parametrize("name", WIDGETS)
