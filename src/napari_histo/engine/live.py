@@ -28,6 +28,7 @@ __all__ = [
     "LIVE_MAX_SIDE",
     "SegmentOutcome",
     "SegmentRequest",
+    "StoreLevel",
     "StoreReady",
     "TileReader",
     "TileReady",
@@ -35,7 +36,9 @@ __all__ = [
     "foreground",
     "preview_job",
     "segment_job",
+    "shown_from_store",
     "store_geometry",
+    "store_levels",
     "warm_up",
 ]
 
@@ -46,10 +49,14 @@ LIVE_MAX_SIDE = 2048
 
 @dataclass(frozen=True)
 class TileReady:
-    """A finished piece of the prediction: foreground probability at ``box`` (output px)."""
+    """A finished piece of the prediction: foreground probability at ``box`` (output px).
+
+    ``data`` is None for a store shown from its pyramid (:func:`shown_from_store`): the
+    viewer re-reads what it shows from the store, nothing needs pasting.
+    """
 
     box: tuple[int, int, int, int]
-    data: np.ndarray
+    data: np.ndarray | None
     done: int = 0
     total: int = 0
 
@@ -190,6 +197,9 @@ class TileReader:
         if box is None:
             return []
         out: list[Any] = self._open() if self._prob is None else []
+        if shown_from_store(self._prob.shape[-2:]):
+            out.append(TileReady(box, None, ev.done, ev.total))
+            return out
         data = np.asarray(self._prob[..., box[0]:box[2], box[1]:box[3]]).astype(np.float32)
         if self._scale != 1.0:
             data *= self._scale
@@ -209,6 +219,91 @@ class TileReader:
         oy, ox = (float(v) for v in meta.get("origin_px") or (0, 0))
         return [StoreReady(self.path, (h, w), (dy, dx), (oy, ox),
                            tuple(meta.get("class_names") or ()))]
+
+
+def shown_from_store(shape: tuple[int, ...] | Any) -> bool:
+    """Whether a streamed prediction of ``shape`` (output px) is shown lazily from its store's
+    pyramid (:func:`store_levels`) rather than pasted tile by tile into an in-memory array:
+    anything larger than :data:`LIVE_MAX_SIDE` a side."""
+    return max(int(v) for v in tuple(shape)[-2:]) > LIVE_MAX_SIDE
+
+
+class StoreLevel:
+    """One pyramid level of a prediction store, read on demand (a napari layer's data).
+
+    An array-like (``shape``, ``dtype``, ``ndim``, ``__getitem__``): napari reads only the
+    part of the level it shows, each time the layer is refreshed, so a store still being
+    written (its levels filled block by block by the writer) shows what has landed, and the
+    GUI thread never touches more than the visible pixels. Reads the foreground probability
+    as float32, or, with ``threshold``, the thresholded labels (uint8). A store not created
+    yet reads as zeros. No dask: napari's dask cache would keep showing stale chunks.
+    """
+
+    def __init__(self, path: str, level: int, shape: tuple[int, int],
+                 threshold: float | None = None) -> None:
+        self.path = str(path)
+        self.level = int(level)
+        self.shape = (int(shape[0]), int(shape[1]))
+        self.threshold = threshold
+        self.dtype = np.dtype(np.float32 if threshold is None else np.uint8)
+        self._arr: Any = None
+
+    ndim = 2
+
+    @property
+    def size(self) -> int:
+        """Number of pixels (numpy's ``size``)."""
+        return self.shape[0] * self.shape[1]
+
+    def __len__(self) -> int:
+        return self.shape[0]
+
+    def at_threshold(self, threshold: float) -> StoreLevel:
+        """The same level read as labels (foreground >= ``threshold``)."""
+        return StoreLevel(self.path, self.level, self.shape, float(threshold))
+
+    def _array(self) -> Any:
+        if self._arr is None:
+            import zarr
+
+            try:
+                self._arr = zarr.open_array(f"{self.path}/{self.level}", mode="r")
+            except Exception:  # not created yet (or gone): nothing to show
+                return None
+        return self._arr
+
+    def __getitem__(self, key: Any) -> np.ndarray:
+        key = key if isinstance(key, tuple) else (key,)
+        zeros = np.broadcast_to(np.zeros((), self.dtype), self.shape)[key]
+        arr = self._array()
+        if arr is None or zeros.size == 0:
+            return np.zeros(zeros.shape, self.dtype)
+        lead = (slice(None),) * (arr.ndim - 2)
+        raw = np.asarray(arr[lead + key])
+        prob = raw.astype(np.float32)
+        if raw.dtype == np.uint8:
+            prob *= 1.0 / 255.0
+        if arr.ndim == 3:
+            prob = prob[1] if arr.shape[0] == 2 else 1.0 - prob[0]
+        if self.threshold is None:
+            return prob
+        return (prob >= self.threshold).astype(np.uint8)
+
+    def __array__(self, dtype: Any = None, copy: Any = None) -> np.ndarray:
+        out = self[:, :]
+        return out if dtype is None else out.astype(dtype)
+
+
+def store_levels(path: str, shape: tuple[int, int],
+                 threshold: float | None = None) -> list[StoreLevel]:
+    """Every level of the prediction store at ``path`` whose level 0 is ``shape`` (output
+    px), as :class:`StoreLevel` s: the same levels the writer creates up front."""
+    from napari_histo.io.ome_zarr import pyramid_depth
+    from napari_histo.io.ome_zarr._pyramid import level_shapes
+
+    shape2 = (int(shape[0]), int(shape[1]))
+    shapes = level_shapes(shape2, pyramid_depth(shape2))
+    return [StoreLevel(path, k, s, threshold) for k, s in enumerate(shapes)]
 
 
 def display_probability(out: SegmentOutcome, max_side: int = LIVE_MAX_SIDE) -> Any:
