@@ -104,6 +104,38 @@ def remember_checkpoint(path: str | Path) -> None:
 
 # ------------------------------------------------------------------ the widget
 
+#: modules the first result layers import on the GUI thread (napari's Labels pulls pandas
+#: in for its features table; the store-backed layers read through zarr): ~1 s of imports
+#: on a loaded 2-core machine, a stall when the first run lays out its layers (issue 11)
+_WARM_MODULES = ("pandas", "zarr", "numcodecs.blosc", "napari.layers.labels.labels")
+_warm_started = False
+
+
+def _warm_imports() -> None:
+    """Import :data:`_WARM_MODULES` in a background thread, once per process.
+
+    Import work in a worker thread leaves the GUI thread free (the GIL switches every few
+    ms), where importing them at the first layer would freeze it for the whole import.
+    """
+    global _warm_started
+    if _warm_started:
+        return
+    _warm_started = True
+    import importlib
+    import sys
+    import threading
+
+    def _run() -> None:
+        for name in _WARM_MODULES:
+            if name not in sys.modules:
+                try:
+                    importlib.import_module(name)
+                except Exception:  # an optional module missing: the layer imports it anyway
+                    pass
+
+    threading.Thread(target=_run, name="napari-histo-warm-imports", daemon=True).start()
+
+
 
 #: what to say when a checkpoint of the other task is given to a widget
 _WRONG_TASK = {
@@ -180,6 +212,7 @@ class SegmentWidget(DockWidget):
         self._threshold_slider.changed.connect(self._on_threshold)
         self._opacity_slider.changed.connect(self._on_opacity)
         self._dock_ready()
+        _warm_imports()
         recent = recent_checkpoints()
         if recent:
             self._ckpt_edit.value = recent[0]  # type: ignore[assignment]  # magicgui takes str
@@ -389,7 +422,7 @@ class SegmentWidget(DockWidget):
             if self._live is not None and ev.data is None:  # shown from the store
                 self._landed.append(ev.box)
                 self._request_redraw()
-            elif self._live is not None:
+            elif self._live is not None and ev.data is not None:
                 self._live.paste(ev.box, ev.data, redraw=False)
                 self._request_redraw()
             done, total = ev.done, ev.total

@@ -297,7 +297,7 @@ class ZarrSink:
 
 def _levels(group: Any) -> list[Any]:
     """Arrays ``0, 1, ...`` of an NGFF group, largest first."""
-    out = []
+    out: list[Any] = []
     while str(len(out)) in group:
         out.append(group[str(len(out))])
     return out

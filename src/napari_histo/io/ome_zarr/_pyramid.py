@@ -205,7 +205,7 @@ def add_levels(group: Any, *, min_side: int = 256) -> int:
     """
     src = group["0"]
     n = pyramid_depth(src.shape, min_side)
-    shapes = level_shapes(tuple(int(v) for v in src.shape[-2:]), n)
+    shapes = level_shapes((int(src.shape[-2]), int(src.shape[-1])), n)
     extra: dict[str, Any] = {}
     if src.metadata.zarr_format == 3 and src.metadata.dimension_names:
         extra["dimension_names"] = src.metadata.dimension_names
