@@ -6,7 +6,8 @@ data) goes in; :func:`segment_job` loads the model, drives ``predict_slide`` (or
 ``predict_array`` for an in-memory image) and, through :class:`TileReader`, turns the
 engine's per-block ``Progress`` events into :class:`StoreReady` (the output store exists:
 lay out the layers) and :class:`TileReady` (a finished tile's foreground probability, read
-back from the store in the worker) events; it returns a :class:`SegmentOutcome`.
+back from the store in the worker, or only its box when the viewer shows the store itself:
+:func:`shown_from_store`, :class:`StoreLevel`) events; it returns a :class:`SegmentOutcome`.
 :func:`display_probability` is what a heatmap shows once the run is done.
 
 This module sits outside :mod:`napari_histo.engine.inference` so that importing it (the dock
@@ -23,6 +24,7 @@ from typing import Any
 import numpy as np
 
 from napari_histo.core.progress import Event, Message, Progress
+from napari_histo.engine.store_view import StoreLevel, forget_box, store_levels
 
 __all__ = [
     "LIVE_MAX_SIDE",
@@ -33,6 +35,7 @@ __all__ = [
     "TileReader",
     "TileReady",
     "display_probability",
+    "forget_box",
     "foreground",
     "preview_job",
     "segment_job",
@@ -42,8 +45,8 @@ __all__ = [
     "warm_up",
 ]
 
-#: longest side (px) a viewer holds in memory: the live overview while tiles stream in, and a
-#: finished result (a larger one is shown from the store's pyramid)
+#: longest side (px) of a prediction a viewer holds in memory (tiles pasted in as they land);
+#: a larger one is shown from the start from its store's pyramid (:func:`store_levels`)
 LIVE_MAX_SIDE = 2048
 
 
@@ -226,84 +229,6 @@ def shown_from_store(shape: tuple[int, ...] | Any) -> bool:
     pyramid (:func:`store_levels`) rather than pasted tile by tile into an in-memory array:
     anything larger than :data:`LIVE_MAX_SIDE` a side."""
     return max(int(v) for v in tuple(shape)[-2:]) > LIVE_MAX_SIDE
-
-
-class StoreLevel:
-    """One pyramid level of a prediction store, read on demand (a napari layer's data).
-
-    An array-like (``shape``, ``dtype``, ``ndim``, ``__getitem__``): napari reads only the
-    part of the level it shows, each time the layer is refreshed, so a store still being
-    written (its levels filled block by block by the writer) shows what has landed, and the
-    GUI thread never touches more than the visible pixels. Reads the foreground probability
-    as float32, or, with ``threshold``, the thresholded labels (uint8). A store not created
-    yet reads as zeros. No dask: napari's dask cache would keep showing stale chunks.
-    """
-
-    def __init__(self, path: str, level: int, shape: tuple[int, int],
-                 threshold: float | None = None) -> None:
-        self.path = str(path)
-        self.level = int(level)
-        self.shape = (int(shape[0]), int(shape[1]))
-        self.threshold = threshold
-        self.dtype = np.dtype(np.float32 if threshold is None else np.uint8)
-        self._arr: Any = None
-
-    ndim = 2
-
-    @property
-    def size(self) -> int:
-        """Number of pixels (numpy's ``size``)."""
-        return self.shape[0] * self.shape[1]
-
-    def __len__(self) -> int:
-        return self.shape[0]
-
-    def at_threshold(self, threshold: float) -> StoreLevel:
-        """The same level read as labels (foreground >= ``threshold``)."""
-        return StoreLevel(self.path, self.level, self.shape, float(threshold))
-
-    def _array(self) -> Any:
-        if self._arr is None:
-            import zarr
-
-            try:
-                self._arr = zarr.open_array(f"{self.path}/{self.level}", mode="r")
-            except Exception:  # not created yet (or gone): nothing to show
-                return None
-        return self._arr
-
-    def __getitem__(self, key: Any) -> np.ndarray:
-        key = key if isinstance(key, tuple) else (key,)
-        zeros = np.broadcast_to(np.zeros((), self.dtype), self.shape)[key]
-        arr = self._array()
-        if arr is None or zeros.size == 0:
-            return np.zeros(zeros.shape, self.dtype)
-        lead = (slice(None),) * (arr.ndim - 2)
-        raw = np.asarray(arr[lead + key])
-        prob = raw.astype(np.float32)
-        if raw.dtype == np.uint8:
-            prob *= 1.0 / 255.0
-        if arr.ndim == 3:
-            prob = prob[1] if arr.shape[0] == 2 else 1.0 - prob[0]
-        if self.threshold is None:
-            return prob
-        return (prob >= self.threshold).astype(np.uint8)
-
-    def __array__(self, dtype: Any = None, copy: Any = None) -> np.ndarray:
-        out = self[:, :]
-        return out if dtype is None else out.astype(dtype)
-
-
-def store_levels(path: str, shape: tuple[int, int],
-                 threshold: float | None = None) -> list[StoreLevel]:
-    """Every level of the prediction store at ``path`` whose level 0 is ``shape`` (output
-    px), as :class:`StoreLevel` s: the same levels the writer creates up front."""
-    from napari_histo.io.ome_zarr import pyramid_depth
-    from napari_histo.io.ome_zarr._pyramid import level_shapes
-
-    shape2 = (int(shape[0]), int(shape[1]))
-    shapes = level_shapes(shape2, pyramid_depth(shape2))
-    return [StoreLevel(path, k, s, threshold) for k, s in enumerate(shapes)]
 
 
 def display_probability(out: SegmentOutcome, max_side: int = LIVE_MAX_SIDE) -> Any:

@@ -41,6 +41,7 @@ from napari_histo.engine.live import (
     StoreReady,
     TileReady,
     display_probability,
+    forget_box,
     segment_job,
     shown_from_store,
     store_geometry,
@@ -188,6 +189,7 @@ class SegmentWidget(DockWidget):
         self._live_geometry: tuple[Any, ...] | None = None
         #: output boxes landed since the last redraw of a store-backed (multiscale) layer
         self._landed: list[tuple[int, int, int, int]] = []
+        self._live_store = ""  # the store the live layers read (store-backed layers)
         #: how many redraws re-read the store-backed layers / were skipped (nothing in view)
         self.redraws = {"done": 0, "skipped": 0}
         from qtpy.QtCore import QTimer
@@ -420,6 +422,7 @@ class SegmentWidget(DockWidget):
             return
         if isinstance(ev, TileReady):
             if self._live is not None and ev.data is None:  # shown from the store
+                forget_box(self._live_store, ev.box)  # before any re-slice reads it
                 self._landed.append(ev.box)
                 self._request_redraw()
             elif self._live is not None and ev.data is not None:
@@ -514,6 +517,7 @@ class SegmentWidget(DockWidget):
         image_layer = self._pending_layers["image_layer"]
         req: SegmentRequest = self._pending_layers["req"]
         data: Any
+        self._live_store = ev.path
         if shown_from_store(ev.shape):
             data = store_levels(ev.path, (int(ev.shape[0]), int(ev.shape[1])))
         else:
