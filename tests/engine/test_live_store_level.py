@@ -68,3 +68,41 @@ def test_reads_are_cached_until_a_written_block_is_forgotten(tmp_path: Path) -> 
     assert got1[:8, :8].all() and not got1[24:, 24:].any()
     forget_store(path)
     assert lv0[0:64, 0:64][48:, 48:].all()
+
+
+def test_streamed_store_shows_put_chunks_and_zeros_elsewhere(tmp_path: Path) -> None:
+    """While streamed, the GUI reads nothing from zarr: chunks come from the worker."""
+    from napari_histo.engine.store_view import (
+        put_chunks,
+        read_block_chunks,
+        start_streaming,
+        stop_streaming,
+    )
+    from napari_histo.io.ome_zarr import add_levels, update_levels
+
+    path = str(tmp_path / "w.ome.zarr")
+    g = zarr.open_group(path, mode="w", zarr_format=2)
+    g.create_array("0", shape=(600, 520), chunks=(128, 128), dtype="uint8", fill_value=0)
+    g.attrs["multiscales"] = [{"version": "0.4", "name": "p", "axes": [
+        {"name": "y", "type": "space"}, {"name": "x", "type": "space"}], "datasets": [
+        {"path": "0", "coordinateTransformations": [{"type": "scale", "scale": [1, 1]}]}]}]
+    n = add_levels(g)
+    arrays = [g[str(k)] for k in range(n)]
+    levels = store_levels(path, (600, 520))
+    assert len(levels) == n == 3
+    start_streaming(path)
+    box = (128, 256, 256, 384)
+    arrays[0][128:256, 256:384] = 255
+    update_levels(arrays, "image", box)
+    assert not levels[0][0:600, 0:520].any()  # written, but not announced: nothing read
+    chunks = read_block_chunks(arrays, box)
+    assert {k[0] for k in chunks} == set(range(n))
+    put_chunks(path, chunks)
+    for k, lv in enumerate(levels):
+        full = lv[0:lv.shape[0], 0:lv.shape[1]]
+        f = 2**k
+        np.testing.assert_allclose(full[128 // f: 256 // f, 256 // f: 384 // f], 1.0)
+        assert full.sum() == pytest.approx((128 // f) ** 2)
+    stop_streaming(path)
+    arrays[0][0:128, 0:128] = 255  # not streamed any more: uncached chunks come from zarr
+    assert levels[0][0:128, 0:128].all()

@@ -24,7 +24,15 @@ from typing import Any
 import numpy as np
 
 from napari_histo.core.progress import Event, Message, Progress
-from napari_histo.engine.store_view import StoreLevel, forget_box, store_levels
+from napari_histo.engine.store_view import (
+    StoreLevel,
+    forget_box,
+    put_chunks,
+    read_block_chunks,
+    start_streaming,
+    stop_streaming,
+    store_levels,
+)
 
 __all__ = [
     "LIVE_MAX_SIDE",
@@ -37,9 +45,12 @@ __all__ = [
     "display_probability",
     "forget_box",
     "foreground",
+    "put_chunks",
     "preview_job",
     "segment_job",
     "shown_from_store",
+    "start_streaming",
+    "stop_streaming",
     "store_geometry",
     "store_levels",
     "warm_up",
@@ -54,14 +65,17 @@ LIVE_MAX_SIDE = 2048
 class TileReady:
     """A finished piece of the prediction: foreground probability at ``box`` (output px).
 
-    ``data`` is None for a store shown from its pyramid (:func:`shown_from_store`): the
-    viewer re-reads what it shows from the store, nothing needs pasting.
+    ``data`` is None for a store shown from its pyramid (:func:`shown_from_store`): nothing
+    needs pasting; ``chunks`` then holds the store chunks the block changed on every level
+    (decoded here, in the worker) for the viewer's chunk cache
+    (:func:`napari_histo.engine.store_view.put_chunks`).
     """
 
     box: tuple[int, int, int, int]
     data: np.ndarray | None
     done: int = 0
     total: int = 0
+    chunks: Any = None
 
 
 @dataclass(frozen=True)
@@ -187,6 +201,7 @@ class TileReader:
     def __init__(self, path: str | None) -> None:
         self.path = path
         self._prob: Any = None
+        self._levels: list[Any] = []
         self._scale = 1.0
 
     def events_for(self, ev: Event) -> list[Any]:
@@ -201,7 +216,8 @@ class TileReader:
             return []
         out: list[Any] = self._open() if self._prob is None else []
         if shown_from_store(self._prob.shape[-2:]):
-            out.append(TileReady(box, None, ev.done, ev.total))
+            out.append(TileReady(box, None, ev.done, ev.total,
+                                 chunks=read_block_chunks(self._levels, box)))
             return out
         data = np.asarray(self._prob[..., box[0]:box[2], box[1]:box[3]]).astype(np.float32)
         if self._scale != 1.0:
@@ -216,6 +232,12 @@ class TileReader:
         assert self.path is not None  # events_for asks only with a store
         prob, _, meta = open_prediction(self.path)
         self._prob = prob
+        import zarr
+
+        group: Any = zarr.open_group(self.path, mode="r")  # members read as Any
+        self._levels = []
+        while str(len(self._levels)) in group:
+            self._levels.append(group[str(len(self._levels))])
         self._scale = 1.0 / 255.0 if str(prob.dtype) == "uint8" else 1.0
         h, w = (int(s) for s in prob.shape[-2:])
         dy, dx = (float(v) for v in meta.get("downsample") or (1, 1))

@@ -4,10 +4,14 @@ The Segment widget shows a large whole-slide prediction as multiscale napari lay
 OME-Zarr store the engine is writing (issue 11). napari re-slices such layers on the GUI
 thread at every pan and zoom, reading the visible pixels of the shown level; read straight
 from zarr each time, that is a zarr read (decode, and a GIL round trip with zarr's I/O
-thread for every chunk on a machine busy predicting) at every camera move. So the levels
-read through one chunk cache shared by the heatmap and its labels: a pan only reads chunks
-not seen yet, and a finished block only drops (:func:`forget_box`) the chunks it changed, on
-every level, before the layer is refreshed.
+thread for every chunk, slow on a machine busy predicting) at every camera move. So:
+
+* the levels read through one chunk cache shared by the heatmap and its labels;
+* while a store is streamed (:func:`start_streaming`), the worker reads the chunks a
+  finished block changed, on every level (:func:`read_block_chunks`), and the GUI thread
+  only puts them in the cache (:func:`put_chunks`); a chunk nothing landed in yet is zeros,
+  with no read at all. The GUI thread reads zarr only for chunks the cache evicted;
+* otherwise a written block drops (:func:`forget_box`) the cached chunks it changed.
 
 No dask: napari's dask cache keys tasks by name, so it would keep showing stale chunks.
 Nothing here knows napari; the module imports zarr only when a level is first read.
@@ -21,7 +25,8 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["CACHE_BYTES", "StoreLevel", "forget_box", "forget_store", "store_levels"]
+__all__ = ["CACHE_BYTES", "StoreLevel", "forget_box", "forget_store", "put_chunks",
+           "read_block_chunks", "start_streaming", "stop_streaming", "store_levels"]
 
 #: bytes of decoded chunks kept for store-backed layers (all stores together); a 1600 x 1200
 #: px view needs ~8 MB per level shown
@@ -31,6 +36,62 @@ _Key = tuple[str, int, int, int]  # (store path, level, chunk row, chunk column)
 _cache: OrderedDict[_Key, tuple[np.ndarray, int, int]] = OrderedDict()  # chunk, its y0, x0
 _cache_bytes = 0
 _lock = threading.Lock()
+#: streamed stores -> the chunks (level, row, column) that hold data (all others are zeros)
+_landed: dict[str, set[tuple[int, int, int]]] = {}
+
+#: decoded chunks of one block, every level: {(level, row, col): (foreground, y0, x0)}
+Chunks = dict[tuple[int, int, int], tuple[np.ndarray, int, int]]
+
+
+def start_streaming(path: str) -> None:
+    """``path`` is being written and every written block will come through
+    :func:`put_chunks`: until :func:`stop_streaming`, chunks not put read as zeros."""
+    with _lock:
+        _landed[str(path)] = set()
+
+
+def stop_streaming(path: str) -> None:
+    """Back to reading ``path`` from zarr for chunks not in the cache."""
+    with _lock:
+        _landed.pop(str(path), None)
+
+
+def put_chunks(path: str, chunks: Chunks) -> None:
+    """Cache the chunks a finished block changed (read by the worker: no zarr read here)."""
+    path = str(path)
+    for (level, cy, cx), (chunk, y0, x0) in chunks.items():
+        _put((path, level, cy, cx), chunk, y0, x0)
+        with _lock:
+            landed = _landed.get(path)
+            if landed is not None:
+                landed.add((level, cy, cx))
+
+
+def read_block_chunks(levels: list[Any], box: tuple[int, int, int, int]) -> Chunks:
+    """The chunks of every level (zarr arrays, largest first) that the level-0 ``box`` (a
+    block just written, with its lower levels) overlaps, as float32 foreground.
+
+    Runs in the worker thread, so the GUI thread never decodes a streamed block.
+    """
+    y0, x0, y1, x1 = (int(v) for v in box)
+    out: Chunks = {}
+    for k, arr in enumerate(levels):
+        f = 2**k
+        hk, wk = (int(v) for v in arr.shape[-2:])
+        ch, cw = (int(c) for c in arr.chunks[-2:])
+        ky0, kx0, ky1, kx1 = y0 // f, x0 // f, min(hk, -(-y1 // f)), min(wk, -(-x1 // f))
+        if ky1 <= ky0 or kx1 <= kx0:
+            break
+        r0, r1 = ky0 // ch * ch, min(hk, -(-ky1 // ch) * ch)
+        c0, c1 = kx0 // cw * cw, min(wk, -(-kx1 // cw) * cw)
+        lead = (slice(None),) * (arr.ndim - 2)
+        block = _foreground(np.asarray(arr[lead + (slice(r0, r1), slice(c0, c1))]),
+                            arr.ndim, int(arr.shape[0]))
+        for py0 in range(r0, r1, ch):
+            for px0 in range(c0, c1, cw):
+                out[(k, py0 // ch, px0 // cw)] = (np.ascontiguousarray(
+                    block[py0 - r0: py0 - r0 + ch, px0 - c0: px0 - c0 + cw]), py0, px0)
+    return out
 
 
 def _put(key: _Key, chunk: np.ndarray, y0: int, x0: int) -> None:
@@ -138,7 +199,7 @@ class StoreLevel:
 
     def _read(self, arr: Any, y0: int, x0: int, y1: int, x1: int) -> np.ndarray:
         lead = (slice(None),) * (arr.ndim - 2)
-        raw = np.asarray(arr[(*lead, slice(y0, y1), slice(x0, x1))])
+        raw = np.asarray(arr[lead + (slice(y0, y1), slice(x0, x1))])
         return _foreground(raw, arr.ndim, int(arr.shape[0]))
 
     def _box(self, arr: Any, y0: int, x0: int, y1: int, x1: int) -> np.ndarray:
@@ -148,13 +209,16 @@ class StoreLevel:
         cols = range(x0 // cw, -(-x1 // cw))
         found: dict[tuple[int, int], tuple[np.ndarray, int, int]] = {}
         missing = []
+        with _lock:
+            landed = _landed.get(self.path)
+            landed = set(landed) if landed is not None else None
         for cy in rows:
             for cx in cols:
                 hit = _get((self.path, self.level, cy, cx))
-                if hit is None:
-                    missing.append((cy, cx))
-                else:
+                if hit is not None:
                     found[(cy, cx)] = hit
+                elif landed is None or (self.level, cy, cx) in landed:
+                    missing.append((cy, cx))  # else: streamed, nothing landed: zeros
         if missing:
             my0, my1 = min(m[0] for m in missing) * ch, (max(m[0] for m in missing) + 1) * ch
             mx0, mx1 = min(m[1] for m in missing) * cw, (max(m[1] for m in missing) + 1) * cw
@@ -166,7 +230,7 @@ class StoreLevel:
                     block[py0 - my0: py0 - my0 + ch, px0 - mx0: px0 - mx0 + cw])
                 _put((self.path, self.level, cy, cx), chunk, py0, px0)
                 found[(cy, cx)] = (chunk, py0, px0)
-        out = np.empty((y1 - y0, x1 - x0), np.float32)
+        out = np.zeros((y1 - y0, x1 - x0), np.float32)
         for chunk, py0, px0 in found.values():
             h, w = chunk.shape
             a0, a1 = max(y0, py0), min(y1, py0 + h)

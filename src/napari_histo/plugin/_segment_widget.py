@@ -42,8 +42,11 @@ from napari_histo.engine.live import (
     TileReady,
     display_probability,
     forget_box,
+    put_chunks,
     segment_job,
     shown_from_store,
+    start_streaming,
+    stop_streaming,
     store_geometry,
     store_levels,
 )
@@ -363,6 +366,7 @@ class SegmentWidget(DockWidget):
         self._live = None
         self._live_geometry = None
         self._landed = []
+        self._live_store = ""
         self.redraws = {"done": 0, "skipped": 0}
         self._last_redraw = 0.0
         self._redraw_interval = REDRAW_S
@@ -422,7 +426,10 @@ class SegmentWidget(DockWidget):
             return
         if isinstance(ev, TileReady):
             if self._live is not None and ev.data is None:  # shown from the store
-                forget_box(self._live_store, ev.box)  # before any re-slice reads it
+                if ev.chunks is not None:  # decoded by the worker: no read here
+                    put_chunks(self._live_store, ev.chunks)
+                else:
+                    forget_box(self._live_store, ev.box)  # before any re-slice reads it
                 self._landed.append(ev.box)
                 self._request_redraw()
             elif self._live is not None and ev.data is not None:
@@ -519,6 +526,7 @@ class SegmentWidget(DockWidget):
         data: Any
         self._live_store = ev.path
         if shown_from_store(ev.shape):
+            start_streaming(ev.path)
             data = store_levels(ev.path, (int(ev.shape[0]), int(ev.shape[1])))
         else:
             data = np.zeros(tuple(int(v) for v in ev.shape), dtype=np.float32)
@@ -580,6 +588,8 @@ class SegmentWidget(DockWidget):
 
     def _on_finished(self) -> None:
         """Buttons back; the base then sets the end state (done / cancelled / failed)."""
+        if self._live_store:  # no more blocks: chunks not cached are read from the store
+            stop_streaming(self._live_store)
         if self._redraw_timer.isActive():  # cancelled or failed: show the tiles that landed
             self._redraw_timer.stop()
             self._redraw_now()
