@@ -172,6 +172,8 @@ def bench_predict(viewer: Any, slide: Path, ckpt: Path, seconds: float) -> dict[
     probe.start()
     pump(lambda: h.done, seconds * 1.5)
     res["latency"] = probe.stop()
+    res["redraws"] = dict(getattr(seg, "redraws", {}))
+    res["multiscale"] = bool(seg._live is not None and seg._live.multiscale)
     res["tiles_done"] = int(seg._progress_bar.value)
     res["tiles_total"] = int(seg._progress_bar.max)
     seg.cancel()
@@ -344,6 +346,8 @@ def bench_real_slide(slide: Path, ckpt: Path, seconds: float, out: Path) -> dict
                     if k in ("model_loaded", "layers_ready", "first_tile", "returned")}
     res["first_tile_s"] = t["first_tile"] - t_click if "first_tile" in t else None
     res["done_s"] = (t["returned"] - t_click) if "returned" in t else None
+    res["redraws"] = dict(getattr(seg, "redraws", {}))
+    res["multiscale"] = bool(seg._live is not None and seg._live.multiscale)
     res["tiles_done"] = int(seg._progress_bar.value)
     res["tiles_total"] = int(seg._progress_bar.max)
     if not h.done:
@@ -386,6 +390,10 @@ def main_real_slide(args: argparse.Namespace) -> int:
         f"{ms:.0f} @ {at:.1f}" for ms, at in res["worst"]))
     print("widget marks (s after click): " + ", ".join(
         f"{k} {v:.1f}" for k, v in res["marks"].items()))
+    if res["redraws"]:
+        print(f"result layers: {'multiscale over the store' if res['multiscale'] else 'in memory'}"
+              f"; live redraws {res['redraws'].get('done', 0)}, skipped (nothing landed in "
+              f"view) {res['redraws'].get('skipped', 0)}")
     print(f"stall p50: {res['during']['p50']:.0f} ms")
     print(f"stall p99: {res['during']['p99']:.0f} ms")
     print(f"max stall: {res['during']['max']:.0f} ms")

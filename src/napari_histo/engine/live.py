@@ -6,7 +6,8 @@ data) goes in; :func:`segment_job` loads the model, drives ``predict_slide`` (or
 ``predict_array`` for an in-memory image) and, through :class:`TileReader`, turns the
 engine's per-block ``Progress`` events into :class:`StoreReady` (the output store exists:
 lay out the layers) and :class:`TileReady` (a finished tile's foreground probability, read
-back from the store in the worker) events; it returns a :class:`SegmentOutcome`.
+back from the store in the worker, or only its box when the viewer shows the store itself:
+:func:`shown_from_store`, :class:`StoreLevel`) events; it returns a :class:`SegmentOutcome`.
 :func:`display_probability` is what a heatmap shows once the run is done.
 
 This module sits outside :mod:`napari_histo.engine.inference` so that importing it (the dock
@@ -23,35 +24,58 @@ from typing import Any
 import numpy as np
 
 from napari_histo.core.progress import Event, Message, Progress
+from napari_histo.engine.store_view import (
+    StoreLevel,
+    forget_box,
+    put_chunks,
+    read_block_chunks,
+    start_streaming,
+    stop_streaming,
+    store_levels,
+)
 
 __all__ = [
     "LIVE_MAX_SIDE",
     "SegmentOutcome",
     "SegmentRequest",
+    "StoreLevel",
     "StoreReady",
     "TileReader",
     "TileReady",
     "display_probability",
+    "forget_box",
     "foreground",
+    "put_chunks",
     "preview_job",
     "segment_job",
+    "shown_from_store",
+    "start_streaming",
+    "stop_streaming",
     "store_geometry",
+    "store_levels",
     "warm_up",
 ]
 
-#: longest side (px) a viewer holds in memory: the live overview while tiles stream in, and a
-#: finished result (a larger one is shown from the store's pyramid)
+#: longest side (px) of a prediction a viewer holds in memory (tiles pasted in as they land);
+#: a larger one is shown from the start from its store's pyramid (:func:`store_levels`)
 LIVE_MAX_SIDE = 2048
 
 
 @dataclass(frozen=True)
 class TileReady:
-    """A finished piece of the prediction: foreground probability at ``box`` (output px)."""
+    """A finished piece of the prediction: foreground probability at ``box`` (output px).
+
+    ``data`` is None for a store shown from its pyramid (:func:`shown_from_store`): nothing
+    needs pasting; ``chunks`` then holds the store chunks the block changed on every level
+    (decoded here, in the worker) for the viewer's chunk cache
+    (:func:`napari_histo.engine.store_view.put_chunks`).
+    """
 
     box: tuple[int, int, int, int]
-    data: np.ndarray
+    data: np.ndarray | None
     done: int = 0
     total: int = 0
+    chunks: Any = None
 
 
 @dataclass(frozen=True)
@@ -177,6 +201,7 @@ class TileReader:
     def __init__(self, path: str | None) -> None:
         self.path = path
         self._prob: Any = None
+        self._levels: list[Any] = []
         self._scale = 1.0
 
     def events_for(self, ev: Event) -> list[Any]:
@@ -190,6 +215,10 @@ class TileReader:
         if box is None:
             return []
         out: list[Any] = self._open() if self._prob is None else []
+        if shown_from_store(self._prob.shape[-2:]):
+            out.append(TileReady(box, None, ev.done, ev.total,
+                                 chunks=read_block_chunks(self._levels, box)))
+            return out
         data = np.asarray(self._prob[..., box[0]:box[2], box[1]:box[3]]).astype(np.float32)
         if self._scale != 1.0:
             data *= self._scale
@@ -203,12 +232,25 @@ class TileReader:
         assert self.path is not None  # events_for asks only with a store
         prob, _, meta = open_prediction(self.path)
         self._prob = prob
+        import zarr
+
+        group: Any = zarr.open_group(self.path, mode="r")  # members read as Any
+        self._levels = []
+        while str(len(self._levels)) in group:
+            self._levels.append(group[str(len(self._levels))])
         self._scale = 1.0 / 255.0 if str(prob.dtype) == "uint8" else 1.0
         h, w = (int(s) for s in prob.shape[-2:])
         dy, dx = (float(v) for v in meta.get("downsample") or (1, 1))
         oy, ox = (float(v) for v in meta.get("origin_px") or (0, 0))
         return [StoreReady(self.path, (h, w), (dy, dx), (oy, ox),
                            tuple(meta.get("class_names") or ()))]
+
+
+def shown_from_store(shape: tuple[int, ...] | Any) -> bool:
+    """Whether a streamed prediction of ``shape`` (output px) is shown lazily from its store's
+    pyramid (:func:`store_levels`) rather than pasted tile by tile into an in-memory array:
+    anything larger than :data:`LIVE_MAX_SIDE` a side."""
+    return max(int(v) for v in tuple(shape)[-2:]) > LIVE_MAX_SIDE
 
 
 def display_probability(out: SegmentOutcome, max_side: int = LIVE_MAX_SIDE) -> Any:

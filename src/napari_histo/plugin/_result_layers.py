@@ -208,7 +208,11 @@ def _foreground(prob: Any) -> Any:
 
 
 def _threshold(fg: Any, threshold: float) -> Any:
-    """Labels (uint8, 1 = foreground) from a foreground probability; lazy for dask input."""
+    """Labels (uint8, 1 = foreground) from a foreground probability; lazy for dask input
+    and for a store level read on demand (``at_threshold``, :class:`engine.live.StoreLevel`)."""
+    at = getattr(fg, "at_threshold", None)
+    if at is not None:
+        return at(threshold)
     out = fg >= threshold
     if isinstance(out, np.ndarray):
         return out.astype(np.uint8)
@@ -293,7 +297,8 @@ class PredictionLayers:
     def finish_live(self) -> None:
         """A live layer pair is complete: thumbnails once, outlines if the map is small."""
         self.heatmap.refresh()
-        if self.cells is None and outline_ok(self.labels.data):  # patch cells keep contour 1
+        if (self.cells is None and not self.multiscale
+                and outline_ok(self.labels.data)):  # patch cells keep contour 1
             self.labels.contour = 2  # recomputes and redraws
         self.labels.refresh()
 

@@ -6,8 +6,11 @@ The widget builds an :class:`~napari_histo.engine.inference.InferenceConfig` and
 ``predict_slide`` / ``predict_array``) in a thread worker, and turns what comes back into a
 heatmap Image + Labels pair (:mod:`napari_histo.plugin._result_layers`). Tiles land on screen
 as they finish: the job reads each finished tile back from the prediction store and yields it;
-the GUI pastes it into the layer. A whole-slide run streams into OME-Zarr on disk and is shown
-lazily from there. Entry point: :class:`SegmentWidget`.
+the GUI pastes it into the layer. A whole-slide run larger than ``LIVE_MAX_SIDE`` streams into
+OME-Zarr on disk and is shown lazily from there from the start: multiscale layers over every
+level of the store being written (the writer downsamples each block into the lower levels),
+refreshed (visible tiles only) when a finished block is in view, and kept as they are when
+the run ends (issue 11). Entry point: :class:`SegmentWidget`.
 """
 
 from __future__ import annotations
@@ -37,8 +40,14 @@ from napari_histo.engine.live import (
     StoreReady,
     TileReady,
     display_probability,
+    forget_box,
+    put_chunks,
     segment_job,
+    shown_from_store,
+    start_streaming,
+    stop_streaming,
     store_geometry,
+    store_levels,
 )
 from napari_histo.plugin import _result_layers as rl
 from napari_histo.plugin._jobs import rgb_crop
@@ -98,6 +107,38 @@ def remember_checkpoint(path: str | Path) -> None:
 
 # ------------------------------------------------------------------ the widget
 
+#: modules the first result layers import on the GUI thread (napari's Labels pulls pandas
+#: in for its features table; the store-backed layers read through zarr): ~1 s of imports
+#: on a loaded 2-core machine, a stall when the first run lays out its layers (issue 11)
+_WARM_MODULES = ("pandas", "zarr", "numcodecs.blosc", "napari.layers.labels.labels")
+_warm_started = False
+
+
+def _warm_imports() -> None:
+    """Import :data:`_WARM_MODULES` in a background thread, once per process.
+
+    Import work in a worker thread leaves the GUI thread free (the GIL switches every few
+    ms), where importing them at the first layer would freeze it for the whole import.
+    """
+    global _warm_started
+    if _warm_started:
+        return
+    _warm_started = True
+    import importlib
+    import sys
+    import threading
+
+    def _run() -> None:
+        for name in _WARM_MODULES:
+            if name not in sys.modules:
+                try:
+                    importlib.import_module(name)
+                except Exception:  # an optional module missing: the layer imports it anyway
+                    pass
+
+    threading.Thread(target=_run, name="napari-histo-warm-imports", daemon=True).start()
+
+
 
 #: what to say when a checkpoint of the other task is given to a widget
 _WRONG_TASK = {
@@ -148,7 +189,11 @@ class SegmentWidget(DockWidget):
         self.timings: dict[str, float] = {}
         self._live: rl.PredictionLayers | None = None
         self._live_geometry: tuple[Any, ...] | None = None
-        self._live_factor = 1
+        #: output boxes landed since the last redraw of a store-backed (multiscale) layer
+        self._landed: list[tuple[int, int, int, int]] = []
+        self._live_store = ""  # the store the live layers read (store-backed layers)
+        #: how many redraws re-read the store-backed layers / were skipped (nothing in view)
+        self.redraws = {"done": 0, "skipped": 0}
         from qtpy.QtCore import QTimer
 
         self._last_redraw = 0.0
@@ -171,6 +216,7 @@ class SegmentWidget(DockWidget):
         self._threshold_slider.changed.connect(self._on_threshold)
         self._opacity_slider.changed.connect(self._on_opacity)
         self._dock_ready()
+        _warm_imports()
         recent = recent_checkpoints()
         if recent:
             self._ckpt_edit.value = recent[0]  # type: ignore[assignment]  # magicgui takes str
@@ -318,7 +364,9 @@ class SegmentWidget(DockWidget):
         _write_card(req)  # ~1 ms, before the worker starts: the run's timings are unchanged
         self._live = None
         self._live_geometry = None
-        self._live_factor = 1
+        self._landed = []
+        self._live_store = ""
+        self.redraws = {"done": 0, "skipped": 0}
         self._last_redraw = 0.0
         self._redraw_interval = REDRAW_S
         self._last_progress = 0.0
@@ -376,13 +424,15 @@ class SegmentWidget(DockWidget):
             self.timings.setdefault("layers_ready", time.perf_counter())
             return
         if isinstance(ev, TileReady):
-            if self._live is not None:
-                f = self._live_factor
-                y0, x0, y1, x1 = ev.box
-                oy, ox = -(-y0 // f), -(-x0 // f)  # first kept output row/col (ceil)
-                tile = ev.data[oy * f - y0::f, ox * f - x0::f]
-                self._live.paste((oy, ox, oy + tile.shape[0], ox + tile.shape[1]), tile,
-                                 redraw=False)
+            if self._live is not None and ev.data is None:  # shown from the store
+                if ev.chunks is not None:  # decoded by the worker: no read here
+                    put_chunks(self._live_store, ev.chunks)
+                else:
+                    forget_box(self._live_store, ev.box)  # before any re-slice reads it
+                self._landed.append(ev.box)
+                self._request_redraw()
+            elif self._live is not None and ev.data is not None:
+                self._live.paste(ev.box, ev.data, redraw=False)
                 self._request_redraw()
             done, total = ev.done, ev.total
         elif isinstance(ev, Progress):
@@ -435,29 +485,53 @@ class SegmentWidget(DockWidget):
     def _redraw_now(self) -> None:
         if self._live is None:
             return
+        if self._live.multiscale and not self._landed_in_view():
+            self.redraws["skipped"] += 1
+            return
         t0 = time.perf_counter()
+        self.redraws["done"] += 1
         self._live.redraw()
         self._last_redraw = time.perf_counter()
         self._redraw_interval = max(REDRAW_S, (self._last_redraw - t0) / REDRAW_SHARE)
         self.timings.setdefault("first_tile", self._last_redraw)
 
-    def _make_live_layers(self, ev: StoreReady) -> None:
-        """Layers over the store's extent, filled tile by tile; big stores get an overview.
+    def _landed_in_view(self) -> bool:
+        """Whether a block landed since the last redraw is on screen (then clear the list).
 
-        The live buffer holds every ``f``-th output pixel with ``f`` the smallest power of
-        two keeping it under ``LIVE_MAX_SIDE`` px, so memory stays flat on any slide; the
-        full-resolution pyramid replaces it when the run completes.
+        A store-backed layer re-reads what it shows from the store when napari re-slices it
+        (panning, zooming), so blocks landing off screen need no redraw at all.
+        """
+        landed, self._landed = self._landed, []
+        if not landed or self._live is None:
+            return False
+        view = rl.visible_box(self._viewer, self._live.heatmap)
+        if view is None:
+            return False
+        vy0, vx0, vy1, vx1 = view
+        return any(y0 < vy1 and vy0 < y1 and x0 < vx1 and vx0 < x1
+                   for y0, x0, y1, x1 in landed)
+
+    def _make_live_layers(self, ev: StoreReady) -> None:
+        """Layers over the store's extent, filled as blocks land.
+
+        Up to ``LIVE_MAX_SIDE`` px a side: numpy arrays the tiles are pasted into (kept when
+        the run ends). Larger: multiscale layers reading every level of the store on demand
+        (:func:`~napari_histo.engine.live.store_levels`; the writer fills the lower levels
+        block by block), so the GUI thread only ever reads the visible pixels at the shown
+        level, and the same layers stay when the run ends (no swap).
         """
         image_layer = self._pending_layers["image_layer"]
         req: SegmentRequest = self._pending_layers["req"]
-        f = 1
-        while max(ev.shape) / f > LIVE_MAX_SIDE:
-            f *= 2
-        self._live_factor = f
-        buf = np.zeros((-(-ev.shape[0] // f), -(-ev.shape[1] // f)), dtype=np.float32)
+        data: Any
+        self._live_store = ev.path
+        if shown_from_store(ev.shape):
+            start_streaming(ev.path)
+            data = store_levels(ev.path, (int(ev.shape[0]), int(ev.shape[1])))
+        else:
+            data = np.zeros(tuple(int(v) for v in ev.shape), dtype=np.float32)
         self._live = rl.add_prediction_layers(
-            self._viewer, image_layer, buf,
-            downsample=(ev.downsample[0] * f, ev.downsample[1] * f), offset_px=ev.origin_px,
+            self._viewer, image_layer, data,
+            downsample=ev.downsample, offset_px=ev.origin_px,
             threshold=float(self._threshold_slider.value),
             opacity=float(self._opacity_slider.value), class_names=list(ev.class_names),
             owner=self.result_owner,
@@ -486,16 +560,14 @@ class SegmentWidget(DockWidget):
         self._progress_now()
         if self._live is not None:
             self._redraw_timer.stop()
-        if self._live is not None and self._live_factor == 1:
-            # every tile is already on screen at full resolution
+        if self._live is not None:
+            # every tile is already on screen (pasted, or in the store the layers read)
             for layer in (self._live.heatmap, self._live.labels):
                 layer.metadata["napari_histo"].update(meta, live=False)
             self._live.finish_live()
             self.timings.setdefault("first_tile", time.perf_counter())
             self.result = self._live
             return
-        if self._live is not None:  # replace the overview by the full pyramid
-            self._drop_live_layers()
         prob = display_probability(out, LIVE_MAX_SIDE)
         self.result = rl.add_prediction_layers(
             self._viewer, image_layer, prob, downsample=out.downsample,
@@ -515,6 +587,8 @@ class SegmentWidget(DockWidget):
 
     def _on_finished(self) -> None:
         """Buttons back; the base then sets the end state (done / cancelled / failed)."""
+        if self._live_store:  # no more blocks: chunks not cached are read from the store
+            stop_streaming(self._live_store)
         if self._redraw_timer.isActive():  # cancelled or failed: show the tiles that landed
             self._redraw_timer.stop()
             self._redraw_now()

@@ -128,10 +128,16 @@ def test_resume_after_interruption_is_byte_identical(seg_model, syn_slide: Path,
                 break
     gen.close()
     assert not is_complete(out)
+    import zarr
+
     from napari_histo.engine.inference.writer import done_dir
 
     n_done = len(list(done_dir(out).iterdir()))
-    assert 3 <= n_done < 6
+    g = zarr.open_group(str(ref), mode="r")
+    n_blocks = int(np.prod([-(-s // c) for s, c in zip(g["0"].shape, g["0"].chunks,
+                                                          strict=True)]))
+    # the 3 reported + the writes still in flight (their count depends on the machine's load)
+    assert 3 <= n_done < n_blocks
     with pytest.raises(OutputExistsError):
         run_task(predict_slide(syn_slide, seg_model, cfg, out_path=out))
     events: list = []

@@ -119,3 +119,74 @@ def test_live_layers_have_no_outlines_and_redraw_skips_thumbnails(make_napari_vi
     assert big.labels.contour == 0  # over CONTOUR_MAX_PX: filled
     big.finish_live()
     assert big.labels.contour == 0
+
+
+def test_large_whole_slide_run_shows_the_store_as_multiscale_layers_from_the_start(
+        make_napari_viewer, qtbot, monkeypatch, multi_tile_slide, tiny_checkpoint,
+        no_threads_left):
+    """A store larger than LIVE_MAX_SIDE is shown lazily from its pyramid from the first
+    block: the same two multiscale layers from the start to the end (no swap), filled as
+    blocks land, their lower levels equal to the store's level 0 downsampled once done."""
+    import zarr
+
+    from napari_histo.engine import live as live_mod
+    from napari_histo.io.ome_zarr import downsample2
+
+    monkeypatch.setattr(live_mod, "LIVE_MAX_SIDE", 256)  # the 3072^2 slide counts as large
+    viewer = make_napari_viewer(show=True)
+    image = viewer.open(str(multi_tile_slide), plugin="napari-histo")[0]
+    w = SegmentWidget(viewer)
+    viewer.window.add_dock_widget(w)
+    w._image_combo.value = image
+    w.set_checkpoint(tiny_checkpoint)
+    w._device_combo.value = "cpu"
+    first: dict[str, object] = {}
+    shown: list[int] = []
+
+    def sample() -> None:
+        live = w._live
+        if live is None or h.done:
+            return
+        first.setdefault("pair", (live.heatmap, live.labels))
+        first.setdefault("n_layers", len(viewer.layers))
+        shown.append(int(np.count_nonzero(np.asarray(live.heatmap._slice.image.raw))))
+
+    from qtpy.QtCore import QTimer
+
+    timer = QTimer()
+    timer.setInterval(20)
+    timer.timeout.connect(sample)
+    h = w.run("whole slide")
+    assert h is not None
+    timer.start()
+    qtbot.waitUntil(lambda: h.done, timeout=240000)
+    timer.stop()
+    qtbot.waitUntil(lambda: w._run_button.enabled, timeout=10000)
+    assert h.error is None, h.error
+
+    heat, labels = first["pair"]  # type: ignore[misc]
+    assert heat.multiscale and labels.multiscale
+    assert len(heat.data) >= 3 and len(labels.data) == len(heat.data)
+    # the same layer objects at the end: nothing removed or added
+    assert w.result is not None
+    assert w.result.heatmap is heat and w.result.labels is labels
+    assert heat in viewer.layers and labels in viewer.layers
+    assert len(viewer.layers) == first["n_layers"]
+    meta = heat.metadata["napari_histo"]
+    assert meta["live"] is False and meta["complete"] is True
+    assert labels.contour == 0  # multiscale: never outlines
+    # tiles showed up progressively while the run went on
+    assert len(set(shown)) >= 2 and max(shown) > 0, shown
+
+    # lower levels filled: each is the level above, 2x2-averaged (what a one-shot pyramid gives)
+    g = zarr.open_group(meta["store"], mode="r")
+    ref = np.asarray(g["0"][...])
+    assert ref.any()
+    for k in range(1, len(heat.data)):
+        ref = downsample2(ref, "image")
+        np.testing.assert_array_equal(np.asarray(g[str(k)][...]), ref)
+        shown_k = np.asarray(heat.data[k][:, :])
+        assert shown_k.shape == ref.shape[-2:] and shown_k.any()
+    # the labels layer follows the threshold slider, still lazily
+    w._threshold_slider.value = 0.0
+    assert np.asarray(w.result.labels.data[-1][:, :]).all()

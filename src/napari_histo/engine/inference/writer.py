@@ -9,6 +9,11 @@ support; 0.5 on zarr v3 with ``ngff_version="0.5"``, the NGFF keys then under ``
                      otherwise; float16 or uint8 (= round(255 p)); level k is 2**k smaller
     labels/prediction/0, 1, ...   uint8 label map (threshold or argmax), NGFF image-label
 
+A new store (:meth:`ZarrSink.create`) has all its levels from the start and each written
+block is downsampled into them at once (in the writer thread), so a viewer can show the
+whole store, zoomed out or in, while it fills (issue 11); a store reopened to resume or by
+distributed workers gets its lower levels rebuilt at :meth:`ZarrSink.finish` instead.
+
 While a run is unfinished, a sibling folder ``.NAME.ome.zarr.done/`` holds one empty file
 per finished block (what a resume skips; outside the zarr hierarchy so readers never see
 it); it is removed once the store is complete.
@@ -36,6 +41,7 @@ import json
 import os
 import shutil
 import socket
+import threading
 import time
 import uuid
 from pathlib import Path
@@ -48,6 +54,7 @@ from napari_histo.core.errors import ConfigError, DataError, OutputExistsError
 from napari_histo.core.limits import one_line
 from napari_histo.io.ome_zarr import (
     VERSIONS,
+    add_levels,
     array_options,
     grow_pyramid,
     image_label,
@@ -55,6 +62,7 @@ from napari_histo.io.ome_zarr import (
     multiscales,
     open_ome_zarr,
     read_attrs,
+    update_levels,
     wrap,
 )
 from napari_histo.io.prediction_status import done_dir
@@ -148,13 +156,25 @@ class ZarrSink:
     Use :meth:`create` for a new run and :meth:`open` (by workers, or to resume).
     """
 
-    def __init__(self, path: Path, group: Any, threshold: float, prob_dtype: str) -> None:
+    def __init__(self, path: Path, group: Any, threshold: float, prob_dtype: str,
+                 *, live_levels: bool = False) -> None:
         self.path = path
         self.group = group
         self.threshold = threshold
         self.prob_dtype = prob_dtype
         self.probabilities = group["0"]
         self.labels = group["labels/prediction/0"]
+        #: lower levels kept up to date block by block (only by the sink that created them:
+        #: another process writing blocks of the same store could not be serialised with it)
+        self.live_levels = live_levels
+        self._prob_levels: list[Any] = []
+        self._label_levels: list[Any] = []
+        if live_levels:
+            self._prob_levels = _levels(group)
+            self._label_levels = _levels(group["labels/prediction"])
+        # blocks are written by several threads; a lower-level pixel covers several blocks,
+        # so their downsampling runs one block at a time
+        self._levels_lock = threading.Lock()
         done_dir(path).mkdir(exist_ok=True)
 
     @classmethod
@@ -212,7 +232,9 @@ class ZarrSink:
                             unit=unit, name=name, version=ngff_version, kind="image")
         group.attrs.update({**wrap({"multiscales": [probs]}, ngff_version),
                             META: {**meta, "complete": False}})
-        return cls(path, group, threshold, prob_dtype)
+        add_levels(group)
+        add_levels(lab)
+        return cls(path, group, threshold, prob_dtype, live_levels=True)
 
     @classmethod
     def open(cls, path: str | Path, *, threshold: float | None = None,
@@ -258,13 +280,27 @@ class ZarrSink:
               probs: npt.NDArray[np.float32]) -> None:
         """Write one block (= one chunk) then its done marker."""
         put_block(self.probabilities, self.labels, box, probs, self.prob_dtype, self.threshold)
+        if self.live_levels:
+            with self._levels_lock:
+                update_levels(self._prob_levels, "image", box)
+                update_levels(self._label_levels, "labels", box)
         (done_dir(self.path) / f"{b[0]}_{b[1]}").touch()
 
     def finish(self, **meta: Any) -> None:
-        """Build the pyramids and set the completion flag (last)."""
-        build_pyramid(self.group)
+        """Complete the pyramids (unless kept up to date while writing) and set the
+        completion flag (last)."""
+        if not self.live_levels:
+            build_pyramid(self.group)
         self.update_meta(**meta, complete=True)
         shutil.rmtree(done_dir(self.path), ignore_errors=True)
+
+
+def _levels(group: Any) -> list[Any]:
+    """Arrays ``0, 1, ...`` of an NGFF group, largest first."""
+    out: list[Any] = []
+    while str(len(out)) in group:
+        out.append(group[str(len(out))])
+    return out
 
 
 def build_pyramid(group: Any, min_side: int = 256) -> None:

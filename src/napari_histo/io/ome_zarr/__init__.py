@@ -68,10 +68,13 @@ from napari_histo.io.ome_zarr._ngff import (
     wrap,
 )
 from napari_histo.io.ome_zarr._pyramid import (
+    add_levels,
     downsample2,
     downsample2_dask,
     grow_pyramid,
     n_levels_for,
+    pyramid_depth,
+    update_levels,
 )
 from napari_histo.io.ome_zarr._store import (
     Kind,
@@ -93,6 +96,9 @@ __all__ = [
     "downsample2",
     "downsample2_dask",
     "grow_pyramid",
+    "add_levels",
+    "pyramid_depth",
+    "update_levels",
     "image_label",
     "is_complete",
     "is_ngff_image",

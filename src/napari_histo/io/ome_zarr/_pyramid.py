@@ -18,8 +18,8 @@ import numpy as np
 
 from napari_histo.io.ome_zarr._ngff import ngff_root, relevel
 
-__all__ = ["downsample2", "downsample2_dask", "fill_level", "fill_levels", "grow_pyramid", "level_shapes",
-           "n_levels_for"]
+__all__ = ["add_levels", "downsample2", "downsample2_dask", "fill_level", "fill_levels",
+           "grow_pyramid", "level_shapes", "n_levels_for", "pyramid_depth", "update_levels"]
 
 
 def downsample2(block: np.ndarray, kind: str) -> np.ndarray:
@@ -174,6 +174,67 @@ def _run(boxes: list[tuple[int, int, int, int]], fn: Callable[[Any], None], n: i
             fn(b)
 
 
+def pyramid_depth(shape: Sequence[int], min_side: int = 256) -> int:
+    """How many levels :func:`grow_pyramid` makes for a level 0 of ``shape`` (last two axes)."""
+    h, w = (int(v) for v in shape[-2:])
+    n = 1
+    while max(h, w) > min_side:
+        h, w = math.ceil(h / 2), math.ceil(w / 2)
+        n += 1
+    return n
+
+
+def _relevel_attrs(group: Any, n: int) -> None:
+    """Rewrite the group's multiscales metadata for ``n`` levels (per-level transforms)."""
+    attrs = group.attrs.asdict()
+    root = ngff_root(attrs)
+    ms = list(root["multiscales"])
+    ms[0] = relevel(ms[0], n)
+    if root is attrs:
+        group.attrs["multiscales"] = ms
+    else:
+        group.attrs["ome"] = {**root, "multiscales": ms}
+
+
+def add_levels(group: Any, *, min_side: int = 256) -> int:
+    """Create the empty levels 1.. of a one-level NGFF group up front (same chunks as level
+    0, fill 0) and list them in its metadata; returns the level count.
+
+    For stores filled block by block with :func:`update_levels`: a viewer can show every
+    level of the store while it is being written (issue 11).
+    """
+    src = group["0"]
+    n = pyramid_depth(src.shape, min_side)
+    shapes = level_shapes((int(src.shape[-2]), int(src.shape[-1])), n)
+    extra: dict[str, Any] = {}
+    if src.metadata.zarr_format == 3 and src.metadata.dimension_names:
+        extra["dimension_names"] = src.metadata.dimension_names
+    for k in range(1, n):
+        group.create_array(str(k), shape=(*src.shape[:-2], *shapes[k]), chunks=src.chunks,
+                           dtype=src.dtype, fill_value=0, **extra)
+    _relevel_attrs(group, n)
+    return n
+
+
+def update_levels(levels: Sequence[Any], kind: str, box: tuple[int, int, int, int]) -> None:
+    """Recompute the pixels of levels 1.. that cover the level-0 ``box`` just written.
+
+    Each level is computed from the one above over the (rounded out) box, so once every
+    block has gone through here (one at a time: callers serialise) the pyramid equals a
+    one-shot :func:`grow_pyramid` / :func:`fill_levels` of the final level 0.
+    """
+    y0, x0, y1, x1 = (int(v) for v in box)
+    for k in range(1, len(levels)):
+        dst = levels[k]
+        hk, wk = dst.shape[-2:]
+        y0, x0 = y0 // 2, x0 // 2
+        y1, x1 = min(hk, -(-y1 // 2)), min(wk, -(-x1 // 2))
+        if y1 <= y0 or x1 <= x0:
+            return
+        data = np.asarray(levels[k - 1][..., 2 * y0: 2 * y1, 2 * x0: 2 * x1])
+        dst[..., y0:y1, x0:x1] = downsample2(data, kind)[..., : y1 - y0, : x1 - x0]
+
+
 def grow_pyramid(
     group: Any, kind: str, *, min_side: int = 256, after_row: Callable[[], None] | None = None
 ) -> int:
@@ -200,12 +261,5 @@ def grow_pyramid(
         fill_level(src, dst, kind, skip_empty=True, after_row=after_row)
         k += 1
     n = k + 1
-    attrs = group.attrs.asdict()
-    root = ngff_root(attrs)
-    ms = list(root["multiscales"])
-    ms[0] = relevel(ms[0], n)
-    if root is attrs:
-        group.attrs["multiscales"] = ms
-    else:
-        group.attrs["ome"] = {**root, "multiscales": ms}
+    _relevel_attrs(group, n)
     return n
