@@ -37,8 +37,6 @@ Box = tuple[int, int, int, int]
 ANCHOR_WEIGHT = 0.5
 #: at most this many anchor regions per fine-tune (about as many as reviewed ones below it)
 ANCHOR_MAX = 32
-#: anchor pixels at or above this uncertainty (normalised entropy) are left unlabelled
-ANCHOR_PIXEL_BAND = 0.5
 #: an anchor tile is mostly tissue (fraction of its box)
 ANCHOR_MIN_TISSUE = 0.5
 
@@ -173,8 +171,9 @@ def anchor_samples(store: ReviewStore, read: Callable[[Box], np.ndarray], n: int
                    seed: int = 0, weight: float = ANCHOR_WEIGHT,
                    size: int | None = None) -> tuple[list[Any], list[Region]]:
     """Training samples of :func:`anchor_regions`: the image, the store's predicted labels
-    (pixels at or above :data:`ANCHOR_PIXEL_BAND` uncertainty left unlabelled,
-    ``IGNORE_INDEX``) and pixel weights ``weight``. Returns (samples, their regions).
+    and pixel weights ``weight * (1 - u)`` (u: the pixel's normalised entropy, so a pixel
+    the model was unsure of teaches little and a 50/50 one nothing). Returns (samples,
+    their regions).
 
     Why (pseudo-rehearsal, Robins 1995): fine-tuning on the reviewed regions alone (a
     few, all from where the model was unsure: uncertainty sampling is a biased sample of
@@ -184,7 +183,7 @@ def anchor_samples(store: ReviewStore, read: Callable[[Box], np.ndarray], n: int
     uniformly over the slide's tissue and weighted below the user's corrections, keeps
     that while the corrections are learned.
     """
-    from napari_histo.engine.datasets import IGNORE_INDEX, ArraySample
+    from napari_histo.engine.datasets import ArraySample
     from napari_histo.engine.review.regions import block_maps
 
     if not 0.0 < weight <= 1.0:
@@ -196,12 +195,11 @@ def anchor_samples(store: ReviewStore, read: Callable[[Box], np.ndarray], n: int
     for r in regs:
         u, _p, _t, lab = block_maps(store.probabilities(), r.bbox_store, thr, None,
                                     unc[0] if unc else None, "entropy")
-        lab = np.where(u >= ANCHOR_PIXEL_BAND, IGNORE_INDEX, lab).astype(np.uint8)
-        if np.count_nonzero(lab != IGNORE_INDEX) < lab.size / 2:
-            continue  # not confident enough to rehearse
+        w = (weight * (1.0 - np.clip(u, 0.0, 1.0))).astype(np.float32)
+        if not w.any():
+            continue  # nothing the model is sure of here
         img = np.asarray(read(r.bbox_store))
-        samples.append(ArraySample(image=img, labels=lab,
-                                   weights=np.full(lab.shape, weight, np.float32),
+        samples.append(ArraySample(image=img, labels=lab.astype(np.uint8), weights=w,
                                    group=store.path.name, name=f"anchor-{r.id}"))
         used.append(r)
     return samples, used
@@ -217,7 +215,7 @@ def finetune_reviewed_job(store: ReviewStore, checkpoint: str | Path, cfg: Any =
     ``repredict_top`` best regions not yet reviewed in place in the store, re-rank the rest.
 
     ``anchors`` (on by default): also train on min(reviewed, ``anchor_max``) confident
-    unreviewed tiles with the model's own labels at pixel weight ``anchor_weight``
+    unreviewed tiles with the model's own labels at pixel weight at most ``anchor_weight``
     (:func:`anchor_samples`, seeded by ``anchor_seed``), against catastrophic forgetting
     and the selection bias of training only on the uncertain regions.
 
