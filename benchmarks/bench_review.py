@@ -1,9 +1,11 @@
 """Review queue benchmark (issue 12 point 4): a simulated annotator, the oracle's masks.
 
-From a weak model, each round the oracle corrects the next K tiles of a strategy's order
-(its mask replaces the prediction there) and the model is fine-tuned on every corrected
-tile with a fixed budget, then the slide is predicted again. Strategies, at equal K and
-equal fine-tune budget: ``ranked`` (the engine's default review score), ``random`` (a seeded
+From a weak model (trained with the engine's loop on a few images, best checkpoint on a
+held-out part), each round the oracle corrects the next K tiles of a strategy's order (its
+mask replaces the prediction there) and the model is fine-tuned on every corrected tile by
+the product's ``finetune_reviewed_job`` (anchored on confident unreviewed tiles) with a
+fixed budget, then the slide is predicted again. Strategies, at equal K and
+equal fine-tune budget: ``ranked`` (the engine's default review order: score, spatial diversity), ``random`` (a seeded
 order of the same tissue tiles), ``lowest-confidence`` (mean uncertainty only). Cases: GlaS
 patients the weak model never saw, stitched into one slide; a CAMELYON16 mosaic of real
 tumour/normal patches (mask = tumour patches). See ``review_sim.py`` for the loop.
@@ -82,13 +84,15 @@ def report(runs: list[sim.Run], rounds: int) -> tuple[list[str], dict[str, Any]]
         lines.append(f"\n{case}: Dice gain over round 0, mean over seeds [95% bootstrap CI]")
         head = "strategy           " + "".join(f"  round {i} user         " for i in
                                                  range(1, rounds + 1))
-        lines.append(head + f"  model-unreviewed r{rounds}     corrected r{rounds}")
+        lines.append(head + f"  model-unreviewed r{rounds}     corrected r{rounds}"
+                     f"        corrections alone r{rounds}")
         summary[case] = {}
         for strat in sim.STRATEGIES:
             rs = [r for r in runs if r.case == case and r.strategy == strat]
             if not rs:
                 continue
             gu, gm = gains(rs, "dice_user"), gains(rs, "dice_model_unreviewed")
+            ga = gains(rs, "dice_corrections_only")
             row = f"{strat:<19}"
             per_round = []
             for i in range(1, rounds + 1):
@@ -99,11 +103,15 @@ def report(runs: list[sim.Run], rounds: int) -> tuple[list[str], dict[str, Any]]
             area = np.mean([r.rounds[rounds].area_pct for r in rs])
             px = np.mean([r.rounds[rounds].area_px for r in rs])
             row += f"  {m:+.3f} [{lo:+.3f},{hi:+.3f}]   {px:.0f} px ({area:.1f}%)"
+            ma, alo, ahi = _mean_ci(ga[:, rounds])
+            row += f"   {ma:+.3f} [{alo:+.3f},{ahi:+.3f}]"
             lines.append(row)
             summary[case][strat] = {
                 "dice0": rs[0].rounds[0].dice_user, "gain_user": per_round,
                 "gain_model_unreviewed_last": [m, lo, hi], "area_px_last": float(px),
-                "area_pct_last": float(area), "seeds": [r.seed for r in rs]}
+                "area_pct_last": float(area), "seeds": [r.seed for r in rs],
+                "gain_corrections_only_last": [ma, alo, ahi],
+                "anchors_last": float(np.mean([r.rounds[rounds].anchors for r in rs]))}
         rk = [r for r in runs if r.case == case and r.strategy == "ranked"]
         rd = [r for r in runs if r.case == case and r.strategy == "random"]
         if rk and rd:
@@ -146,8 +154,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     args = ap.parse_args(argv)
     budget = sim.Budget()
     if args.quick:
-        budget = sim.Budget(k=2, rounds=1, weak_steps=4, ft_epochs=1, ft_steps=2, batch=4,
-                            weak_batch=4)
+        budget = sim.Budget(k=2, rounds=1, weak_steps=3, weak_epochs=2, ft_epochs=1,
+                            ft_steps=2, batch=4, weak_batch=4)
         args.seeds = min(args.seeds, 2)
     else:
         budget.rounds = args.rounds

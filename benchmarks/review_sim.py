@@ -8,9 +8,15 @@ patients/slides for a weak starting model. One run of a strategy and a seed:
     (``ReviewStore.rank``), measure;
     round r: the strategy orders the store's tissue tiles; the oracle corrects the next K not
     yet reviewed (``ReviewStore.save_correction`` with the oracle's mask over the tile);
-    fine-tune the current model on every corrected tile (``ReviewStore.reviewed_samples`` ->
-    ``train(cfg, arrays=...)``, the Correct widget's fine-tune path) with a fixed budget;
-    predict the slide again into a new store, re-apply the corrections, measure.
+    fine-tune the current model on every corrected tile with the product's code path
+    (``engine.review.finetune.finetune_reviewed_job``: its default anchoring on confident
+    unreviewed tiles included) with a fixed budget; predict the slide again into a new
+    store, re-apply the corrections, measure.
+
+The weak starting model is trained with the engine's normal loop on the case's few
+training images (a held-out 20 % of them, stratified, picks the best checkpoint and stops
+early; a bounded time budget), so its probabilities mean something; it is trained once per
+case and shared by every strategy and seed.
 
 Nothing here is tuned per strategy: K, the region size and the fine-tune budget are the
 same for all of them.
@@ -52,7 +58,12 @@ class Budget:
     k: int = 6  #: regions corrected per round
     rounds: int = 3
     region: int = 64  #: region side, store px (model resolution)
-    weak_steps: int = 30  #: training steps of the starting model
+    #: the starting model: engine training loop, validation split, best checkpoint, early
+    #: stopping after ``weak_patience`` epochs without gain, at most ``weak_minutes``
+    weak_steps: int = 20  #: steps per epoch of the starting model
+    weak_minutes: float = 1.25
+    weak_patience: int = 5
+    weak_epochs: int | None = None  #: None: paced by ``weak_minutes``
     weak_batch: int = 8
     #: fine-tune budget: the review engine's defaults (``finetune_config``: 3 epochs x 10
     #: steps, lr 1e-4, batch 4); run 1 of docs/benchmarks.md used 2 x 8, 5e-4, batch 8
@@ -75,6 +86,9 @@ class RoundResult:
     area_px: int  #: tissue store px inside the corrected tiles
     area_pct: float  #: of the slide's tissue
     changed_px: int  #: px whose label the corrections changed (in the round's prediction)
+    #: reference: the same corrected tiles over the round-0 prediction (no fine-tune)
+    dice_corrections_only: float = float("nan")
+    anchors: int = 0  #: confident regions the fine-tune anchored on
     seconds: float = 0.0
     ids: list[str] = field(default_factory=list)  #: the tiles corrected so far, in order
 
@@ -143,7 +157,9 @@ def glas_case(data: Path, out: Path, *, quick: bool = False) -> Case:
     for r in rows:
         if r[pid] in train_p:
             img, lab = load(r["name"])
-            train.append(ArraySample(img, lab.astype(np.uint8), group=r[pid], name=r["name"]))
+            # group = the image: the starting model's validation holds out images
+            train.append(ArraySample(img, lab.astype(np.uint8), group=r["name"],
+                                     name=f"{r[pid]}/{r['name']}"))
     test = [load(r["name"]) for r in rows if r[pid] in test_p]
     out.mkdir(parents=True, exist_ok=True)
     slide, mask = _write_slide(out, [t[0] for t in test], [t[1] for t in test],
@@ -183,8 +199,8 @@ def camelyon_case(data: Path, out: Path, *, quick: bool = False) -> Case:
     train = []
     for r in train_rows:
         img, lab = load(r)
-        train.append(ArraySample(img, lab.astype(np.uint8), group=r["source_slide"],
-                                 name=Path(r["path"]).stem))
+        train.append(ArraySample(img, lab.astype(np.uint8), group=Path(r["path"]).stem,
+                                 name=f"{r['label_int']}/{Path(r['path']).stem}"))
     tiles = [load(r) for r in test]
     out.mkdir(parents=True, exist_ok=True)
     slide, mask = _write_slide(out, [t[0] for t in tiles], [t[1] for t in tiles],
@@ -204,18 +220,36 @@ def _drain(task: Any) -> Any:
     return run_task(task)
 
 
+def val_groups(samples: Sequence[Any], fraction: float = 0.2, seed: int = 0) -> tuple[str, ...]:
+    """Held-out images of the starting model: ``fraction`` of each stratum (the part of a
+    sample's name before "/": GlaS patient, CAMELYON class), at least one, seeded."""
+    rng = np.random.default_rng(seed)
+    strata: dict[str, list[str]] = {}
+    for s in samples:
+        strata.setdefault(s.name.split("/")[0], []).append(s.group)
+    out: list[str] = []
+    for key in sorted(strata):
+        groups = sorted(strata[key])
+        k = max(1, int(round(fraction * len(groups)))) if len(groups) > 1 else 0
+        out += [groups[int(i)] for i in rng.choice(len(groups), size=k, replace=False)]
+    return tuple(sorted(out))
+
+
 def train_weak(case: Case, budget: Budget, out: Path) -> Path:
-    """The starting model: ``budget.weak_steps`` steps from scratch on the case's training
-    samples (no validation split: the slide is the test)."""
+    """The starting model: the engine's training loop on the case's few training images
+    (stratified 20 % held out for the best checkpoint and early stopping; the slide is the
+    test), bounded by ``budget.weak_minutes`` (or ``weak_epochs``)."""
     from napari_histo.engine.training import TrainConfig, train
 
-    cfg = TrainConfig(task="segment", model=budget.model, epochs=1,
+    cfg = TrainConfig(task="segment", model=budget.model, epochs=budget.weak_epochs,
+                      time_limit_min=None if budget.weak_epochs else budget.weak_minutes,
                       steps_per_epoch=budget.weak_steps, lr=2e-3, batch_size=budget.weak_batch,
                       patch_size=max(budget.patch, 128), mpp=case.model_mpp,
                       data_mpp=case.slide_mpp, device="cpu", out_dir=str(out),
-                      val_fraction=0.0, class_names=("background", "foreground"), num_classes=2,
-                      early_stopping_patience=None, amp=False, preview=False, seed=0,
-                      threads=1)
+                      val_groups=val_groups(case.train),
+                      class_names=("background", "foreground"), num_classes=2,
+                      early_stopping_patience=budget.weak_patience, amp=False, preview=False,
+                      seed=0, threads=2)
     res = _drain(train(cfg, arrays=case.train))
     return Path(res.best_checkpoint or res.last_checkpoint)
 
@@ -274,8 +308,9 @@ def _dice(pred: np.ndarray, ref: np.ndarray, where: np.ndarray | None = None) ->
 
 
 def measure(store: Any, oracle: np.ndarray, reviewed: list[Any], rnd: int,
-            seconds: float) -> RoundResult:
-    """Dice of the user's result and of the model outside the reviewed tiles, corrected area."""
+            seconds: float, pred0: np.ndarray | None = None) -> RoundResult:
+    """Dice of the user's result and of the model outside the reviewed tiles, corrected area;
+    with ``pred0`` (round 0's labels) also the Dice of the corrections alone."""
     pred = np.asarray(store.labels()[:]) > 0
     probs = np.asarray(store.probabilities()[:])
     tissue = (probs.sum(axis=0) if probs.ndim == 3 else probs) > 0
@@ -285,32 +320,25 @@ def measure(store: Any, oracle: np.ndarray, reviewed: list[Any], rnd: int,
         done[y0:y1, x0:x1] = True
     user = np.where(done, oracle, pred)
     area = int(np.count_nonzero(done & tissue))
+    alone = _dice(np.where(done, oracle, pred0), oracle) if pred0 is not None else float("nan")
     return RoundResult(rnd, _dice(user, oracle), _dice(pred, oracle, ~done), len(reviewed),
                        area, 100.0 * area / max(1, int(tissue.sum())),
-                       int(np.count_nonzero(done & (pred != oracle))), round(seconds, 2),
-                       [r.id for r in reviewed])
+                       int(np.count_nonzero(done & (pred != oracle))), alone,
+                       seconds=round(seconds, 2), ids=[r.id for r in reviewed])
 
 
-def finetune(store: Any, ckpt: Path, case: Case, budget: Budget, seed: int, out: Path) -> Path:
-    """Fine-tune ``ckpt`` on every corrected tile (fixed budget, settings of the Correct
-    widget: no validation split, frozen norm layers, augmentation on)."""
-    from napari_histo.engine.training import TrainConfig, train
+def finetune(store: Any, ckpt: Path, budget: Budget, seed: int, out: Path) -> tuple[Path, int]:
+    """Fine-tune ``ckpt`` on every corrected tile with the product's path
+    (``finetune_reviewed_job``: the Correct widget's settings, anchoring on by default), a
+    fixed budget; nothing re-predicted in the store (the benchmark predicts the whole slide
+    again). Returns (checkpoint, anchors used)."""
+    from napari_histo.engine.review.finetune import finetune_config, finetune_reviewed_job
 
-    read = store.image_reader()
-    try:
-        samples = store.reviewed_samples(read)
-    finally:
-        read.close()
-    cfg = TrainConfig(task="segment", model=budget.model, epochs=budget.ft_epochs,
-                      steps_per_epoch=budget.ft_steps, lr=budget.ft_lr,
-                      batch_size=budget.batch, patch_size=budget.patch, mpp=case.model_mpp,
-                      data_mpp=case.model_mpp, device="cpu", out_dir=str(out),
-                      val_fraction=0.0, init_checkpoint=str(ckpt),
-                      class_names=("background", "foreground"), num_classes=2,
-                      early_stopping_patience=None, amp=False, preview=False,
-                      freeze_norm=True, augment=True, seed=seed, threads=1)
-    res = _drain(train(cfg, arrays=samples))
-    return Path(res.last_checkpoint)
+    cfg = finetune_config(ckpt, out, epochs=budget.ft_epochs, steps_per_epoch=budget.ft_steps,
+                          lr=budget.ft_lr, patch_size=budget.patch, batch_size=budget.batch)
+    cfg = cfg.replace(seed=seed, threads=1)
+    res = _drain(finetune_reviewed_job(store, ckpt, cfg, repredict_top=0, anchor_seed=seed))
+    return Path(res.checkpoint), len(res.anchors)
 
 
 def run_strategy(case: Case, budget: Budget, strategy: str, seed: int, weak: Path,
@@ -326,7 +354,8 @@ def run_strategy(case: Case, budget: Budget, strategy: str, seed: int, weak: Pat
     store = ReviewStore.open(path)
     oracle = oracle_on_store(case, store)
     reviewed: list[Any] = []
-    run.rounds.append(measure(store, oracle, reviewed, 0, 0.0))
+    pred0 = np.asarray(store.labels()[:]) > 0
+    run.rounds.append(measure(store, oracle, reviewed, 0, 0.0, pred0))
     ckpt = weak
     random_order = None
     for rnd in range(1, budget.rounds + 1):
@@ -344,16 +373,18 @@ def run_strategy(case: Case, budget: Budget, strategy: str, seed: int, weak: Pat
             y0, x0, y1, x1 = r.bbox_store
             store.save_correction(r.id, oracle[y0:y1, x0:x1].astype(np.uint8))
         reviewed += new
-        ckpt = finetune(store, ckpt, case, budget, seed * 100 + rnd, work / f"ft{rnd}")
+        ckpt, n_anchors = finetune(store, ckpt, budget, seed * 100 + rnd, work / f"ft{rnd}")
         path = work / f"round{rnd}.ome.zarr"
         store = predict(case, ckpt, path)
         rank(store, budget)
         for r in reviewed:  # the session's corrections carry over to the new prediction
             y0, x0, y1, x1 = r.bbox_store
             store.save_correction(r.id, oracle[y0:y1, x0:x1].astype(np.uint8))
-        run.rounds.append(measure(store, oracle, reviewed, rnd, time.perf_counter() - t0))
+        run.rounds.append(measure(store, oracle, reviewed, rnd, time.perf_counter() - t0, pred0))
         last = run.rounds[-1]
+        last.anchors = n_anchors
         log(f"  {case.name} {strategy:>17} seed {seed} round {rnd}: Dice user "
             f"{last.dice_user:.3f}, model (unreviewed) {last.dice_model_unreviewed:.3f}, "
-            f"corrected {last.area_pct:.1f}% of tissue ({last.seconds:.0f} s)")
+            f"corrections alone {last.dice_corrections_only:.3f}, corrected "
+            f"{last.area_pct:.1f}% of tissue, {n_anchors} anchors ({last.seconds:.0f} s)")
     return run

@@ -7,6 +7,10 @@ scores the reviewed regions before and after (Dice/IoU against the user's labels
 the fine-tuned model's prediction of the best ``repredict_top`` regions not yet reviewed
 back into the store (probabilities, labels and their pyramids; the store records which
 checkpoint refined which boxes) and ranks what is left again.
+
+Fine-tuning is anchored by default (:func:`anchor_samples`): besides the reviewed regions
+it trains on unreviewed tissue the model is already sure of, with its own labels at a lower
+pixel weight, so that learning the corrections does not unlearn the rest of the slide.
 """
 
 from __future__ import annotations
@@ -21,12 +25,20 @@ import numpy as np
 
 from napari_histo.core.errors import ConfigError
 from napari_histo.core.progress import Message, Progress, Task
-from napari_histo.engine.review.regions import Region
+from napari_histo.engine.review.regions import DEFAULT_DIVERSITY, Region
 from napari_histo.engine.review.store import ReviewStore
 
-__all__ = ["ReviewFinetuneOutcome", "finetune_config", "finetune_reviewed_job"]
+__all__ = ["ANCHOR_MAX", "ANCHOR_WEIGHT", "ReviewFinetuneOutcome", "anchor_regions",
+           "anchor_samples", "finetune_config", "finetune_reviewed_job"]
 
 Box = tuple[int, int, int, int]
+
+#: pixel weight of an anchor (the model's own confident labels); reviewed pixels weigh 1
+ANCHOR_WEIGHT = 0.5
+#: at most this many anchor regions per fine-tune (about as many as reviewed ones below it)
+ANCHOR_MAX = 32
+#: an anchor tile is mostly tissue (fraction of its box)
+ANCHOR_MIN_TISSUE = 0.5
 
 
 @dataclass
@@ -43,6 +55,7 @@ class ReviewFinetuneOutcome:
     repredicted: list[str] = field(default_factory=list)  #: ids re-predicted in the store
     regions: list[Region] = field(default_factory=list)  #: the new ranking of what is left
     train: Any = None  #: the engine's TrainResult
+    anchors: list[Region] = field(default_factory=list)  #: confident regions trained on too
 
 
 def finetune_config(checkpoint: str | Path, out_dir: str | Path, *, epochs: int = 3,
@@ -103,12 +116,108 @@ def _fmt(sc: dict[str, Any]) -> str:
     return f"{sc['dice']:.3f} (95% CI {lo:.3f}-{hi:.3f})"
 
 
+def _overlaps(a: Box, b: Box) -> bool:
+    return a[0] < b[2] and b[0] < a[2] and a[1] < b[3] and b[1] < a[3]
+
+
+def anchor_regions(store: ReviewStore, n: int, *, seed: int = 0,
+                   size: int | None = None) -> list[Region]:
+    """``n`` tiles drawn (seeded, uniformly) from the store's confident, unreviewed tissue.
+
+    Candidates: tiles of ``size`` store px (None: the reviewed regions' median side) that
+    are at least :data:`ANCHOR_MIN_TISSUE` tissue, overlap no reviewed or flagged region,
+    and whose mean uncertainty is at most the median of such tiles (the more confident
+    half: relative, so it works for a sharp and a soft model alike). Reuses the store's
+    tile ranking when it has that tile size, else scores tiles from the stored maps.
+    """
+    if n <= 0:
+        return []
+    marked = store.reviewed(("accepted", "corrected", "flagged"))
+    if size is None:
+        sides = [max(r.bbox_store[2] - r.bbox_store[0], r.bbox_store[3] - r.bbox_store[1])
+                 for r in marked]
+        size = int(np.median(sides)) if sides else int(store.settings.get("size") or 256)
+    settings = store.settings
+    if settings.get("unit") == "tile" and int(settings.get("size") or 0) == size:
+        tiles = store.regions()
+    else:
+        from napari_histo.engine.review.regions import score_regions
+
+        unc = store.uncertainty_levels()
+        tiles = score_regions(store.probabilities(), unit="tile", size=size,
+                              threshold=float(store.meta.get("threshold", 0.5)),
+                              uncertainty=unc[0] if unc else None,
+                              placement=store.placement, diversity=0.0)
+    boxes = [r.bbox_store for r in marked]
+    cand = []
+    for r in tiles:
+        y0, x0, y1, x1 = r.bbox_store
+        if r.area_px < ANCHOR_MIN_TISSUE * (y1 - y0) * (x1 - x0):
+            continue
+        if store.status(r.id) is not None or any(_overlaps(r.bbox_store, b) for b in boxes):
+            continue
+        cand.append(r)
+    if not cand:
+        return []
+    median = float(np.median([r.uncertainty for r in cand]))
+    confident = sorted((r for r in cand if r.uncertainty <= median),
+                       key=lambda r: (r.bbox_store[0], r.bbox_store[1]))
+    rng = np.random.default_rng(seed)
+    pick = rng.choice(len(confident), size=min(n, len(confident)), replace=False)
+    return [confident[int(i)] for i in pick]
+
+
+def anchor_samples(store: ReviewStore, read: Callable[[Box], np.ndarray], n: int, *,
+                   seed: int = 0, weight: float = ANCHOR_WEIGHT,
+                   size: int | None = None) -> tuple[list[Any], list[Region]]:
+    """Training samples of :func:`anchor_regions`: the image, the store's predicted labels
+    and pixel weights ``weight * (1 - u)`` (u: the pixel's normalised entropy, so a pixel
+    the model was unsure of teaches little and a 50/50 one nothing). Returns (samples,
+    their regions).
+
+    Why (pseudo-rehearsal, Robins 1995): fine-tuning on the reviewed regions alone (a
+    few, all from where the model was unsure: uncertainty sampling is a biased sample of
+    the slide) moves the model away from what it already did right elsewhere
+    (catastrophic forgetting; on a tumour/normal slide whose unsure tiles were all normal
+    the model learned "no tumour"). Rehearsing its own confident predictions, drawn
+    uniformly over the slide's tissue and weighted below the user's corrections, keeps
+    that while the corrections are learned.
+    """
+    from napari_histo.engine.datasets import ArraySample
+    from napari_histo.engine.review.regions import block_maps
+
+    if not 0.0 < weight <= 1.0:
+        raise ConfigError(f"anchor weight must be in (0, 1], got {weight!r}")
+    regs = anchor_regions(store, n, seed=seed, size=size)
+    unc = store.uncertainty_levels()
+    thr = float(store.meta.get("threshold", 0.5))
+    samples, used = [], []
+    for r in regs:
+        u, _p, _t, lab = block_maps(store.probabilities(), r.bbox_store, thr, None,
+                                    unc[0] if unc else None, "entropy")
+        w = (weight * (1.0 - np.clip(u, 0.0, 1.0))).astype(np.float32)
+        if not w.any():
+            continue  # nothing the model is sure of here
+        img = np.asarray(read(r.bbox_store))
+        samples.append(ArraySample(image=img, labels=lab.astype(np.uint8), weights=w,
+                                   group=store.path.name, name=f"anchor-{r.id}"))
+        used.append(r)
+    return samples, used
+
+
 def finetune_reviewed_job(store: ReviewStore, checkpoint: str | Path, cfg: Any = None, *,
                           repredict_top: int = 16,
                           image_reader: Callable[[Box], np.ndarray] | None = None,
+                          anchors: bool = True, anchor_weight: float = ANCHOR_WEIGHT,
+                          anchor_max: int = ANCHOR_MAX, anchor_seed: int = 0,
                           ) -> Task[ReviewFinetuneOutcome]:
     """Train ``checkpoint`` on the accepted/corrected regions, re-predict the
     ``repredict_top`` best regions not yet reviewed in place in the store, re-rank the rest.
+
+    ``anchors`` (on by default): also train on min(reviewed, ``anchor_max``) confident
+    unreviewed tiles with the model's own labels at pixel weight at most ``anchor_weight``
+    (:func:`anchor_samples`, seeded by ``anchor_seed``), against catastrophic forgetting
+    and the selection bias of training only on the uncertain regions.
 
     ``cfg``: a TrainConfig (None: :func:`finetune_config` into a ``finetune-*`` folder next
     to the store); its ``init_checkpoint`` is set to ``checkpoint`` when empty.
@@ -131,6 +240,16 @@ def finetune_reviewed_job(store: ReviewStore, checkpoint: str | Path, cfg: Any =
         if not samples:
             raise ConfigError("no accepted or corrected regions to fine-tune on; review some "
                               "regions first")
+        if not isinstance(anchor_max, int) or anchor_max < 0:
+            raise ConfigError(f"anchor_max must be a whole number >= 0, got {anchor_max!r}")
+        n_reviewed = len(samples)
+        anchor_regs: list[Region] = []
+        if anchors and anchor_max > 0:
+            extra, anchor_regs = anchor_samples(store, read, min(len(samples), anchor_max),
+                                                seed=anchor_seed, weight=anchor_weight)
+            yield Message(f"anchoring on {len(extra)} confident unreviewed region(s) "
+                          f"(the model's own labels, weight {anchor_weight:g})")
+            samples = samples + extra
         if cfg is None:
             cfg = finetune_config(checkpoint, store.path.parent /
                                   time.strftime(f"finetune-{store.path.name}-%Y%m%d-%H%M%S"))
@@ -174,14 +293,16 @@ def finetune_reviewed_job(store: ReviewStore, checkpoint: str | Path, cfg: Any =
         settings = store.settings
         regions = yield from store.rank(unit=settings.get("unit", "tile"),
                                         size_um=settings.get("size_um"),
-                                        method=settings.get("method", "entropy"))
+                                        method=settings.get("method", "entropy"),
+                                        diversity=float(settings.get("diversity",
+                                                                     DEFAULT_DIVERSITY)))
     finally:
         if own_reader is not None:
             own_reader.close()
-    return ReviewFinetuneOutcome(checkpoint=ckpt, samples=len(samples), before=before,
+    return ReviewFinetuneOutcome(checkpoint=ckpt, samples=n_reviewed, before=before,
                                  after=after, reference=reference, repredicted=done,
                                  regions=[r for r in regions if store.status(r.id) is None],
-                                 train=result)
+                                 train=result, anchors=anchor_regs)
 
 
 def _repredict(store: ReviewStore, todo: list[Region], loaded: Any,

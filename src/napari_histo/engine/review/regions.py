@@ -13,12 +13,16 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["DEFAULT_WEIGHTS", "Placement", "Region", "rescale_regions", "score_regions"]
+__all__ = ["DEFAULT_DIVERSITY", "DEFAULT_WEIGHTS", "Placement", "Region", "diversify",
+           "rescale_regions", "score_regions"]
 
 Box = tuple[int, int, int, int]
 
 #: score = uncertainty * mean_uncertainty * tissue_fraction + boundary * boundary_density
 DEFAULT_WEIGHTS: dict[str, float] = {"uncertainty": 1.0, "boundary": 0.1}
+#: soft non-maximum suppression of the tile order (:func:`diversify`): each tile already
+#: placed next to a tile multiplies that tile's effective score by ``1 - DEFAULT_DIVERSITY``
+DEFAULT_DIVERSITY = 0.5
 
 
 @dataclass(frozen=True)
@@ -109,7 +113,8 @@ def score_regions(probabilities: Any, *, threshold: float = 0.5, unit: str = "ti
                   size: int = 256, tissue: Any = None, uncertainty: Any = None,
                   weights: Mapping[str, float] | None = None, method: str = "entropy",
                   placement: Placement | None = None, min_tissue: float = 0.05,
-                  band: float = 0.5, top: int | None = None) -> list[Region]:
+                  band: float = 0.5, top: int | None = None,
+                  diversity: float = DEFAULT_DIVERSITY) -> list[Region]:
     """Rank tiles (``unit="tile"``, squares of ``size`` store px) or connected components of
     the uncertain band (``unit="component"``, uncertainty >= ``band``) of a prediction.
 
@@ -127,7 +132,10 @@ def score_regions(probabilities: Any, *, threshold: float = 0.5, unit: str = "ti
     size**2), so a speck is not worth a tile) and boundary_px counts predicted-label edge
     pixels (threshold or argmax) inside the box; weights default to
     :data:`DEFAULT_WEIGHTS`. Ties keep position order (row-major), so the order is
-    deterministic.
+    deterministic. Tiles are then ordered by :func:`diversify` (``diversity`` > 0, the
+    default): one uncertain structure spanning neighbouring tiles does not take the whole
+    top of the list; ``score`` stays each tile's own score, ``rank`` is the order.
+    ``diversity=0`` gives the plain score order.
     """
     from napari_histo.core.errors import ConfigError
 
@@ -154,13 +162,75 @@ def score_regions(probabilities: Any, *, threshold: float = 0.5, unit: str = "ti
         score = w["uncertainty"] * st["u"] * st["frac"] + w["boundary"] * bdens
         scored.append((score, st))
     scored.sort(key=lambda t: (-t[0], t[1]["box"][0], t[1]["box"][1]))
+    regions = [Region(id=st["id"], rank=i + 1, score=float(score), uncertainty=float(st["u"]),
+                      mean_prob=float(st["p"]), area_px=int(st["area"]),
+                      boundary_px=int(st["boundary"]), bbox_store=st["box"],
+                      bbox_px=place.to_px(st["box"]), bbox_um=place.to_um(st["box"]),
+                      kind=unit)
+               for i, (score, st) in enumerate(scored)]
+    if unit == "tile":
+        regions = diversify(regions, diversity)
     if top is not None:
-        scored = scored[:max(0, int(top))]
-    return [Region(id=st["id"], rank=i + 1, score=float(score), uncertainty=float(st["u"]),
-                   mean_prob=float(st["p"]), area_px=int(st["area"]),
-                   boundary_px=int(st["boundary"]), bbox_store=st["box"],
-                   bbox_px=place.to_px(st["box"]), bbox_um=place.to_um(st["box"]), kind=unit)
-            for i, (score, st) in enumerate(scored)]
+        regions = regions[:max(0, int(top))]
+    return regions
+
+
+def diversify(regions: list[Region], factor: float = DEFAULT_DIVERSITY) -> list[Region]:
+    """Order tiles by a greedy soft non-maximum suppression of their scores (Soft-NMS,
+    Bodla et al. 2017): repeatedly take the tile of highest effective score; each tile
+    touching it (8-neighbourhood on the tile grid) has its effective score multiplied by
+    ``1 - factor``.
+
+    Why: an uncertain structure usually spans several neighbouring tiles of nearly equal
+    score. Reviewing all of them first spends a round's corrections on one place and gives
+    fine-tuning near-duplicate examples; suppressing neighbours spreads the top of the list
+    over distinct uncertain places, while a neighbour much more uncertain than the next
+    place still comes early (soft, not hard, suppression). Components and ``factor <= 0``
+    keep the given order. ``score`` is left as it is; ``rank`` is renumbered.
+    """
+    import heapq
+
+    from napari_histo.core.errors import ConfigError
+
+    if not isinstance(factor, (int, float)) or not 0.0 <= float(factor) <= 1.0:
+        raise ConfigError(f"diversity must be a number from 0 to 1, got {factor!r}")
+    tiles = [r for r in regions if r.kind == "tile"]
+    if factor <= 0 or len(tiles) < 2 or len(tiles) != len(regions):
+        return [r if r.rank == i + 1 else _with_rank(r, i + 1) for i, r in enumerate(regions)]
+    keep = 1.0 - float(factor)
+    side_y = max(1, max(r.bbox_store[2] - r.bbox_store[0] for r in tiles))
+    side_x = max(1, max(r.bbox_store[3] - r.bbox_store[1] for r in tiles))
+    cell = {(r.bbox_store[0] // side_y, r.bbox_store[1] // side_x): i
+            for i, r in enumerate(tiles)}
+    eff = [max(0.0, r.score) for r in tiles]
+    # heap of (-effective score, y0, x0, index): ties keep position order, like the scores
+    heap = [(-e, r.bbox_store[0], r.bbox_store[1], i) for i, (e, r) in
+            enumerate(zip(eff, tiles, strict=True))]
+    heapq.heapify(heap)
+    done = [False] * len(tiles)
+    out: list[Region] = []
+    while heap:
+        neg, y0, x0, i = heapq.heappop(heap)
+        if done[i] or -neg != eff[i]:
+            continue  # taken already, or a stale entry of a suppressed tile
+        done[i] = True
+        out.append(_with_rank(tiles[i], len(out) + 1))
+        gy, gx = y0 // side_y, x0 // side_x
+        for dy in (-1, 0, 1):
+            for dx in (-1, 0, 1):
+                j = cell.get((gy + dy, gx + dx))
+                if j is None or done[j]:
+                    continue
+                eff[j] *= keep
+                r = tiles[j]
+                heapq.heappush(heap, (-eff[j], r.bbox_store[0], r.bbox_store[1], j))
+    return out
+
+
+def _with_rank(r: Region, rank: int) -> Region:
+    from dataclasses import replace
+
+    return replace(r, rank=rank)
 
 
 def _hw(probabilities: Any) -> tuple[int, int]:

@@ -29,7 +29,14 @@ import numpy as np
 
 from napari_histo.core.errors import ConfigError, DataError
 from napari_histo.core.progress import Message, Progress, Task
-from napari_histo.engine.review.regions import Placement, Region, block_maps, score_regions
+from napari_histo.engine.review.regions import (
+    DEFAULT_DIVERSITY,
+    Placement,
+    Region,
+    block_maps,
+    diversify,
+    score_regions,
+)
 
 __all__ = ["NOT_CORRECTED", "STATUSES", "ReviewStore"]
 
@@ -176,15 +183,18 @@ class ReviewStore:
 
     def rank(self, *, unit: str = "tile", size_um: float | None = None, top: int | None = None,
              model: str | Path | None = None, tta: bool = False, tta_top: int = 8,
-             method: str = "entropy") -> Task[list[Region]]:
+             method: str = "entropy", diversity: float = DEFAULT_DIVERSITY,
+             ) -> Task[list[Region]]:
         """Compute the uncertainty map and rank the regions (generator of progress events).
 
         Writes ``review/uncertainty`` (uint8 pyramid) and the ranking; marks of regions that
         still exist (same id) are kept (a Message says how many). ``tta`` re-predicts only
         the ``tta_top`` best regions whose mean probability is near the threshold with
         flips/rot90 (``model`` or the store's checkpoint) and adds their disagreement to the
-        score; its cost (tiles, seconds) goes into :attr:`settings`. Returns the ranking
-        (its first ``top`` when given; the whole ranking is stored).
+        score; its cost (tiles, seconds) goes into :attr:`settings`. Tiles are ordered with
+        :func:`~napari_histo.engine.review.regions.diversify` (``diversity``; 0 = plain score
+        order), so neighbouring tiles of one uncertain structure do not fill the top of the
+        list. Returns the ranking (its first ``top`` when given; the whole ranking is stored).
         """
         if unit not in ("tile", "component"):
             raise ConfigError(f"unit must be 'tile' or 'component', got {unit!r}")
@@ -192,6 +202,7 @@ class ReviewStore:
             raise ConfigError(f"method must be 'entropy' or 'margin', got {method!r}")
         if top is not None and (not isinstance(top, int) or top < 1):
             raise ConfigError(f"top must be a positive whole number, got {top!r}")
+        diversify([], diversity)  # checks the value before any work
         size = self.size_px(size_um)
         t0 = time.perf_counter()
         unc = yield from self._write_uncertainty(method)
@@ -201,9 +212,11 @@ class ReviewStore:
             ranked = self._components(threshold, size)
         else:
             ranked = score_regions(self.probabilities(), threshold=threshold, unit=unit,
-                                   size=size, uncertainty=unc, placement=self.placement)
+                                   size=size, uncertainty=unc, placement=self.placement,
+                                   diversity=diversity)
         settings: dict[str, Any] = {"unit": unit, "size": size, "size_um": size_um,
-                                    "method": method, "tta": bool(tta), "regions": len(ranked)}
+                                    "method": method, "tta": bool(tta), "regions": len(ranked),
+                                    "diversity": float(diversity)}
         if tta:
             from napari_histo.engine.review.tta import tta_rerank
 
@@ -211,6 +224,7 @@ class ReviewStore:
                                                  model=model, top=tta_top, near=TTA_NEAR)
             settings["tta_cost"] = cost
             settings["model"] = cost.get("checkpoint")
+            ranked = diversify(ranked, diversity if unit == "tile" else 0.0)
         settings["seconds"] = round(time.perf_counter() - t0, 3)
         yield Progress(1, 1, "ranking regions")
         self._store_ranking(ranked, settings)
