@@ -369,8 +369,8 @@ class CorrectWidget(DockWidget):
             lr=float(self._lr_spin.value), batch_size=4, patch_size=128, mpp=mpp, data_mpp=mpp,
             device="cpu", out_dir=str(out), val_fraction=0.0, init_checkpoint=str(ckpt),
             steps_per_epoch=int(self._steps_spin.value), early_stopping_patience=None,
-            class_names=names, num_classes=len(names), augment=True, amp=False, preview=False,
-            freeze_norm=True)
+            class_names=names, num_classes=len(names), augment=False, amp=False, preview=False,
+            freeze_norm=True)  # augmentation wrecked the model on a few patches (finetune_config)
 
     def stop(self) -> None:
         """Stop fine-tuning after the current batch."""

@@ -60,13 +60,17 @@ class ReviewFinetuneOutcome:
 
 def finetune_config(checkpoint: str | Path, out_dir: str | Path, *, epochs: int = 3,
                     steps_per_epoch: int = 10, lr: float = 1e-4, patch_size: int = 128,
-                    batch_size: int = 4, device: str = "cpu", augment: bool = True,
+                    batch_size: int = 4, device: str = "cpu", augment: bool = False,
                     freeze_norm: bool = True) -> Any:
     """A fine-tuning TrainConfig for ``checkpoint`` (defaults of the Correct widget: no
-    validation split, frozen norm layers, augmentation on, the checkpoint's classes).
+    validation split, frozen norm layers, no augmentation, the checkpoint's classes).
 
-    A barely trained checkpoint learns faster with ``freeze_norm=False`` (its norm
-    statistics are not worth keeping) and, on a few regions, ``augment=False``.
+    Augmentation is off because it destroyed the model on a few corrected patches: on the
+    demo model and sample slide, fine-tuning on the model's own labels with augmentation on
+    took the window's Dice from 0.57 to 0.005 (0.16 without the stain part), and without it
+    kept 0.56; on painted corrections it gave 0.06 against 0.72 without (see
+    docs/benchmarks.md, "Fine-tuning on corrections"). A barely trained checkpoint learns
+    faster with ``freeze_norm=False`` (its norm statistics are not worth keeping).
     """
     from napari_histo.engine.checkpoints import read_checkpoint
     from napari_histo.engine.training import TrainConfig
