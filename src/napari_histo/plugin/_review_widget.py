@@ -41,7 +41,7 @@ from napari_histo.core.progress import EpochEnd, Message, Progress
 from napari_histo.plugin import _result_layers as rl
 from napari_histo.plugin import _review_view as rv
 from napari_histo.plugin._review_keys import KEYS, KeyBindings
-from napari_histo.plugin._widget_base import DockWidget
+from napari_histo.plugin._widget_base import DockWidget, StatusLine
 from napari_histo.plugin._workers import TaskHandle
 
 if TYPE_CHECKING:
@@ -141,7 +141,8 @@ class ReviewWidget(DockWidget):
         self._rank_button = PushButton(text="Rank")
         self._stop_button = PushButton(text="Stop", enabled=False)
         self._progress_bar = ProgressBar(label="progress", min=0, max=1, value=0)
-        self._status_label = Label(label="", value="pick a prediction, then Rank")
+        self._status_label = StatusLine()
+        self._status_label.value = "pick a prediction, then Rank"
         self._region_label = Label(label="", value="")
         nav = [PushButton(text=t) for t in ("◀ prev", "next ▶", "accept", "flag", "edit")]
         self._prev_btn, self._next_btn, self._accept_btn, self._flag_btn, self._edit_btn = nav

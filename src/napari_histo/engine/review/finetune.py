@@ -102,11 +102,10 @@ def _scores(pairs: list[tuple[np.ndarray, np.ndarray]]) -> dict[str, float | lis
 
     if not pairs:
         return {"dice": float("nan"), "iou": float("nan"), "regions": 0.0}
-    cms = np.zeros((len(pairs), 2, 2), np.int64)
-    for i, (lab, ref) in enumerate(pairs):
-        a, b = np.asarray(lab).ravel() > 0, np.asarray(ref).ravel() > 0
-        cms[i] = [[np.count_nonzero(~b & ~a), np.count_nonzero(~b & a)],
-                  [np.count_nonzero(b & ~a), np.count_nonzero(b & a)]]
+    from napari_histo.engine.metrics import confusion_matrix
+
+    cms = np.stack([confusion_matrix(np.asarray(lab) > 0, np.asarray(ref) > 0, 2,
+                                     ignore_index=None) for lab, ref in pairs])
     items = {"cm": cms}
     point = item_metrics(items, "r")
     cis = item_cis(items, None, "r", n=500)
@@ -270,17 +269,7 @@ def finetune_reviewed_job(store: ReviewStore, checkpoint: str | Path, cfg: Any =
                           for r in scored if r.id in refs])
         yield Message(f"before fine-tuning: Dice {_fmt(before)} on {len(scored)} "
                       f"reviewed region(s), against the {reference}")
-        gen = train(cfg, arrays=samples)
-        try:
-            while True:
-                try:
-                    ev = next(gen)
-                except StopIteration as stop:
-                    result = stop.value
-                    break
-                yield ev
-        finally:
-            gen.close()
+        result = yield from train(cfg, arrays=samples)  # closing this job closes training
         ckpt = str(result.best_checkpoint or result.last_checkpoint)
         loaded = load_checkpoint(ckpt, device="cpu")
         after_pairs = []
